@@ -1,0 +1,184 @@
+"""The catalog: which datasets to read, how to label them, where to write.
+
+``catalog.yaml`` is validated by pydantic models with unknown keys forbidden. Every problem
+becomes a :class:`~depthdata.errors.CatalogError` that quotes the YAML path, e.g.
+``datasets.nyu.root: path does not exist: /data/nyu``. Relative paths (dataset roots, a local
+store URL) are resolved against the catalog file's folder, so a catalog works from any cwd.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import fsspec
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from depthdata.errors import CatalogError
+from depthdata.lidar.config import LidarConfig
+from depthdata.teacher.config import TeacherConfig
+
+CATALOG_VERSION = 1
+ResizeMode = Literal["resize", "fit_pad", "center_crop"]
+
+
+class CompressorConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    #: ``zstd``: Zstandard (level 1 measured fastest to read, see benchmarks/RESULTS.md);
+    #: ``blosc-lz4``: Blosc LZ4 with byte shuffle; ``none``: raw
+    codec: Literal["zstd", "blosc-lz4", "none"] = "zstd"
+    level: int = Field(1, ge=0, le=22)
+
+
+class StoreConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    #: any fsspec URL: a local path (default), ``s3://bucket/x.zarr``, ``memory://x``
+    url: str = "build/depthdata.zarr"
+    #: samples per shard; ``auto`` sizes shards to about 96 MiB of uncompressed data
+    shard_size: int | Literal["auto"] = "auto"
+    compressor: CompressorConfig = CompressorConfig()
+    #: fsspec storage options (credentials, endpoint_url, ...) for remote stores
+    storage_options: dict[str, Any] = {}
+
+    @field_validator("shard_size")
+    @classmethod
+    def _positive(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 1:
+            raise ValueError("shard_size must be >= 1 or 'auto'")
+        return v
+
+
+class DatasetConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    #: source format, one of ``depthdata sources list`` (nyuv2, synthia, diw, images)
+    kind: str
+    #: folder or file URL the source reads (relative to the catalog's folder)
+    root: str
+    #: splits to build; default every split the source finds
+    splits: list[str] | None = None
+    #: stored resolution ``[height, width]`` in pixels
+    resolution: tuple[int, int] = (480, 640)
+    resize: ResizeMode = "resize"
+    #: read at most this many items per split (for quick trials); default all
+    limit: int | None = Field(None, ge=1)
+    #: per-kind options, validated by the source's own schema
+    options: dict[str, Any] = {}
+
+    @field_validator("resolution")
+    @classmethod
+    def _resolution(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if v[0] < 8 or v[1] < 8:
+            raise ValueError(f"resolution must be at least 8×8 pixels, got {list(v)}")
+        return v
+
+
+class Catalog(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    version: Literal[1] = 1
+    store: StoreConfig = StoreConfig()
+    datasets: dict[str, DatasetConfig]
+    teacher: TeacherConfig = TeacherConfig()
+    lidar: LidarConfig = LidarConfig()
+
+    #: folder of the catalog file; relative paths are resolved against it (not serialised)
+    base_dir: str = Field(".", exclude=True)
+
+    @field_validator("datasets")
+    @classmethod
+    def _names(cls, v: dict[str, DatasetConfig]) -> dict[str, DatasetConfig]:
+        if not v:
+            raise ValueError("at least one dataset is required")
+        for name in v:
+            if not name or "/" in name or name.startswith("_"):
+                raise ValueError(f"dataset name {name!r} must be non-empty, without '/', not starting with '_'")
+        return v
+
+    def resolve(self, url: str) -> str:
+        """``url`` made absolute against the catalog's folder when it is a relative local path."""
+        if "://" in url or os.path.isabs(url):
+            return url
+        return str((Path(self.base_dir) / url).resolve())
+
+    @property
+    def store_url(self) -> str:
+        return self.resolve(self.store.url)
+
+    def dataset_root(self, name: str) -> str:
+        return self.resolve(self.datasets[name].root)
+
+    def source(self, name: str):
+        """The source reader of dataset ``name``."""
+        from depthdata.sources.registry import get_source_class
+
+        cfg = self.datasets[name]
+        return get_source_class(cfg.kind)(name, cfg, self.dataset_root(name))
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(p) for p in loc) or "(top level)"
+
+
+def _format_errors(exc: ValidationError, prefix: tuple[Any, ...] = ()) -> list[str]:
+    lines = []
+    for err in exc.errors():
+        where = _loc(prefix + tuple(err["loc"]))
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        lines.append(f"{where}: {msg}")
+    return lines
+
+
+def parse_catalog(data: Any, base_dir: str = ".", check_roots: bool = True, source: str = "catalog") -> Catalog:
+    """Validate a parsed YAML document. Raises :class:`CatalogError` listing every problem."""
+    if not isinstance(data, dict):
+        raise CatalogError(f"{source}: top level must be a mapping, got {type(data).__name__}")
+    try:
+        cat = Catalog.model_validate({**data, "base_dir": base_dir})
+    except ValidationError as exc:
+        raise CatalogError(f"{source}: invalid catalog:\n  " + "\n  ".join(_format_errors(exc))) from None
+    problems = _check_datasets(cat, check_roots)
+    if problems:
+        raise CatalogError(f"{source}: invalid catalog:\n  " + "\n  ".join(problems))
+    return cat
+
+
+def _check_datasets(cat: Catalog, check_roots: bool) -> list[str]:
+    from depthdata.sources.registry import source_kinds
+
+    kinds = source_kinds()
+    problems = []
+    for name, ds in cat.datasets.items():
+        if ds.kind not in kinds:
+            problems.append(f"datasets.{name}.kind: unknown kind {ds.kind!r}; known: {', '.join(kinds)}")
+            continue
+        try:
+            kinds[ds.kind].Options.model_validate(ds.options)
+        except ValidationError as exc:
+            problems.extend(_format_errors(exc, ("datasets", name, "options")))
+        if check_roots:
+            root = cat.dataset_root(name)
+            fs, path = fsspec.core.url_to_fs(root, **cat.store.storage_options) if "://" in root else (None, root)
+            exists = os.path.exists(root) if fs is None else fs.exists(path)
+            if not exists:
+                problems.append(f"datasets.{name}.root: path does not exist: {root}")
+    return problems
+
+
+def load_catalog(path: str | os.PathLike[str], check_roots: bool = True) -> Catalog:
+    """Read and validate a catalog YAML file."""
+    p = Path(path)
+    if not p.is_file():
+        raise CatalogError(f"{p}: catalog file not found")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        raise CatalogError(f"{p}: not valid YAML: {exc}") from None
+    return parse_catalog(data, base_dir=str(p.resolve().parent), check_roots=check_roots, source=str(p))

@@ -1,0 +1,444 @@
+"""A depthdata store: one Zarr v3 hierarchy per build, one group per ``dataset/split``.
+
+Layout under the store URL::
+
+    zarr.json                              root; attributes["depthdata"] = schema version, catalog, ...
+    <dataset>/<split>/zarr.json            group; attributes = plan (num_samples, shard_size, H, W, ...)
+    <dataset>/<split>/<field>/...          one array per field, chunk = 1 sample, shard = S samples
+    _manifest/<dataset>/<split>/_plan.parquet               index → sample_id, source_uri
+    _manifest/<dataset>/<split>/<stage>/shard-000000.parquet completion record + per-sample rows
+
+Write rules that keep parallel writers correct (Zarr has no locking): a task owns whole shards
+and writes each shard of each field once, in one call; the manifest part is written after the
+data; fields are created once, before shard tasks start (:meth:`Group.ensure_fields`).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import fsspec
+import numpy as np
+import pyarrow as pa
+import zarr
+import zarr.errors
+from zarr.codecs import BloscCodec, ZstdCodec
+
+import depthdata
+from depthdata.errors import StoreError
+from depthdata.store import manifest as mf
+from depthdata.store.fields import FIELDS, STAGES, field_spec
+
+SCHEMA_VERSION = 1
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def compressors_for(codec: str, level: int) -> Any:
+    """Zarr v3 compressor list for a catalog ``store.compressor`` setting."""
+    if codec == "zstd":
+        return [ZstdCodec(level=level)]
+    if codec == "blosc-lz4":
+        return [BloscCodec(cname="lz4", clevel=max(1, min(level, 9)), shuffle="shuffle")]
+    if codec == "none":
+        return None
+    raise StoreError(f"unknown compressor codec {codec!r} (zstd, blosc-lz4, none)")
+
+
+@dataclass(frozen=True)
+class ShardStatus:
+    group: str
+    stage: str
+    shard: int
+    complete: bool
+    reason: str = ""
+
+
+class Store:
+    """Handle on a store. Open with :meth:`open`; make with :meth:`create`."""
+
+    def __init__(self, url: str, root: zarr.Group, fs: fsspec.AbstractFileSystem, fs_root: str,
+                 storage_options: dict[str, Any]):
+        self.url = url
+        self.root = root
+        self.fs = fs
+        self.fs_root = fs_root.rstrip("/")
+        self.storage_options = storage_options
+
+    # -- opening ---------------------------------------------------------------------------
+    @staticmethod
+    def _zarr_store(url: str, storage_options: dict[str, Any], read_only: bool):
+        if "://" in url and not url.startswith("file://"):
+            return zarr.storage.FsspecStore.from_url(url, storage_options=storage_options or None, read_only=read_only)
+        path = url[len("file://"):] if url.startswith("file://") else url
+        return zarr.storage.LocalStore(path, read_only=read_only)
+
+    @classmethod
+    def create(cls, url: str, catalog: dict[str, Any] | None = None,
+               storage_options: dict[str, Any] | None = None) -> "Store":
+        """Open the store at ``url`` for writing, making it when it does not exist yet.
+
+        An existing store must be a depthdata store of this schema version; a path that holds
+        anything else is refused rather than written into.
+        """
+        storage_options = storage_options or {}
+        fs, fs_root = fsspec.core.url_to_fs(url, **storage_options)
+        if fs.exists(f"{fs_root}/zarr.json"):
+            store = cls.open(url, mode="r+", storage_options=storage_options)
+            if catalog is not None:
+                attrs = dict(store.root.attrs["depthdata"])
+                attrs["catalog"] = catalog
+                store.root.attrs["depthdata"] = attrs
+            return store
+        if fs.exists(fs_root) and fs.isdir(fs_root) and fs.ls(fs_root):
+            raise StoreError(f"{url}: exists and is not empty, but is not a depthdata store (no zarr.json)")
+        if fs.exists(fs_root) and not fs.isdir(fs_root):
+            raise StoreError(f"{url}: exists and is a file, not a store folder")
+        zstore = cls._zarr_store(url, storage_options, read_only=False)
+        root = zarr.open_group(store=zstore, mode="w-", zarr_format=3)
+        root.attrs["depthdata"] = {
+            "schema_version": SCHEMA_VERSION,
+            "package_version": depthdata.__version__,
+            "created": _now(),
+            "catalog": catalog,
+        }
+        return cls(url, root, fs, fs_root, storage_options)
+
+    @classmethod
+    def open(cls, url: str, mode: str = "r", storage_options: dict[str, Any] | None = None) -> "Store":
+        """Open an existing store (``mode`` ``"r"`` or ``"r+"``); refuse foreign or newer ones."""
+        storage_options = storage_options or {}
+        fs, fs_root = fsspec.core.url_to_fs(url, **storage_options)
+        if not fs.exists(fs_root):
+            raise StoreError(f"{url}: no such store")
+        if not fs.exists(f"{fs_root}/zarr.json"):
+            raise StoreError(f"{url}: not a depthdata store (no zarr.json at its root)")
+        zstore = cls._zarr_store(url, storage_options, read_only=(mode == "r"))
+        try:
+            root = zarr.open_group(store=zstore, mode="r" if mode == "r" else "r+", zarr_format=3)
+        except (zarr.errors.GroupNotFoundError, ValueError, KeyError) as exc:
+            raise StoreError(f"{url}: not a Zarr v3 group ({exc})") from None
+        meta = root.attrs.get("depthdata")
+        if not isinstance(meta, dict) or "schema_version" not in meta:
+            raise StoreError(f"{url}: a Zarr store, but not a depthdata store (no 'depthdata' attributes)")
+        version = meta["schema_version"]
+        if version != SCHEMA_VERSION:
+            raise StoreError(
+                f"{url}: store schema version {version} is not supported by depthdata "
+                f"{depthdata.__version__} (which reads version {SCHEMA_VERSION}); "
+                "use the depthdata release that wrote it, or rebuild the store"
+            )
+        return cls(url, root, fs, fs_root, storage_options)
+
+    # -- metadata --------------------------------------------------------------------------
+    @property
+    def meta(self) -> dict[str, Any]:
+        return dict(self.root.attrs["depthdata"])
+
+    @property
+    def schema_version(self) -> int:
+        return int(self.meta["schema_version"])
+
+    def group_paths(self) -> list[str]:
+        """``dataset/split`` paths of every group, sorted."""
+        out = []
+        with warnings.catch_warnings():
+            # the manifest folder sits beside the groups; Zarr warns that it is not a node
+            warnings.filterwarnings("ignore", message=".*not recognized as a component of a Zarr hierarchy")
+            for ds_name, ds in sorted(self.root.groups()):
+                for split_name, _ in sorted(ds.groups()):
+                    out.append(f"{ds_name}/{split_name}")
+        return out
+
+    def group(self, path: str) -> "Group":
+        try:
+            zg = self.root[path]
+        except KeyError:
+            known = ", ".join(self.group_paths()) or "none"
+            raise StoreError(f"{self.url}: no group {path!r} (groups: {known})") from None
+        if not isinstance(zg, zarr.Group) or "plan" not in zg.attrs:
+            raise StoreError(f"{self.url}: {path!r} is not a depthdata group")
+        return Group(self, path, zg)
+
+    def create_group(self, dataset: str, split: str, sample_ids: Sequence[str], source_uris: Sequence[str],
+                     height: int, width: int, shard_size: int, max_pairs: int = 0,
+                     compressor: tuple[str, int] = ("zstd", 1)) -> "Group":
+        """Plan a group: its samples in order and its geometry. Idempotent for the same plan.
+
+        Re-creating a group with the same plan returns it unchanged (this is how a re-run
+        resumes); a different plan (samples added or removed at the source, another resolution
+        or shard size) is refused, because shards already written would no longer line up.
+        """
+        if len(sample_ids) != len(source_uris):
+            raise ValueError("sample_ids and source_uris differ in length")
+        if len(set(sample_ids)) != len(sample_ids):
+            dup = next(s for s in sample_ids if list(sample_ids).count(s) > 1)
+            raise StoreError(f"{dataset}/{split}: duplicate sample id {dup!r} in the plan")
+        path = f"{dataset}/{split}"
+        plan = {
+            "num_samples": len(sample_ids),
+            "shard_size": int(shard_size),
+            "height": int(height),
+            "width": int(width),
+            "max_pairs": int(max_pairs),
+            "compressor": list(compressor),
+            "ids_checksum": mf.config_hash(list(sample_ids)),
+        }
+        try:
+            existing = self.root[path]
+        except KeyError:
+            existing = None
+        if existing is not None:
+            old = dict(existing.attrs.get("plan", {}))
+            if old != plan:
+                diff = {k: (old.get(k), plan[k]) for k in plan if old.get(k) != plan[k]}
+                raise StoreError(
+                    f"{self.url}: group {path} exists with a different plan {diff} (old, new); "
+                    "build into a new store or delete the group to rebuild it"
+                )
+            return self.group(path)
+        rows = [{"index": i, "sample_id": s, "source_uri": u} for i, (s, u) in enumerate(zip(sample_ids, source_uris))]
+        mf.atomic_write(self.fs, f"{self.fs_root}/{mf.plan_path(path)}",
+                        mf.table_bytes(rows, {"group": path, **plan}))
+        zg = self.root.require_group(dataset).require_group(split)
+        zg.attrs["plan"] = plan
+        zg.attrs["created"] = _now()
+        return self.group(path)
+
+    def sizes(self) -> dict[str, int]:
+        """Bytes on disk per group (data and manifest)."""
+        out = {}
+        for path in self.group_paths():
+            total = 0
+            for prefix in (path, f"{mf.MANIFEST_DIR}/{path}"):
+                p = f"{self.fs_root}/{prefix}"
+                if self.fs.exists(p):
+                    total += self.fs.du(p, total=True)
+            out[path] = int(total)
+        return out
+
+
+class Group:
+    """One ``dataset/split``: writing whole shards, reading samples, shards and the manifest."""
+
+    def __init__(self, store: Store, path: str, zgroup: zarr.Group):
+        self.store = store
+        self.path = path
+        self.zgroup = zgroup
+        self.plan: dict[str, Any] = dict(zgroup.attrs["plan"])
+        self._ids: list[str] | None = None
+        self._index: dict[str, int] | None = None
+
+    def __repr__(self) -> str:
+        return f"Group({self.store.url!r}, {self.path!r}, samples={len(self)}, shards={self.num_shards})"
+
+    def __len__(self) -> int:
+        return int(self.plan["num_samples"])
+
+    @property
+    def height(self) -> int:
+        return int(self.plan["height"])
+
+    @property
+    def width(self) -> int:
+        return int(self.plan["width"])
+
+    @property
+    def shard_size(self) -> int:
+        return int(self.plan["shard_size"])
+
+    @property
+    def num_shards(self) -> int:
+        return math.ceil(len(self) / self.shard_size) if len(self) else 0
+
+    def shard_range(self, shard: int) -> range:
+        """Sample indices (0-based) of ``shard``."""
+        if not 0 <= shard < self.num_shards:
+            raise IndexError(f"{self.path}: shard {shard} out of range 0..{self.num_shards - 1}")
+        start = shard * self.shard_size
+        return range(start, min(start + self.shard_size, len(self)))
+
+    def shard_of(self, index: int) -> int:
+        return index // self.shard_size
+
+    # -- plan ------------------------------------------------------------------------------
+    @property
+    def sample_ids(self) -> list[str]:
+        if self._ids is None:
+            table, _ = mf.read_table(self.store.fs, f"{self.store.fs_root}/{mf.plan_path(self.path)}")
+            self._ids = table.column("sample_id").to_pylist()
+        return self._ids
+
+    def index_of(self, sample_id: str) -> int:
+        if self._index is None:
+            self._index = {s: i for i, s in enumerate(self.sample_ids)}
+        try:
+            return self._index[sample_id]
+        except KeyError:
+            raise KeyError(f"{self.path}: no sample {sample_id!r}") from None
+
+    # -- fields ----------------------------------------------------------------------------
+    def fields(self) -> list[str]:
+        """Fields that have an array in this group (some shards may not be written yet)."""
+        return sorted(name for name, _ in self.zgroup.arrays() if name in FIELDS)
+
+    def ensure_fields(self, names: Iterable[str]) -> None:
+        """Create the arrays of ``names`` if missing. Call once before parallel shard writes."""
+        existing = set(self.fields())
+        codec, level = self.plan["compressor"]
+        for name in names:
+            if name in existing:
+                continue
+            spec = field_spec(name)
+            sample_shape = spec.shape(self.height, self.width, int(self.plan["max_pairs"]))
+            self.zgroup.create_array(
+                name,
+                shape=(len(self), *sample_shape),
+                chunks=(1, *sample_shape),
+                shards=(self.shard_size, *sample_shape),
+                dtype=spec.dtype,
+                fill_value=spec.fill,
+                compressors=compressors_for(codec, int(level)),
+                dimension_names=("sample", *("y", "x", "c")[: len(sample_shape)]) if spec.sample_shape != "pairs"
+                else ("sample", "pair", "column"),
+                attributes={"doc": spec.doc, "stage": spec.stage},
+            )
+
+    def array(self, name: str) -> zarr.Array:
+        try:
+            arr = self.zgroup[name]
+        except KeyError:
+            raise StoreError(f"{self.store.url}: group {self.path} has no field {name!r} "
+                             f"(fields: {', '.join(self.fields()) or 'none'})") from None
+        return arr
+
+    # -- writing ---------------------------------------------------------------------------
+    def write_shard(self, shard: int, stage: str, data: dict[str, np.ndarray], rows: list[dict[str, Any]],
+                    config: dict[str, Any] | None = None) -> None:
+        """Write ``stage``'s fields of one whole shard, then its manifest part.
+
+        ``data[field]`` holds every sample of the shard (sample axis first). ``rows`` are the
+        per-sample manifest rows (stats, lineage, status); this adds ``index``, ``sample_id``,
+        ``shard`` and one ``checksum_<field>`` column per field. ``config`` (the stage's settings)
+        is hashed into the part so that a re-run with other settings redoes the shard.
+        """
+        idx = self.shard_range(shard)
+        expected = set(STAGES.get(stage, ()))
+        unknown = set(data) - expected
+        if unknown:
+            raise ValueError(f"fields {sorted(unknown)} do not belong to stage {stage!r} (its fields: {sorted(expected)})")
+        if len(rows) != len(idx):
+            raise ValueError(f"{self.path} shard {shard}: {len(rows)} manifest rows for {len(idx)} samples")
+        ids = self.sample_ids
+        full_rows = []
+        for name, arr in data.items():
+            target = self.array(name)
+            want = (len(idx), *target.shape[1:])
+            if arr.shape != want:
+                raise ValueError(f"{self.path} shard {shard} field {name}: shape {arr.shape}, expected {want}")
+        for j, i in enumerate(idx):
+            row = {"index": i, "sample_id": ids[i], "shard": shard, **rows[j]}
+            if row["sample_id"] != ids[i]:
+                raise ValueError(f"{self.path}: row {j} of shard {shard} is for {rows[j].get('sample_id')!r}, "
+                                 f"the plan says {ids[i]!r}")
+            for name, arr in data.items():
+                row[f"checksum_{name}"] = mf.checksum(arr[j].astype(field_spec(name).dtype, copy=False))
+            full_rows.append(row)
+        # Data first, in one call per field (a whole shard: no read-modify-write) ...
+        for name, arr in data.items():
+            self.array(name)[idx.start: idx.stop] = arr.astype(field_spec(name).dtype, copy=False)
+        # ... then the completion record.
+        meta = {
+            "group": self.path, "stage": stage, "shard": shard, "fields": sorted(data),
+            "config_hash": mf.config_hash(config or {}), "config": config or {},
+            "written": _now(), "package_version": depthdata.__version__,
+        }
+        mf.atomic_write(self.store.fs, self._part(stage, shard), mf.table_bytes(full_rows, meta))
+
+    def _part(self, stage: str, shard: int) -> str:
+        return f"{self.store.fs_root}/{mf.part_path(self.path, stage, shard)}"
+
+    # -- completion ------------------------------------------------------------------------
+    def shard_status(self, shard: int, stage: str, config: dict[str, Any] | None = None) -> ShardStatus:
+        """Whether ``stage`` is complete for ``shard``: its part exists, parses, has one row per
+        sample, names this shard, and (when ``config`` is given) was written with those settings.
+
+        This is the cheap check a re-run uses; :func:`depthdata.store.verify.verify` re-hashes.
+        """
+        def status(ok: bool, reason: str = "") -> ShardStatus:
+            return ShardStatus(self.path, stage, shard, ok, reason)
+
+        path = self._part(stage, shard)
+        if not self.store.fs.exists(path):
+            return status(False, "no manifest part")
+        try:
+            table, meta = mf.read_table(self.store.fs, path)
+        except (OSError, pa.ArrowInvalid) as exc:
+            return status(False, f"manifest part unreadable: {exc}")
+        if table.num_rows != len(self.shard_range(shard)) or meta.get("shard") != shard:
+            return status(False, "manifest part does not match the shard")
+        missing = [f for f in meta.get("fields", []) if f not in self.fields()]
+        if missing:
+            return status(False, f"manifest part names fields without data: {missing}")
+        if config is not None and meta.get("config_hash") != mf.config_hash(config):
+            return status(False, "written with other settings")
+        return status(True)
+
+    def is_complete(self, shard: int, stage: str, config: dict[str, Any] | None = None) -> bool:
+        return self.shard_status(shard, stage, config).complete
+
+    def stages(self) -> list[str]:
+        """Stages that have at least one manifest part in this group."""
+        base = f"{self.store.fs_root}/{mf.MANIFEST_DIR}/{self.path}"
+        if not self.store.fs.exists(base):
+            return []
+        return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in self.store.fs.ls(base, detail=False)
+                      if self.store.fs.isdir(p))
+
+    def complete_shards(self, stage: str) -> list[int]:
+        return [k for k in range(self.num_shards) if self.is_complete(k, stage)]
+
+    # -- reading ---------------------------------------------------------------------------
+    def read_shard(self, shard: int, fields: Sequence[str]) -> dict[str, np.ndarray]:
+        """Every sample of ``shard`` for ``fields``: one request per field."""
+        idx = self.shard_range(shard)
+        return {name: self.array(name)[idx.start: idx.stop] for name in fields}
+
+    def read(self, key: int | str, fields: Sequence[str] | None = None) -> dict[str, Any]:
+        """One sample by 0-based index or sample id, as ``{"sample_id": ..., field: array}``."""
+        index = self.index_of(key) if isinstance(key, str) else int(key)
+        if not 0 <= index < len(self):
+            raise IndexError(f"{self.path}: index {index} out of range 0..{len(self) - 1}")
+        out: dict[str, Any] = {"sample_id": self.sample_ids[index], "index": index}
+        for name in fields or self.fields():
+            out[name] = self.array(name)[index]
+        return out
+
+    def manifest(self, stage: str | None = None) -> pa.Table:
+        """The manifest rows of complete shards: one stage's, or every stage joined on index."""
+        stages = [stage] if stage else self.stages()
+        merged: pa.Table | None = None
+        for st in stages:
+            parts = [mf.read_table(self.store.fs, self._part(st, k))[0]
+                     for k in range(self.num_shards) if self.store.fs.exists(self._part(st, k))]
+            if not parts:
+                continue
+            table = pa.concat_tables(parts, promote_options="permissive").sort_by("index")
+            if merged is None:
+                merged = table
+            else:
+                drop = [c for c in ("sample_id", "shard") if c in table.column_names]
+                table = table.drop_columns(drop)
+                rename = {c: f"{st}.{c}" for c in table.column_names if c != "index" and c in merged.column_names}
+                table = table.rename_columns([rename.get(c, c) for c in table.column_names])
+                merged = merged.join(table, "index", join_type="left outer").sort_by("index")
+        if merged is None:
+            return pa.table({"index": pa.array([], pa.int64()), "sample_id": pa.array([], pa.string())})
+        return merged
