@@ -63,7 +63,12 @@ def _is_local(fs: fsspec.AbstractFileSystem) -> bool:
 
 def table_bytes(rows: list[dict[str, Any]], metadata: dict[str, Any]) -> bytes:
     """Rows (a list of flat dicts) as Parquet bytes with ``metadata`` as JSON in the footer."""
-    table = pa.Table.from_pylist(rows)
+    # Rows may differ in keys (a quarantined row has no stats); pyarrow would take the first
+    # row's keys only, so every row gets every column.
+    columns: dict[str, None] = {}
+    for row in rows:
+        columns.update(dict.fromkeys(row))
+    table = pa.Table.from_pylist([{c: row.get(c) for c in columns} for row in rows])
     table = table.replace_schema_metadata({b"depthdata": json.dumps(metadata, sort_keys=True).encode()})
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="zstd")

@@ -169,15 +169,15 @@ class Store:
 
     def create_group(self, dataset: str, split: str, sample_ids: Sequence[str], source_uris: Sequence[str],
                      height: int, width: int, shard_size: int, max_pairs: int = 0,
-                     compressor: tuple[str, int] = ("zstd", 1)) -> "Group":
+                     compressor: tuple[str, int] = ("zstd", 1), locators: Sequence[str] | None = None) -> "Group":
         """Plan a group: its samples in order and its geometry. Idempotent for the same plan.
 
         Re-creating a group with the same plan returns it unchanged (this is how a re-run
         resumes); a different plan (samples added or removed at the source, another resolution
         or shard size) is refused, because shards already written would no longer line up.
         """
-        if len(sample_ids) != len(source_uris):
-            raise ValueError("sample_ids and source_uris differ in length")
+        if len(sample_ids) != len(source_uris) or (locators is not None and len(locators) != len(sample_ids)):
+            raise ValueError("sample_ids, source_uris and locators differ in length")
         if len(set(sample_ids)) != len(sample_ids):
             dup = next(s for s in sample_ids if list(sample_ids).count(s) > 1)
             raise StoreError(f"{dataset}/{split}: duplicate sample id {dup!r} in the plan")
@@ -204,7 +204,10 @@ class Store:
                     "build into a new store or delete the group to rebuild it"
                 )
             return self.group(path)
-        rows = [{"index": i, "sample_id": s, "source_uri": u} for i, (s, u) in enumerate(zip(sample_ids, source_uris))]
+        # The plan also keeps each item's locator (JSON), so a shard task on any worker finds
+        # its items without listing the source again.
+        rows = [{"index": i, "sample_id": s, "source_uri": u, "locator": locators[i] if locators else None}
+                for i, (s, u) in enumerate(zip(sample_ids, source_uris))]
         mf.atomic_write(self.fs, f"{self.fs_root}/{mf.plan_path(path)}",
                         mf.table_bytes(rows, {"group": path, **plan}))
         zg = self.root.require_group(dataset).require_group(split)
@@ -275,6 +278,12 @@ class Group:
             table, _ = mf.read_table(self.store.fs, f"{self.store.fs_root}/{mf.plan_path(self.path)}")
             self._ids = table.column("sample_id").to_pylist()
         return self._ids
+
+    def plan_rows(self, shard: int) -> list[dict[str, Any]]:
+        """The plan's rows (index, sample_id, source_uri, locator) of ``shard``."""
+        idx = self.shard_range(shard)
+        table, _ = mf.read_table(self.store.fs, f"{self.store.fs_root}/{mf.plan_path(self.path)}")
+        return table.slice(idx.start, len(idx)).to_pylist()
 
     def index_of(self, sample_id: str) -> int:
         if self._index is None:
