@@ -26,10 +26,11 @@ ResizeMode = Literal["resize", "fit_pad", "center_crop"]
 
 class CompressorConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    #: ``zstd``: Zstandard (level 1 measured fastest to read, see benchmarks/RESULTS.md);
-    #: ``blosc-lz4``: Blosc LZ4 with byte shuffle; ``none``: raw
-    codec: Literal["zstd", "blosc-lz4", "none"] = "zstd"
-    level: int = Field(1, ge=0, le=22)
+    #: ``blosc-lz4`` (default): Blosc LZ4 with byte shuffle — measured fastest to read at the
+    #: same size as Zstandard (benchmarks/RESULTS.md, store_read_write); ``zstd``: Zstandard,
+    #: ``level`` 1–22; ``none``: raw (twice the bytes)
+    codec: Literal["zstd", "blosc-lz4", "none"] = "blosc-lz4"
+    level: int = Field(5, ge=0, le=22)
 
 
 class StoreConfig(BaseModel):

@@ -169,7 +169,7 @@ class Store:
 
     def create_group(self, dataset: str, split: str, sample_ids: Sequence[str], source_uris: Sequence[str],
                      height: int, width: int, shard_size: int, max_pairs: int = 0,
-                     compressor: tuple[str, int] = ("zstd", 1), locators: Sequence[str] | None = None) -> "Group":
+                     compressor: tuple[str, int] = ("blosc-lz4", 5), locators: Sequence[str] | None = None) -> "Group":
         """Plan a group: its samples in order and its geometry. Idempotent for the same plan.
 
         Re-creating a group with the same plan returns it unchanged (this is how a re-run
