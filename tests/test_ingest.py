@@ -1,0 +1,85 @@
+import textwrap
+
+import cv2
+import numpy as np
+import pytest
+
+from depthdata.catalog import load_catalog
+from depthdata.errors import StoreError
+from depthdata.ingest import plan_groups, run_shard
+from depthdata.store import Store
+from depthdata.store.verify import verify_store
+
+COLOURS = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (200, 100, 50), (10, 20, 30)]
+
+
+@pytest.fixture
+def image_catalog(tmp_path):
+    root = tmp_path / "photos"
+    root.mkdir()
+    for i, rgb in enumerate(COLOURS):
+        img = np.empty((60, 90, 3), np.uint8)
+        img[:] = rgb
+        cv2.imwrite(str(root / f"img{i}.png"), img[:, :, ::-1])  # OpenCV writes BGR
+    (root / "img5.jpg").write_bytes(b"")  # zero-byte
+    (root / "img6.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)  # truncated
+    cat = tmp_path / "catalog.yaml"
+    cat.write_text(textwrap.dedent(
+        """
+        store: {url: build/s.zarr, shard_size: 3}
+        datasets:
+          photos:
+            kind: images
+            root: photos
+            resolution: [30, 45]
+        """
+    ))
+    return cat
+
+
+def test_ingest_writes_good_samples_and_quarantines_bad_ones(image_catalog, tmp_path):
+    catalog = load_catalog(image_catalog)
+    [group] = plan_groups(catalog, "photos")
+    assert (group.path, len(group), group.num_shards) == ("photos/train", 7, 3)
+    results = [run_shard(group, k, catalog, "photos") for k in range(group.num_shards)]
+    assert sum(r.written for r in results) == 5
+    bad = {q.sample_id: q for r in results for q in r.quarantined}
+    assert sorted(bad) == ["photos/train/img5.jpg", "photos/train/img6.png"]
+    assert all(q.source_uri.endswith(q.sample_id.rsplit("/", 1)[1]) for q in bad.values())
+    store = Store.open(catalog.store_url)
+    g = store.group("photos/train")
+    for i, colour in enumerate(COLOURS):  # a flat colour survives any resampling exactly
+        rgb = g.read(f"photos/train/img{i}.png", ["rgb"])["rgb"]
+        assert rgb.shape == (30, 45, 3)
+        assert (rgb == np.array(colour, np.uint8)).all()
+    rows = g.manifest("ingest").to_pandas().set_index("sample_id")
+    assert rows.loc["photos/train/img5.jpg", "status"] == "quarantined"
+    for name in ("img5.jpg", "img6.png"):  # the reason names the file and the problem
+        reason = rows.loc[f"photos/train/{name}", "reason"]
+        assert name in reason and len(reason) > len(str(tmp_path / "photos" / name)) + 2
+    assert rows.loc["photos/train/img0.png", "original_height"] == 60
+    assert (g.read("photos/train/img6.png", ["rgb"])["rgb"] == 0).all()  # quarantined slot keeps the fill
+    assert verify_store(catalog.store_url).ok
+
+
+def test_rerun_skips_complete_shards_and_redoes_changed_settings(image_catalog, tmp_path):
+    catalog = load_catalog(image_catalog)
+    [group] = plan_groups(catalog, "photos")
+    first = run_shard(group, 0, catalog, "photos")
+    assert not first.skipped
+    [group] = plan_groups(catalog, "photos")  # a re-run plans the same group again
+    assert run_shard(group, 0, catalog, "photos").skipped
+    assert not run_shard(group, 1, catalog, "photos").skipped
+    text = image_catalog.read_text().replace("resolution: [30, 45]", "resolution: [30, 45]\n    resize: center_crop")
+    image_catalog.write_text(text)
+    changed = load_catalog(image_catalog)
+    assert not run_shard(group, 0, changed, "photos").skipped
+
+
+def test_a_source_that_changed_is_refused_not_misaligned(image_catalog, tmp_path):
+    catalog = load_catalog(image_catalog)
+    plan_groups(catalog, "photos")
+    extra = np.zeros((10, 10, 3), np.uint8)
+    cv2.imwrite(str(tmp_path / "photos" / "img7.png"), extra)
+    with pytest.raises(StoreError, match="different plan"):
+        plan_groups(catalog, "photos")
