@@ -117,6 +117,10 @@ def test_foreign_and_unknown_version_stores_are_refused(tmp_path):
     zarr.open_group(str(tmp_path / "plain.zarr"), mode="w", zarr_format=3)
     with pytest.raises(StoreError, match="not a depthdata store"):
         Store.open(str(tmp_path / "plain.zarr"))
+    (tmp_path / "corrupt.zarr").mkdir()
+    (tmp_path / "corrupt.zarr" / "zarr.json").write_text("{not json")
+    with pytest.raises(StoreError, match="corrupt or foreign zarr.json"):
+        Store.open(str(tmp_path / "corrupt.zarr"))
     url = str(tmp_path / "s.zarr")
     make_group(url)
     root = zarr.open_group(url, mode="r+")

@@ -124,7 +124,7 @@ class Store:
         try:
             root = zarr.open_group(store=zstore, mode="r" if mode == "r" else "r+", zarr_format=3)
         except (zarr.errors.GroupNotFoundError, ValueError, KeyError) as exc:
-            raise StoreError(f"{url}: not a Zarr v3 group ({exc})") from None
+            raise StoreError(f"{url}: cannot open as a Zarr v3 group: corrupt or foreign zarr.json ({exc})") from None
         meta = root.attrs.get("depthdata")
         if not isinstance(meta, dict) or "schema_version" not in meta:
             raise StoreError(f"{url}: a Zarr store, but not a depthdata store (no 'depthdata' attributes)")
