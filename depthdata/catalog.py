@@ -145,6 +145,10 @@ def parse_catalog(data: Any, base_dir: str = ".", check_roots: bool = True, sour
         cat = Catalog.model_validate({**data, "base_dir": base_dir})
     except ValidationError as exc:
         raise CatalogError(f"{source}: invalid catalog:\n  " + "\n  ".join(_format_errors(exc))) from None
+    # A teacher given as a folder next to the catalog is a path, not a Hub id.
+    local_teacher = Path(base_dir) / cat.teacher.model
+    if cat.teacher.model.startswith((".", "/")) or local_teacher.exists():
+        cat.teacher.model = str(local_teacher.resolve()) if not os.path.isabs(cat.teacher.model) else cat.teacher.model
     problems = _check_datasets(cat, check_roots)
     if problems:
         raise CatalogError(f"{source}: invalid catalog:\n  " + "\n  ".join(problems))

@@ -69,6 +69,15 @@ def test_valid_catalog_resolves_paths_against_its_folder(tmp_path):
     assert isinstance(cat.source("nyu"), _FakeSource)
 
 
+def test_teacher_folder_next_to_the_catalog_is_a_path_and_hub_ids_stay(tmp_path):
+    (tmp_path / "data" / "nyu").mkdir(parents=True)
+    (tmp_path / "weights" / "tiny").mkdir(parents=True)
+    cat = load_catalog(write(tmp_path, GOOD.replace("  batch_size: 2", "  batch_size: 2\n  model: weights/tiny")))
+    assert cat.teacher.model == str(tmp_path / "weights" / "tiny")
+    cat = load_catalog(write(tmp_path, GOOD))
+    assert cat.teacher.model == "depth-anything/Depth-Anything-V2-Small-hf"
+
+
 @pytest.mark.parametrize(
     "patch, expected",
     [

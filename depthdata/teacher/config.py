@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+DEFAULT_MODEL = "depth-anything/Depth-Anything-V2-Small-hf"
 
 
 class TeacherConfig(BaseModel):
@@ -12,12 +14,32 @@ class TeacherConfig(BaseModel):
 
     #: Hugging Face id or a local directory saved with ``save_pretrained``. Small is
     #: Apache-2.0; Base and Large are CC-BY-NC-4.0 (non-commercial).
-    model: str = "depth-anything/Depth-Anything-V2-Small-hf"
+    model: str = DEFAULT_MODEL
+    #: Hub revision (branch, tag or commit) of ``model``; ignored for a local directory
     revision: str | None = None
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     batch_size: int = Field(4, ge=1)
+    #: CPU threads for torch; ``None`` = every core this process may use
+    threads: int | None = Field(None, ge=1)
     #: test-time augmentation (flip + second scale) for ``teacher_conf``; false skips it
     tta: bool = True
+    #: the second TTA scale, relative to the checkpoint's input size (0.75 of 518 → 388)
+    tta_scale: float = Field(0.75, gt=0.1, le=2.0)
+    #: disagreement (in units of the image's [0, 1] disparity range) at which confidence
+    #: falls to 1/e: ``conf = exp(-max_aug |aug - base| / conf_tolerance)``
+    conf_tolerance: float = Field(0.05, gt=0)
+    #: fetch weights from the Hub when they are not on this machine (needs network); off by
+    #: default so builds are offline and reproducible
+    allow_download: bool = False
     #: when no weights are found, use a tiny randomly initialised model of the same
     #: architecture (demo only: its labels are meaningless, and the build says so)
     allow_random_init: bool = False
+    #: seed of that tiny random model
+    random_init_seed: int = 0
+
+    def output_settings(self) -> dict[str, Any]:
+        """The settings that change what is written (hashed into each manifest part, so that
+        changing one redoes the shards; device, batch size and threads do not count)."""
+        return self.model_dump(mode="json", include={
+            "model", "revision", "tta", "tta_scale", "conf_tolerance", "allow_random_init", "random_init_seed",
+        })

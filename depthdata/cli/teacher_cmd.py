@@ -1,0 +1,118 @@
+"""``depthdata teacher make-tiny | info | run``."""
+
+from __future__ import annotations
+
+import argparse
+
+from tqdm import tqdm
+
+from depthdata.teacher.config import DEFAULT_MODEL, TeacherConfig
+
+NON_COMMERCIAL = ("Depth-Anything-V2-Base", "Depth-Anything-V2-Large")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("teacher", help="teacher pseudo-labels (Depth Anything V2)",
+                       description="Make, inspect and run the Depth Anything V2 teacher.")
+    tsub = p.add_subparsers(dest="teacher_command", metavar="ACTION", required=True)
+
+    t = tsub.add_parser("make-tiny", help="write a tiny randomly initialised teacher",
+                        description="Write a tiny randomly initialised Depth Anything model of the real class "
+                        "(safetensors + processor config) to DIR, loadable with 'teacher.model: DIR'. For tests "
+                        "and offline demos: its outputs are meaningless as depth.")
+    t.add_argument("directory", metavar="DIR", help="output directory (created if missing)")
+    t.add_argument("--seed", type=int, default=0, help="initialisation seed (same seed, same bytes; default 0)")
+    t.add_argument("--size", type=int, default=56,
+                   help="processor input size in pixels, rounded to a multiple of 14 (default 56)")
+    t.set_defaults(func=_make_tiny)
+
+    i = tsub.add_parser("info", help="load a teacher and print its lineage",
+                        description="Load a teacher (Hugging Face id resolved in the local cache, or a directory) "
+                        "and print its id, revision, weights SHA-256, parameter count, input size and device.")
+    i.add_argument("model", metavar="MODEL", nargs="?", default=DEFAULT_MODEL,
+                   help=f"Hugging Face id or checkpoint directory (default {DEFAULT_MODEL})")
+    i.add_argument("--revision", help="Hub revision (branch, tag or commit); ignored for a directory")
+    i.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda", "mps"],
+                   help="device to load onto (default cpu)")
+    i.add_argument("--allow-download", action="store_true", help="fetch from the Hub when not cached (needs network)")
+    i.set_defaults(func=_info)
+
+    r = tsub.add_parser("run", help="pseudo-label the groups of a store",
+                        description="Run the teacher stage on every shard of the given groups (all groups by "
+                        "default): writes 'teacher' and 'teacher_conf' and the manifest rows. Settings come "
+                        "from the catalog embedded in the store ('teacher:'), overridden by these options. "
+                        "Complete shards with the same settings and weights are skipped.")
+    r.add_argument("store", metavar="STORE", help="store URL or path")
+    r.add_argument("--group", action="append", metavar="DATASET/SPLIT",
+                   help="group to label (repeatable; default every group)")
+    r.add_argument("--model", help="Hugging Face id or checkpoint directory (overrides the catalog)")
+    r.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="device (overrides the catalog)")
+    r.add_argument("--batch-size", type=int, help="images per forward pass (overrides the catalog)")
+    r.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                   help="compute teacher_conf from flip + second-scale agreement (overrides the catalog)")
+    r.add_argument("--allow-random-init", action="store_true",
+                   help="use a tiny random model when no weights are found (demo only)")
+    r.add_argument("--force", action="store_true", help="redo shards that are already complete")
+    r.set_defaults(func=_run)
+
+
+def _make_tiny(args: argparse.Namespace) -> int:
+    from depthdata.teacher.model import weights_sha256
+    from depthdata.teacher.tiny import save_tiny_teacher
+
+    path = save_tiny_teacher(args.directory, seed=args.seed, size=args.size)
+    print(f"{path}: tiny random Depth Anything teacher (seed {args.seed}, input size {args.size} px), "
+          f"weights sha256 {weights_sha256(path)}")
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from depthdata.teacher.model import load_teacher
+
+    cfg = TeacherConfig(model=args.model, revision=args.revision, device=args.device,
+                        allow_download=args.allow_download)
+    t = load_teacher(cfg)
+    print(f"model:        {t.model_id}")
+    print(f"directory:    {t.directory}")
+    print(f"revision:     {t.revision}")
+    print(f"weights:      sha256 {t.weights_sha256}")
+    print(f"class:        {type(t.model).__name__} ({t.model.config.depth_estimation_type} disparity)")
+    print(f"parameters:   {t.num_parameters:,}")
+    print(f"input size:   {t.input_size} px (keep aspect, multiple of 14)")
+    print(f"device:       {t.device} ({str(t.dtype).removeprefix('torch.')})")
+    if any(name in t.model_id for name in NON_COMMERCIAL):
+        print("licence:      CC-BY-NC-4.0 (non-commercial use only)")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from depthdata.store import Store
+    from depthdata.teacher.model import load_teacher
+    from depthdata.teacher.stage import prepare_group, run_shard
+
+    store = Store.open(args.store, mode="r+")
+    catalog = store.meta.get("catalog") or {}
+    settings = dict(catalog.get("teacher") or {})
+    overrides = {"model": args.model, "device": args.device, "batch_size": args.batch_size, "tta": args.tta}
+    settings.update({k: v for k, v in overrides.items() if v is not None})
+    if args.allow_random_init:
+        settings["allow_random_init"] = True
+    config = TeacherConfig(**settings)
+    teacher = load_teacher(config)
+    groups = [store.group(g) for g in (args.group or store.group_paths())]
+    written = skipped = 0
+    quarantined = []
+    for group in groups:
+        prepare_group(group)
+        for shard in tqdm(range(group.num_shards), desc=f"teacher {group.path}", unit="shard"):
+            res = run_shard(group, shard, config, teacher=teacher, force=args.force)
+            written += res.written
+            skipped += res.skipped
+            quarantined += res.quarantined
+    print(f"teacher {teacher.model_id} ({teacher.revision}, sha256 {teacher.weights_sha256[:12]}…): "
+          f"{written} sample(s) labelled, {skipped} complete shard(s) skipped, {len(quarantined)} quarantined")
+    for q in quarantined:
+        print(f"  quarantined {q.sample_id} ({q.source_uri}): {q.reason}")
+    if teacher.random_init:
+        print("WARNING: labels come from a RANDOMLY INITIALISED teacher and are meaningless as depth")
+    return 0

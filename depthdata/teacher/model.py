@@ -1,0 +1,210 @@
+"""Loading a Depth Anything teacher: by Hugging Face id or local directory, offline-first.
+
+Safetensors only, never remote code. A Hub id is resolved in the local Hugging Face cache
+(``HF_HOME``, default ``~/.cache/huggingface``) without touching the network; only
+``allow_download: true`` lets it fetch. Lineage: the Hub commit (or ``local``) and the
+SHA-256 of the weights — for a single ``model.safetensors`` exactly what ``sha256sum`` prints;
+for sharded weights the SHA-256 of the lines ``<file name>:<sha256>`` in name order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from huggingface_hub import snapshot_download
+from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+from safetensors import SafetensorError
+from transformers import AutoImageProcessor, AutoModelForDepthEstimation
+
+from depthdata.errors import DepthdataError
+from depthdata.teacher.config import TeacherConfig
+from depthdata.teacher.tiny import save_tiny_teacher
+
+log = logging.getLogger(__name__)
+
+#: files a checkpoint needs; weights in any other format are refused
+CHECKPOINT_PATTERNS = ["*.json", "*.safetensors"]
+
+
+class TeacherError(DepthdataError):
+    """The teacher cannot be loaded or run (missing or corrupt weights, unusable device, ...)."""
+
+
+@dataclass
+class Teacher:
+    """A loaded teacher: model in eval mode on ``device``, its own image processor, lineage."""
+
+    model: Any
+    processor: Any
+    device: torch.device
+    dtype: torch.dtype
+    #: what the catalog named (Hub id or directory), or ``random-init:tiny(seed=N)``
+    model_id: str
+    #: Hub commit of the snapshot, ``local`` for a directory, ``random`` for random init
+    revision: str
+    weights_sha256: str
+    random_init: bool
+    directory: str
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    @property
+    def input_size(self) -> int:
+        """The processor's target size in pixels (518 for the real checkpoints)."""
+        return int(self.processor.size["height"])
+
+    def lineage(self) -> dict[str, Any]:
+        return {"teacher_id": self.model_id, "teacher_revision": self.revision,
+                "weights_sha256": self.weights_sha256, "teacher_random_init": self.random_init}
+
+
+def weights_sha256(directory: str | Path) -> str:
+    """Content hash of the ``*.safetensors`` files in ``directory`` (see the module doc)."""
+    files = sorted(Path(directory).glob("*.safetensors"))
+    if not files:
+        raise TeacherError(f"{directory}: no *.safetensors weights")
+    digests = []
+    for f in files:
+        with open(f, "rb") as fh:
+            digests.append((f.name, hashlib.file_digest(fh, "sha256").hexdigest()))
+    if len(digests) == 1:
+        return digests[0][1]
+    return hashlib.sha256("".join(f"{n}:{d}\n" for n, d in digests).encode()).hexdigest()
+
+
+def pick_device(name: str) -> tuple[torch.device, torch.dtype]:
+    """``auto``: CUDA (bf16 where supported, else fp16), then MPS (fp32), then CPU (fp32)."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise TeacherError("teacher.device is 'cuda' but torch sees no CUDA device (use 'auto' or 'cpu')")
+        return torch.device("cuda"), torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if name == "mps":
+        if not torch.backends.mps.is_available():
+            raise TeacherError("teacher.device is 'mps' but torch reports MPS unavailable (use 'auto' or 'cpu')")
+        return torch.device("mps"), torch.float32
+    return torch.device("cpu"), torch.float32
+
+
+def cpu_threads(requested: int | None) -> int:
+    """``requested``, or every core this process may run on (its affinity, not the machine's)."""
+    if requested:
+        return requested
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def _missing_weights_message(model: str, revision: str | None, why: str) -> str:
+    rev = f" (revision {revision})" if revision else ""
+    hf_home = os.environ.get("HF_HOME", "~/.cache/huggingface")
+    return (
+        f"teacher weights for {model!r}{rev} are not on this machine ({why}). Provide them one of these ways: "
+        f"(1) a local directory written with save_pretrained (config.json, preprocessor_config.json, "
+        f"model.safetensors) and set teacher.model to its path; "
+        f"(2) fill the Hugging Face cache under HF_HOME={hf_home} on a machine with network "
+        f"(`hf download {model}`) and copy it here; "
+        f"(3) set teacher.allow_download: true where the Hub is reachable. "
+        f"For an offline demo only, teacher.allow_random_init: true uses a tiny random model"
+    )
+
+
+def _looks_like_path(model: str) -> bool:
+    return model.startswith(("/", "./", "../", "~")) or os.sep + os.sep in model or model.count("/") > 1
+
+
+def resolve_checkpoint(config: TeacherConfig) -> tuple[Path, str] | None:
+    """The local directory holding ``config.model`` and its revision, or ``None`` if absent."""
+    path = Path(config.model).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise TeacherError(f"{path}: teacher.model must be a checkpoint directory, not a file")
+        return path, "local"
+    if _looks_like_path(config.model):
+        raise TeacherError(f"{path}: no such teacher checkpoint directory")
+    try:
+        snap = snapshot_download(config.model, revision=config.revision, allow_patterns=CHECKPOINT_PATTERNS,
+                                 local_files_only=True)
+    except HFValidationError as exc:
+        raise TeacherError(f"teacher.model {config.model!r} is neither an existing directory nor a valid "
+                           f"Hugging Face id: {exc}") from None
+    except LocalEntryNotFoundError:
+        if not config.allow_download:
+            return None
+        try:
+            snap = snapshot_download(config.model, revision=config.revision, allow_patterns=CHECKPOINT_PATTERNS)
+        except Exception as exc:  # network, auth, missing repo: all mean "no weights"; say which
+            raise TeacherError(_missing_weights_message(config.model, config.revision,
+                                                        f"download failed: {type(exc).__name__}: {exc}")) from None
+    return Path(snap), Path(snap).name
+
+
+def load_from_directory(directory: str | Path, device: str = "cpu", threads: int | None = None,
+                        model_id: str | None = None, revision: str = "local", random_init: bool = False) -> Teacher:
+    """Load a checkpoint directory (safetensors weights + processor config) onto ``device``."""
+    directory = Path(directory)
+    if not (directory / "config.json").is_file():
+        raise TeacherError(f"{directory}: not a checkpoint directory (no config.json)")
+    if not list(directory.glob("*.safetensors")):
+        others = sorted(p.name for p in directory.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
+        hint = f" (found {others}: only safetensors are loaded, since pickled weights can run code)" if others else ""
+        raise TeacherError(f"{directory}: no *.safetensors weights{hint}")
+    try:
+        cfg = json.loads((directory / "config.json").read_text())
+    except json.JSONDecodeError as exc:
+        raise TeacherError(f"{directory / 'config.json'}: not valid JSON ({exc})") from None
+    kind = cfg.get("model_type")
+    if kind != "depth_anything":
+        raise TeacherError(f"{directory}: model_type {kind!r} is not a Depth Anything checkpoint; the teacher "
+                           "stage stores relative disparity, which only 'depth_anything' models predict here")
+    if cfg.get("depth_estimation_type", "relative") != "relative":
+        raise TeacherError(f"{directory}: a metric-depth checkpoint (depth_estimation_type "
+                           f"{cfg['depth_estimation_type']!r}); the teacher stage needs a relative (disparity) one")
+    sha = weights_sha256(directory)
+    dev, dtype = pick_device(device)
+    if dev.type == "cpu":
+        torch.set_num_threads(cpu_threads(threads))
+    try:
+        model = AutoModelForDepthEstimation.from_pretrained(
+            directory, use_safetensors=True, local_files_only=True, trust_remote_code=False, dtype=dtype)
+        processor = AutoImageProcessor.from_pretrained(directory, local_files_only=True, trust_remote_code=False)
+    except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as exc:
+        raise TeacherError(f"{directory}: cannot load the teacher checkpoint (corrupt or incomplete?): "
+                           f"{type(exc).__name__}: {exc}") from None
+    model.to(dev).eval()
+    log.info("teacher %s (%s, sha256 %s…) on %s/%s, %d CPU threads", model_id or directory, revision, sha[:12],
+             dev, str(dtype).removeprefix("torch."), torch.get_num_threads())
+    return Teacher(model=model, processor=processor, device=dev, dtype=dtype, model_id=model_id or str(directory),
+                   revision=revision, weights_sha256=sha, random_init=random_init, directory=str(directory))
+
+
+def load_teacher(config: TeacherConfig) -> Teacher:
+    """The teacher ``config`` names, or the tiny random one when weights are absent and
+    ``allow_random_init`` is set (with a loud warning). Raises :class:`TeacherError`."""
+    found = resolve_checkpoint(config)
+    if found is not None:
+        directory, revision = found
+        return load_from_directory(directory, config.device, config.threads, model_id=config.model, revision=revision)
+    if not config.allow_random_init:
+        raise TeacherError(_missing_weights_message(config.model, config.revision, "not in the Hugging Face cache"))
+    log.warning(
+        "TEACHER WEIGHTS FOR %r NOT FOUND: using a tiny RANDOMLY INITIALISED model (seed %d). Its pseudo-labels "
+        "are meaningless; use them to exercise the pipeline only. Provide real weights (a save_pretrained "
+        "directory or the Hugging Face cache) for real labels.", config.model, config.random_init_seed)
+    with tempfile.TemporaryDirectory(prefix="depthdata-tiny-teacher-") as tmp:
+        save_tiny_teacher(tmp, seed=config.random_init_seed)
+        return load_from_directory(tmp, config.device, config.threads,
+                                   model_id=f"random-init:tiny(seed={config.random_init_seed})",
+                                   revision="random", random_init=True)

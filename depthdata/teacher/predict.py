@@ -1,0 +1,117 @@
+"""Running the teacher on a batch of same-size images: disparity at the stored resolution,
+per-image [0, 1] normalisation, and test-time-augmentation confidence.
+
+Conventions: images are ``uint8`` ``N×H×W×3`` RGB; every output is ``float32`` ``N×H×W`` at
+that same ``H×W``. The model's ``predicted_depth`` is relative inverse depth (disparity, larger =
+nearer, affine-ambiguous); it is resized back to ``H×W`` with the processor's own
+``post_process_depth_estimation`` (bicubic, pixel-centre aligned).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from transformers.modeling_outputs import DepthEstimatorOutput
+
+from depthdata.teacher.align import fit_scale_shift
+from depthdata.teacher.model import Teacher
+
+
+@dataclass(frozen=True)
+class Normalised:
+    """``disparity01 = (raw − raw_min) / (raw_max − raw_min)`` per image (raw = model units)."""
+
+    disparity01: np.ndarray
+    raw_min: np.ndarray
+    raw_max: np.ndarray
+
+
+def _forward(teacher: Teacher, images: np.ndarray, size: int | None = None, flip: bool = False) -> np.ndarray:
+    h, w = images.shape[1:3]
+    kwargs = {"size": {"height": size, "width": size}} if size else {}
+    inputs = teacher.processor(images=list(images), return_tensors="pt", **kwargs)
+    pixels = inputs["pixel_values"].to(teacher.device, teacher.dtype)
+    if flip:
+        # flipping the resized tensor equals resizing the flipped image (the resize is symmetric)
+        pixels = pixels.flip(-1)
+    with torch.inference_mode():
+        pred = teacher.model(pixel_values=pixels).predicted_depth
+    if flip:
+        pred = pred.flip(-1)
+    out = DepthEstimatorOutput(predicted_depth=pred.float())
+    resized = teacher.processor.post_process_depth_estimation(out, target_sizes=[(h, w)] * len(images))
+    return torch.stack([r["predicted_depth"].reshape(h, w) for r in resized]).cpu().numpy()
+
+
+def _check_images(images: np.ndarray) -> None:
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != 3:
+        raise ValueError(f"images must be uint8 N×H×W×3 RGB, got {images.dtype} {images.shape}")
+
+
+def predict_raw(teacher: Teacher, images: np.ndarray, batch_size: int = 4, size: int | None = None,
+                flip: bool = False) -> np.ndarray:
+    """Raw disparity (model units) ``N×H×W`` float32, in batches of ``batch_size``.
+
+    ``size`` overrides the processor's input size (pixels, before the multiple-of-14 rounding);
+    ``flip`` runs on the horizontally mirrored input and mirrors the output back.
+    """
+    _check_images(images)
+    parts = [_forward(teacher, images[i: i + batch_size], size=size, flip=flip)
+             for i in range(0, len(images), batch_size)]
+    return np.concatenate(parts) if parts else np.zeros((0, *images.shape[1:3]), np.float32)
+
+
+def normalise01(raw: np.ndarray) -> Normalised:
+    """Per-image min-max normalisation of ``N×H×W`` disparity to [0, 1] (larger stays nearer).
+
+    A constant image (``raw_max == raw_min``) has no relative depth; it maps to NaN so the
+    caller can quarantine it instead of storing a fake ramp.
+    """
+    flat = raw.reshape(len(raw), -1)
+    lo = flat.min(axis=1)
+    hi = flat.max(axis=1)
+    span = (hi - lo)[:, None, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(span > 0, (raw - lo[:, None, None]) / span, np.nan)
+    return Normalised(out.astype(np.float32), lo.astype(np.float32), hi.astype(np.float32))
+
+
+def tta_size(teacher: Teacher, scale: float) -> int:
+    """Input size of the second TTA scale: ``scale`` × the processor's size, at least one patch."""
+    return max(14, int(round(teacher.input_size * scale)))
+
+
+def agreement_confidence(base01: np.ndarray, views: list[np.ndarray], tolerance: float) -> np.ndarray:
+    """Per-pixel confidence ``exp(−max_view |aligned view − base| / tolerance)`` in [0, 1].
+
+    ``base01`` is one image's [0, 1] disparity; each view (another augmentation's raw output at
+    the same size) is first least-squares aligned to it (scale and shift: views differ by an
+    affine ambiguity, which is not disagreement; a fit with scale ≤ 0 counts as disagreement of
+    the whole range). ``tolerance`` is in units of the [0, 1] range.
+    """
+    dev = np.zeros(base01.shape, np.float64)
+    for view in views:
+        fit = fit_scale_shift(view, base01, robust=False)
+        if fit.scale <= 0:
+            # a view that best matches reversed (near ↔ far) disagrees everywhere: full range
+            dev[:] = 1.0
+            continue
+        dev = np.maximum(dev, np.abs(fit.apply(view.astype(np.float64)) - base01))
+    return np.exp(-dev / tolerance).astype(np.float32)
+
+
+def predict_confidence(teacher: Teacher, images: np.ndarray, base01: np.ndarray, batch_size: int,
+                       scale: float, tolerance: float) -> np.ndarray:
+    """TTA confidence ``N×H×W`` float32: agreement of the base prediction with a horizontal
+    flip and with a second input scale (see :func:`agreement_confidence`); NaN for images
+    whose ``base01`` is not finite."""
+    flipped = predict_raw(teacher, images, batch_size, flip=True)
+    rescaled = predict_raw(teacher, images, batch_size, size=tta_size(teacher, scale))
+    out = np.full(base01.shape, np.nan, np.float32)
+    for i in range(len(images)):
+        # an image without a usable base prediction (quarantined) has no confidence either
+        if np.isfinite(base01[i]).all():
+            out[i] = agreement_confidence(base01[i], [flipped[i], rescaled[i]], tolerance)
+    return out
