@@ -1,0 +1,147 @@
+"""Streaming into PyTorch: a DataLoader (2 workers) over the store vs a JPEG + 16-bit PNG folder.
+
+Both sides deliver the same samples (480×640 rgb, depth in metres, teacher disparity) as the same
+tensors (:func:`depthdata.stream.decode.decode`: uint8 CHW rgb, float32 1×H×W fields, validity
+masks), shuffled, batch 8, through a standard ``DataLoader`` with 2 worker processes:
+  * ``store_shard_dataset``: :class:`ShardDataset` — whole-shard Zarr reads (zstd 1);
+  * ``folder_map_dataset``: a map-style Dataset reading ``<i>_rgb.jpg`` with OpenCV and
+    ``<i>_depth.png`` (16-bit mm) / ``<i>_teacher.png`` (16-bit, 1/65535) per item.
+A repetition is one full epoch including worker start-up; cases alternate. First-batch latency
+(from ``iter(loader)`` to the first batch) is reported per case.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.utils.data as tud
+import zarr
+from skimage import data as skdata
+
+from benchmarks import harness
+from depthdata.store import Store
+from depthdata.stream import ShardDataset
+from depthdata.stream.decode import decode
+
+H, W, N, SHARD, BATCH, WORKERS, REPEATS = 480, 640, 192, 24, 8, 2, 5
+
+
+def make_samples(seed: int = 0) -> dict[str, np.ndarray]:
+    """Photographs resized to 480×640 with a room-like depth (metres, mm-quantised so the PNG
+    holds exactly the same values) and its normalised disparity as the teacher."""
+    rng = np.random.default_rng(seed)
+    photos = [skdata.astronaut(), skdata.coffee(), skdata.chelsea(), skdata.rocket()]
+    yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
+    out = {"rgb": np.empty((N, H, W, 3), np.uint8), "depth": np.empty((N, H, W), np.float32),
+           "teacher": np.empty((N, H, W), np.float16)}
+    for i in range(N):
+        out["rgb"][i] = cv2.resize(photos[i % 4], (W, H), interpolation=cv2.INTER_AREA)
+        depth = np.minimum(2.0 + 6.0 * (H - yy) / H, 4.0 + 0.002 * xx * (1 + i % 3))
+        depth[150:300, 200 + i: 350 + i] = 1.5 + 0.1 * (i % 5)
+        depth = np.round((depth + rng.normal(0, 0.01, depth.shape)) * 1000) / 1000
+        out["depth"][i] = depth
+        disp = 1 / depth
+        out["teacher"][i] = ((disp - disp.min()) / np.ptp(disp)).astype(np.float16)
+    return out
+
+
+def write_store(url: str, s: dict[str, np.ndarray]) -> None:
+    store = Store.create(url)
+    g = store.create_group("bench", "train", [f"bench/train/{i:05d}" for i in range(N)], ["-"] * N, H, W, SHARD)
+    g.ensure_fields(["rgb", "depth", "teacher"])
+    for k in range(g.num_shards):
+        sl = slice(g.shard_range(k).start, g.shard_range(k).stop)
+        n = sl.stop - sl.start
+        g.write_shard(k, "ingest", {"rgb": s["rgb"][sl], "depth": s["depth"][sl]}, [{"status": "ok"}] * n)
+        g.write_shard(k, "teacher", {"teacher": s["teacher"][sl]}, [{"status": "ok"}] * n)
+
+
+def write_folder(folder: Path, s: dict[str, np.ndarray]) -> None:
+    folder.mkdir(parents=True)
+    for i in range(N):
+        cv2.imwrite(str(folder / f"{i:05d}_rgb.jpg"), cv2.cvtColor(s["rgb"][i], cv2.COLOR_RGB2BGR),
+                    [cv2.IMWRITE_JPEG_QUALITY, 95])
+        cv2.imwrite(str(folder / f"{i:05d}_depth.png"), np.round(s["depth"][i] * 1000).astype(np.uint16))
+        cv2.imwrite(str(folder / f"{i:05d}_teacher.png"),
+                    np.round(s["teacher"][i].astype(np.float32) * 65535).astype(np.uint16))
+
+
+class FolderDataset(tud.Dataset):
+    """The baseline: one JPEG + two 16-bit PNGs per sample, decoded with OpenCV."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def __len__(self) -> int:
+        return N
+
+    def __getitem__(self, i: int) -> dict:
+        stem = str(self.folder / f"{i:05d}")
+        rgb = cv2.cvtColor(cv2.imread(f"{stem}_rgb.jpg", cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        depth = cv2.imread(f"{stem}_depth.png", cv2.IMREAD_UNCHANGED).astype(np.float32) / 1000
+        depth[depth == 0] = np.nan
+        teacher = (cv2.imread(f"{stem}_teacher.png", cv2.IMREAD_UNCHANGED) / 65535).astype(np.float16)
+        sample = decode({"rgb": rgb, "depth": depth, "teacher": teacher})
+        sample.update(sample_id=f"bench/train/{i:05d}", index=i)
+        return sample
+
+
+def epoch(loader_factory, first: list[float]) -> int:
+    t0 = time.perf_counter()
+    n = 0
+    for j, batch in enumerate(loader_factory()):
+        if j == 0:
+            first.append(time.perf_counter() - t0)
+        n += len(batch["sample_id"])
+    assert n == N, n
+    return n
+
+
+def main() -> None:
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+    samples = make_samples()
+    tmp = Path(tempfile.mkdtemp(prefix="bench_stream_"))
+    try:
+        url = str(tmp / "s.zarr")
+        write_store(url, samples)
+        write_folder(tmp / "folder", samples)
+        ds = ShardDataset(url, fields=("rgb", "depth", "teacher"), batch_size=BATCH, streams=WORKERS,
+                          shuffle_window=1, tail="pad")
+        folder = FolderDataset(tmp / "folder")
+        counter = iter(range(10**6))
+        firsts: dict[str, list[float]] = {"store_shard_dataset": [], "folder_map_dataset": []}
+
+        def store_loader():
+            ds.set_epoch(next(counter))
+            return tud.DataLoader(ds, batch_size=BATCH, num_workers=WORKERS)
+
+        def folder_loader():
+            return tud.DataLoader(folder, batch_size=BATCH, shuffle=True, num_workers=WORKERS)
+
+        times = harness.alternate({
+            "store_shard_dataset": lambda: epoch(store_loader, firsts["store_shard_dataset"]),
+            "folder_map_dataset": lambda: epoch(folder_loader, firsts["folder_map_dataset"]),
+        }, repeats=REPEATS, warmup=1)
+        results = [harness.rate(c, t, N) for c, t in times.items()]
+        # the warm-up's first batch is dropped with it
+        results += [harness.summary(f"first_batch_{c}", [1000 * s for s in f[1:]], "ms") for c, f in firsts.items()]
+        med = {c: float(np.median(t)) for c, t in times.items()}
+        goals = [harness.goal("store_shard_dataset / folder_map_dataset samples/s",
+                              med["folder_map_dataset"] / med["store_shard_dataset"], ">= 1.5")]
+        harness.write("stream", {"height": H, "width": W, "samples": N, "shard_size": SHARD, "batch_size": BATCH,
+                                 "num_workers": WORKERS, "repeats": REPEATS, "fields": ["rgb", "depth", "teacher"],
+                                 "store_compressor": "zstd 1", "jpeg_quality": 95}, results, goals,
+                      zarr=zarr.__version__, opencv=cv2.__version__)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

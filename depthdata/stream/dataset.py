@@ -1,0 +1,307 @@
+"""PyTorch datasets over a depthdata store: :class:`ShardDataset` (streaming, shuffled, split
+across ranks and DataLoader workers, resumable) and :class:`ShardMapDataset` (random access)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import torch.utils.data as tud
+
+from depthdata.errors import DepthdataError
+from depthdata.store import Group, Store
+from depthdata.stream import order as od
+from depthdata.stream.cache import CacheConfig, open_groups
+from depthdata.stream.decode import decode
+from depthdata.stream.servable import scan
+from depthdata.stream.topology import resolve_rank
+
+log = logging.getLogger(__name__)
+
+STATE_VERSION = 1
+DEFAULT_FIELDS = ("rgb", "teacher", "teacher_conf")
+Transform = Callable[[dict[str, Any], np.random.Generator], dict[str, Any]]
+
+
+def _select_groups(url: str, groups: Sequence[str] | Mapping[str, float] | None,
+                   storage_options: dict[str, Any] | None) -> tuple[list[str], list[float] | None]:
+    store = Store.open(url, storage_options=storage_options)
+    known = store.group_paths()
+    if groups is None:
+        return known, None
+    paths = list(groups)
+    weights = [float(groups[p]) for p in paths] if isinstance(groups, Mapping) else None
+    for p in paths:
+        if p not in known:
+            raise DepthdataError(f"{url}: no group {p!r} (groups: {', '.join(known) or 'none'})")
+    return paths, weights
+
+
+class _Source:
+    """The per-process handle on the store's groups, reopened after a fork or in a new worker."""
+
+    def __init__(self, url: str, paths: list[str], storage_options: dict[str, Any] | None,
+                 cache: CacheConfig | None):
+        self.url, self.paths, self.storage_options, self.cache = url, paths, storage_options, cache
+        self._pid: int | None = None
+        self._groups: list[Group] = []
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_pid": None, "_groups": []}
+
+    def uncached_groups(self) -> list[Group]:
+        """Fresh handles without the data cache, for reading metadata and manifests."""
+        return open_groups(self.url, self.paths, self.storage_options)
+
+    def groups(self, tag: str = "main") -> list[Group]:
+        if self._pid != os.getpid():
+            self._groups = open_groups(self.url, self.paths, self.storage_options, self.cache, tag)
+            self._pid = os.getpid()
+        return self._groups
+
+
+class _ShardLRU:
+    """Whole shards decoded to numpy, least-recently-used out; ``capacity`` shards per process."""
+
+    def __init__(self, groups: list[Group], fields: Sequence[str], capacity: int):
+        self.groups, self.fields, self.capacity = groups, list(fields), capacity
+        self._shards: OrderedDict[tuple[int, int], dict[str, np.ndarray]] = OrderedDict()
+        self.reads = 0
+
+    def row(self, g: int, index: int) -> dict[str, np.ndarray]:
+        group = self.groups[g]
+        shard = group.shard_of(index)
+        key = (g, shard)
+        if key in self._shards:
+            self._shards.move_to_end(key)
+        else:
+            self._shards[key] = group.read_shard(shard, self.fields)
+            self.reads += 1
+            while len(self._shards) > self.capacity:
+                self._shards.popitem(last=False)
+        offset = index - group.shard_range(shard).start
+        return {f: a[offset] for f, a in self._shards[key].items()}
+
+
+class ShardDataset(tud.IterableDataset):
+    """Stream a store's shards into a ``DataLoader`` as per-sample dicts of tensors.
+
+    Parameters
+    ----------
+    store_url: local path or fsspec URL of the store (``storage_options`` for credentials).
+    groups: ``dataset/split`` paths (default: all), or ``{path: weight}`` to mix groups in those
+        proportions; with weights an epoch is ``samples_per_epoch`` samples (default: all servable
+        ones) and a group cycles or stops early to meet its share.
+    fields: store fields to load (see :mod:`depthdata.stream.decode` for the tensors they give).
+        Only shards whose writing stages are complete for every field are served, and only
+        samples whose manifest status is ``ok``; others are skipped and logged at construction.
+    shuffle, seed: the order is a function of ``(seed, epoch)`` only (see :meth:`set_epoch`).
+    rank, world_size: this training process (default: ``torch.distributed``, else ``RANK`` /
+        ``WORLD_SIZE``, else one process).
+    batch_size: the DataLoader's batch size; the dataset interleaves its streams in batches of
+        this size, so it must match (use :class:`~depthdata.stream.loader.ResumableLoader`).
+    streams: streams per rank; the number of DataLoader workers must divide it. More streams
+        mix more shards at once but hold more shards in memory.
+    shuffle_window: shards pooled and shuffled together within a stream.
+    tail: ``"drop"`` (each sample at most once per epoch) or ``"pad"`` (at least once): the
+        policy for the fewer than ``world_size × streams × batch_size`` samples that do not
+        fill the last round of batches.
+    samples_per_epoch: epoch size when mixing with weights.
+    rgb_float: ``rgb`` as ``float32`` in ``[0, 1]`` instead of ``uint8``.
+    transform: ``transform(sample, rng)`` (see :mod:`depthdata.stream.augment`).
+    cache_dir, cache_bytes: local cache for remote stores, at most ``cache_bytes`` on disk per
+        rank, split between ``num_workers`` worker processes (see :meth:`share_cache`).
+    """
+
+    def __init__(self, store_url: str, groups: Sequence[str] | Mapping[str, float] | None = None,
+                 fields: Sequence[str] = DEFAULT_FIELDS, shuffle: bool = True, seed: int = 0,
+                 rank: int | None = None, world_size: int | None = None, transform: Transform | None = None,
+                 batch_size: int = 1, streams: int = 4, shuffle_window: int = 2, tail: str = "drop",
+                 samples_per_epoch: int | None = None, rgb_float: bool = False,
+                 storage_options: dict[str, Any] | None = None, cache_dir: str | None = None,
+                 cache_bytes: int = 2 * 2**30, num_workers: int = 1):
+        super().__init__()
+        self.store_url = str(store_url)
+        self.fields = tuple(fields)
+        if not self.fields:
+            raise DepthdataError("no fields requested")
+        self.shuffle, self.seed = bool(shuffle), int(seed)
+        self.rank, self.world_size = resolve_rank(rank, world_size)
+        self.transform = transform
+        self.batch_size, self.streams, self.window = int(batch_size), int(streams), int(shuffle_window)
+        self.tail, self.samples_per_epoch, self.rgb_float = tail, samples_per_epoch, rgb_float
+        paths, self.weights = _select_groups(self.store_url, groups, storage_options)
+        cache = CacheConfig(cache_dir, cache_bytes, max(1, num_workers)) if cache_dir else None
+        self._source = _Source(self.store_url, paths, storage_options, cache)
+        self.shards = scan(self._source.uncached_groups(), self.fields)
+        if not any(r.indices for r in self.shards):
+            raise DepthdataError(f"{self.store_url}: nothing to serve for fields {list(self.fields)} in groups "
+                                 f"{paths} (no complete shard with 'ok' samples; see the warnings above)")
+        self.epoch = 0
+        self._delivered = 0
+        self._plans: dict[int, od.EpochPlan] = {}
+        plan = self.plan()  # validates the settings now rather than inside a worker
+        log.info("%s: %d group(s), %d servable shard(s), %d samples per epoch on rank %d/%d "
+                 "(%d dropped, %d padded by tail=%s)", self.store_url, len(paths), len(self.shards),
+                 len(plan), self.rank, self.world_size, plan.dropped, plan.padded, tail)
+
+    def share_cache(self, processes: int) -> None:
+        """Split the cache budget between ``processes`` reading processes (DataLoader workers);
+        :class:`~depthdata.stream.loader.ResumableLoader` calls it with its ``num_workers``."""
+        if self._source.cache is not None:
+            self._source.cache = replace(self._source.cache, processes=max(1, int(processes)))
+
+    @property
+    def group_paths(self) -> list[str]:
+        return list(self._source.paths)
+
+    # -- order -----------------------------------------------------------------------------
+    def plan(self, epoch: int | None = None) -> od.EpochPlan:
+        """This rank's plan of ``epoch`` (default: the current one)."""
+        e = self.epoch if epoch is None else int(epoch)
+        if e not in self._plans:
+            self._plans = {e: od.plan_epoch(
+                self.shards, len(self._source.paths), seed=self.seed, epoch=e, shuffle=self.shuffle,
+                world_size=self.world_size, rank=self.rank, streams=self.streams, batch_size=self.batch_size,
+                window=self.window, tail=self.tail, weights=self.weights, samples_per_epoch=self.samples_per_epoch)}
+        return self._plans[e]
+
+    def __len__(self) -> int:
+        """Samples this rank delivers per epoch."""
+        return len(self.plan())
+
+    def order(self, epoch: int | None = None) -> list[tuple[str, int]]:
+        """``(group path, index)`` of every sample this rank delivers in ``epoch``, in order."""
+        items = od.interleave(self.plan(epoch).streams, self.batch_size)
+        return [(self._source.paths[g], int(i)) for g, i in items]
+
+    def set_epoch(self, epoch: int) -> None:
+        """Start ``epoch`` (a new order). Calling it with the current epoch keeps the progress, so a
+        trainer can call it at the top of every epoch, also right after :meth:`load_state_dict`."""
+        if int(epoch) != self.epoch:
+            self.epoch = int(epoch)
+            self._delivered = 0
+
+    # -- resume ----------------------------------------------------------------------------
+    def _fingerprint(self) -> str:
+        blob = json.dumps({
+            "url": self.store_url, "groups": self._source.paths, "weights": self.weights, "fields": self.fields,
+            "shuffle": self.shuffle, "rank": self.rank, "world_size": self.world_size, "batch": self.batch_size,
+            "streams": self.streams, "window": self.window, "tail": self.tail, "spe": self.samples_per_epoch,
+            "shards": [(r.group, r.shard, list(r.indices)) for r in self.shards],
+        }, sort_keys=True).encode()
+        return hashlib.blake2b(blob, digest_size=8).hexdigest()
+
+    @property
+    def delivered(self) -> int:
+        """Samples of the current epoch handed to the trainer so far (kept by the trainer side)."""
+        return self._delivered
+
+    def mark_delivered(self, count: int) -> None:
+        """Set how many samples of the current epoch the trainer has received (absolute count)."""
+        self._delivered = int(count)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where the epoch stands: restore with :meth:`load_state_dict` in a new process."""
+        return {"version": STATE_VERSION, "epoch": self.epoch, "delivered": self._delivered,
+                "seed": self.seed, "fingerprint": self._fingerprint()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue after the last delivered sample, with the same remaining order. Refuses a state
+        from another configuration or another set of servable shards (the order would differ)."""
+        if state.get("version") != STATE_VERSION:
+            raise DepthdataError(f"stream state version {state.get('version')!r} is not {STATE_VERSION}")
+        if state["seed"] != self.seed or state["fingerprint"] != self._fingerprint():
+            raise DepthdataError(
+                "stream state was saved with other settings (seed, groups, fields, rank/world size, "
+                "batch size, streams, tail) or another set of servable shards; cannot resume it exactly")
+        self.epoch = int(state["epoch"])
+        self._delivered = int(state["delivered"])
+        od.remaining(self.plan(), self._delivered)  # validates the resume point
+
+    # -- iteration -------------------------------------------------------------------------
+    def _start(self) -> int:
+        """Resume point; a fully delivered epoch starts over (as iterating a sampler twice does)."""
+        return 0 if self._delivered >= len(self.plan()) else self._delivered
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        plan = self.plan()
+        start = self._start()
+        streams = od.remaining(plan, start)
+        info = tud.get_worker_info()
+        if info is not None:
+            streams = od.worker_streams(streams, info.id, info.num_workers)
+            tag = f"rank{self.rank}-worker{info.id}"
+        else:
+            tag = f"rank{self.rank}-main"
+            self._delivered = start
+        groups = self._source.groups(tag)
+        reader = _ShardLRU(groups, self.fields, capacity=len(streams) * self.window + 1)
+        for g, index in od.interleave(streams, self.batch_size):
+            sample = self._sample(reader.row(int(g), int(index)), int(g), int(index), groups)
+            if info is None:
+                self._delivered += 1
+            yield sample
+
+    def _sample(self, row: dict[str, np.ndarray], g: int, index: int, groups: list[Group]) -> dict[str, Any]:
+        sample = decode(row, self.rgb_float)
+        sample.update(sample_id=groups[g].sample_ids[index], group=groups[g].path, index=index)
+        if self.transform is not None:
+            sample = self.transform(sample, np.random.default_rng([self.seed, self.epoch, g, index]))
+        return sample
+
+
+class ShardMapDataset(tud.Dataset):
+    """Random access to the servable samples of a store (evaluation, inspection).
+
+    Item ``k`` is the ``k``-th servable sample in group order, then index order. Each access
+    reads one sample (one chunk per field). ``transform`` is seeded from ``(seed, group, index)``.
+    """
+
+    def __init__(self, store_url: str, groups: Sequence[str] | None = None, fields: Sequence[str] = DEFAULT_FIELDS,
+                 transform: Transform | None = None, seed: int = 0, rgb_float: bool = False,
+                 storage_options: dict[str, Any] | None = None, cache_dir: str | None = None,
+                 cache_bytes: int = 2 * 2**30, num_workers: int = 1):
+        self.store_url = str(store_url)
+        self.fields = tuple(fields)
+        self.transform, self.seed, self.rgb_float = transform, int(seed), rgb_float
+        paths, _ = _select_groups(self.store_url, groups, storage_options)
+        cache = CacheConfig(cache_dir, cache_bytes, max(1, num_workers)) if cache_dir else None
+        self._source = _Source(self.store_url, paths, storage_options, cache)
+        refs = scan(self._source.uncached_groups(), self.fields)
+        self.items = np.array([(r.group, i) for r in refs for i in r.indices], dtype=np.int64).reshape(-1, 2)
+        self._position: dict[str, int] | None = None
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, k: int) -> dict[str, Any]:
+        if not -len(self) <= k < len(self):
+            raise IndexError(f"{self.store_url}: item {k} out of range (0..{len(self) - 1})")
+        g, index = (int(v) for v in self.items[k])
+        info = tud.get_worker_info()
+        groups = self._source.groups("map-main" if info is None else f"map-worker{info.id}")
+        group = groups[g]
+        row = {f: group.array(f)[index] for f in self.fields}
+        sample = decode(row, self.rgb_float)
+        sample.update(sample_id=group.sample_ids[index], group=group.path, index=index)
+        if self.transform is not None:
+            sample = self.transform(sample, np.random.default_rng([self.seed, g, index]))
+        return sample
+
+    def position(self, sample_id: str) -> int:
+        """The item number of ``sample_id`` (``KeyError`` if it is not servable)."""
+        if self._position is None:
+            groups = self._source.uncached_groups()
+            self._position = {groups[g].sample_ids[i]: k for k, (g, i) in enumerate(self.items.tolist())}
+        try:
+            return self._position[sample_id]
+        except KeyError:
+            raise KeyError(f"{self.store_url}: no servable sample {sample_id!r}") from None

@@ -1,0 +1,87 @@
+"""Which shards and samples of a store can be served for a set of fields.
+
+A shard's field is servable only once the stage that writes it is complete for that shard (its
+manifest part exists and matches); a sample is servable only when every such stage recorded it
+with status ``ok`` (quarantined samples hold fill values). Everything else is skipped and logged.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from depthdata.errors import DepthdataError
+from depthdata.store import Group, field_spec
+from depthdata.stream.order import ShardRef
+
+log = logging.getLogger(__name__)
+
+
+def required_stages(fields: Sequence[str]) -> list[str]:
+    """Stages whose completion the ``fields`` depend on, in first-use order."""
+    stages: list[str] = []
+    for name in fields:
+        try:
+            stage = field_spec(name).stage
+        except KeyError as exc:
+            raise DepthdataError(str(exc.args[0])) from None
+        if stage not in stages:
+            stages.append(stage)
+    return stages
+
+
+def _ok_indices(group: Group, stage: str, shards: set[int]) -> set[int] | None:
+    """Indices recorded ``ok`` by ``stage`` in ``shards``; ``None`` when the stage keeps no status."""
+    table = group.manifest(stage)
+    if "status" not in table.column_names:
+        return None
+    table = table.filter(pc.is_in(table["shard"], value_set=pa.array(sorted(shards), pa.int64())))
+    ok = pc.equal(table["status"], "ok")
+    return set(table.filter(ok).column("index").to_pylist())
+
+
+def scan_group(group: Group, position: int, fields: Sequence[str]) -> tuple[list[ShardRef], list[str]]:
+    """Servable shards of ``group`` (tagged with its ``position`` in the dataset) and why others
+    are skipped, one message per skipped shard or group."""
+    missing = [f for f in fields if f not in group.fields()]
+    if missing:
+        return [], [f"{group.path}: no field(s) {missing} — group skipped"]
+    stages = required_stages(fields)
+    complete: list[int] = []
+    skipped: list[str] = []
+    for k in range(group.num_shards):
+        reasons = [f"{st}: {s.reason}" for st in stages if not (s := group.shard_status(k, st)).complete]
+        if reasons:
+            skipped.append(f"{group.path} shard {k}: incomplete ({'; '.join(reasons)}) — skipped")
+        else:
+            complete.append(k)
+    ok: set[int] | None = None
+    for st in stages:
+        if not complete:
+            break
+        stage_ok = _ok_indices(group, st, set(complete))
+        if stage_ok is not None:
+            ok = stage_ok if ok is None else ok & stage_ok
+    refs = []
+    for k in complete:
+        idx = tuple(i for i in group.shard_range(k) if ok is None or i in ok)
+        if len(idx) < len(group.shard_range(k)):
+            skipped.append(f"{group.path} shard {k}: {len(group.shard_range(k)) - len(idx)} sample(s) "
+                           "not ok (quarantined) — skipped")
+        refs.append(ShardRef(position, k, idx))
+    return refs, skipped
+
+
+def scan(groups: Sequence[Group], fields: Sequence[str]) -> list[ShardRef]:
+    """Servable shards of every group; logs each skip as a warning."""
+    required_stages(fields)  # unknown field names fail here, before any group is skipped for them
+    refs: list[ShardRef] = []
+    for position, group in enumerate(groups):
+        found, skipped = scan_group(group, position, fields)
+        for message in skipped:
+            log.warning(message)
+        refs.extend(found)
+    return refs

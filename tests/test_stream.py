@@ -1,0 +1,398 @@
+"""Streaming a store into PyTorch: order, splitting, resume, fields, augmentations, skipping.
+
+Fixture stores encode each sample's 0-based index in its pixels (rgb channel 0 = index,
+depth = index + 1 metres, teacher = position code) so identity is checked from the data itself.
+"""
+
+import json
+import logging
+import subprocess
+import sys
+import textwrap
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from depthdata.errors import DepthdataError
+from depthdata.store import Store
+from depthdata.stream import (ColorJitter, Compose, RandomCrop, RandomHFlip, ResumableLoader, ShardDataset,
+                              ShardMapDataset, crop, hflip)
+from depthdata.stream.order import ShardRef, group_quotas, interleave, plan_epoch, remaining, worker_streams
+
+H, W, P = 6, 10, 3
+
+
+def shard_arrays(group, k):
+    """Ingest + teacher data of shard ``k``: every pixel tells which sample and where it is."""
+    idx = list(group.shard_range(k))
+    yy, xx = np.mgrid[0:H, 0:W]
+    rgb = np.zeros((len(idx), H, W, 3), np.uint8)
+    rgb[..., 0] = np.array(idx, np.uint8)[:, None, None]
+    rgb[..., 1] = (yy * W + xx).astype(np.uint8)  # position code 0..59
+    rgb[..., 2] = 200
+    depth = np.stack([np.full((H, W), i + 1.0, np.float32) for i in idx])
+    depth[:, 0, 0] = np.nan  # one invalid pixel per sample
+    pairs = np.full((len(idx), P, 5), np.nan, np.float32)
+    pairs[:, 0] = (1, 2, 4, 8, 1)   # A at (1,2), B at (4,8), A farther
+    pairs[:, 1] = (0, 9, 5, 0, -1)  # corners
+    teacher = np.broadcast_to((yy * W + xx).astype(np.float16) / 100, (len(idx), H, W)).copy()
+    conf = np.full((len(idx), H, W), 0.5, np.float16)
+    return ({"rgb": rgb, "depth": depth, "pairs": pairs}, {"teacher": teacher, "teacher_conf": conf})
+
+
+def build(url, groups=(("nyu", "train", 16),), shard_size=4, skip_teacher=(), quarantine=()):
+    store = Store.create(url)
+    for dataset, split, n in groups:
+        ids = [f"{dataset}/{split}/{i:03d}" for i in range(n)]
+        g = store.create_group(dataset, split, ids, [f"/src/{i}.png" for i in range(n)], H, W, shard_size, P)
+        g.ensure_fields(["rgb", "depth", "pairs", "teacher", "teacher_conf"])
+        for k in range(g.num_shards):
+            ingest, teacher = shard_arrays(g, k)
+            rows = [{"status": "quarantined" if (dataset, i) in quarantine else "ok"} for i in g.shard_range(k)]
+            g.write_shard(k, "ingest", ingest, rows)
+            if (dataset, k) not in skip_teacher:
+                g.write_shard(k, "teacher", teacher, [{"status": "ok"} for _ in g.shard_range(k)])
+    return url
+
+
+@pytest.fixture(scope="module")
+def store16(tmp_path_factory):
+    return build(str(tmp_path_factory.mktemp("s") / "s.zarr"))
+
+
+def ids_of(batches):
+    return [s for b in batches for s in b["sample_id"]]
+
+
+# -- the plan (pure functions) --------------------------------------------------------------
+
+def refs(n, shard_size, group=0):
+    return [ShardRef(group, k, tuple(range(k * shard_size, min(n, (k + 1) * shard_size))))
+            for k in range(-(-n // shard_size))]
+
+
+def test_plan_partitions_every_sample_exactly_once_across_ranks():
+    shards = refs(48, 4)
+    plans = [plan_epoch(shards, 1, seed=3, epoch=0, shuffle=True, world_size=2, rank=r, streams=4,
+                        batch_size=3, window=2, tail="drop") for r in range(2)]
+    items = np.concatenate([interleave(p.streams, 3) for p in plans])
+    assert sorted(items[:, 1].tolist()) == list(range(48))
+    assert all(len(p) == 24 for p in plans)
+
+
+@pytest.mark.parametrize("tail,length,dropped,padded", [("drop", 12, 5, 0), ("pad", 24, 0, 7)])
+def test_tail_policy_drops_or_pads_the_last_round(tail, length, dropped, padded):
+    # 17 samples over 2 ranks × 2 streams × batch 3 = rounds of 12: drop keeps 12, pad makes 24
+    shards = refs(17, 4)
+    plans = [plan_epoch(shards, 1, seed=0, epoch=1, shuffle=True, world_size=2, rank=r, streams=2,
+                        batch_size=3, window=1, tail=tail) for r in range(2)]
+    got = np.concatenate([interleave(p.streams, 3) for p in plans])[:, 1].tolist()
+    assert len(got) == length and plans[0].dropped == dropped and plans[0].padded == padded
+    counts = Counter(got)
+    if tail == "drop":
+        assert max(counts.values()) == 1 and len(counts) == 12
+    else:
+        assert set(counts) == set(range(17)) and sum(c - 1 for c in counts.values()) == 7
+
+
+def test_order_depends_on_seed_and_epoch_only():
+    shards = refs(40, 5)
+    kw = dict(shuffle=True, world_size=1, rank=0, streams=2, batch_size=2, window=2, tail="drop")
+    a = interleave(plan_epoch(shards, 1, seed=1, epoch=0, **kw).streams, 2)
+    b = interleave(plan_epoch(shards, 1, seed=1, epoch=0, **kw).streams, 2)
+    c = interleave(plan_epoch(shards, 1, seed=1, epoch=1, **kw).streams, 2)
+    d = interleave(plan_epoch(shards, 1, seed=2, epoch=0, **kw).streams, 2)
+    assert (a == b).all() and not (a == c).all() and not (a == d).all()
+    assert sorted(a[:, 1]) == sorted(c[:, 1]) == list(range(40))
+
+
+def round_robin(lists):
+    """DataLoader's in-order merge: one item from each worker in turn, skipping finished ones."""
+    out, pos = [], [0] * len(lists)
+    while any(p < len(x) for p, x in zip(pos, lists)):
+        for w, x in enumerate(lists):
+            if pos[w] < len(x):
+                out.append(x[pos[w]])
+                pos[w] += 1
+    return out
+
+
+def test_workers_reproduce_the_global_order_when_interleaved_round_robin():
+    # what DataLoader does: batch j comes from worker j % num_workers
+    plan = plan_epoch(refs(64, 4), 1, seed=5, epoch=0, shuffle=True, world_size=1, rank=0, streams=4,
+                      batch_size=4, window=2, tail="drop")
+    whole = interleave(plan.streams, 4)
+    for delivered in (0, 4, 12, 28):
+        rest = remaining(plan, delivered)
+        per_worker = [interleave(worker_streams(rest, w, 2), 4) for w in range(2)]
+        batches = [[p[j: j + 4] for j in range(0, len(p), 4)] for p in per_worker]
+        merged = np.concatenate(round_robin(batches))
+        assert (merged == whole[delivered:]).all()
+
+
+def test_group_quotas_follow_weights_exactly():
+    assert group_quotas([10, 30], [0.5, 0.5], None) == [20, 20]
+    assert group_quotas([10, 30], [1, 2], 10) == [3, 7]  # 3.33 / 6.67 → largest remainder
+    assert group_quotas([10, 30], None, None) == [10, 30]
+    with pytest.raises(DepthdataError):
+        group_quotas([10, 30], [0, 0], None)
+
+
+def test_resume_point_must_be_a_batch_boundary():
+    plan = plan_epoch(refs(16, 4), 1, seed=0, epoch=0, shuffle=False, world_size=1, rank=0, streams=2,
+                      batch_size=4, window=1, tail="drop")
+    with pytest.raises(DepthdataError, match="batch size"):
+        remaining(plan, 3)
+
+
+def test_workers_must_divide_streams():
+    plan = plan_epoch(refs(16, 4), 1, seed=0, epoch=0, shuffle=False, world_size=1, rank=0, streams=4,
+                      batch_size=1, window=1, tail="drop")
+    with pytest.raises(DepthdataError, match="divides"):
+        worker_streams(plan.streams, 0, 3)
+
+
+# -- the datasets over a real store ---------------------------------------------------------
+
+def test_exactly_once_across_two_ranks_and_two_real_workers(store16):
+    seen = []
+    for rank in range(2):
+        ds = ShardDataset(store16, fields=("rgb",), rank=rank, world_size=2, batch_size=2, streams=2, seed=7)
+        batches = list(DataLoader(ds, batch_size=2, num_workers=2))
+        got = ids_of(batches)
+        # the pixels carry the index: the data really is the sample the id names
+        for b in batches:
+            for sid, img in zip(b["sample_id"], b["rgb"]):
+                assert int(img[0, 0, 0]) == int(sid.rsplit("/", 1)[1])
+        assert got == [f"{g}/{i:03d}" for g, i in ds.order()]  # workers keep the global order
+        seen += got
+    assert sorted(seen) == [f"nyu/train/{i:03d}" for i in range(16)]
+
+
+def test_order_is_the_same_with_0_1_or_2_workers(store16):
+    def run(workers):
+        ds = ShardDataset(store16, fields=("rgb",), batch_size=2, streams=2, seed=11)
+        ds.set_epoch(3)
+        return ids_of(ResumableLoader(ds, num_workers=workers))
+    assert run(0) == run(2) == run(1)
+
+
+def test_fields_dtypes_shapes_and_masks(store16):
+    ds = ShardDataset(store16, fields=("rgb", "depth", "pairs", "teacher", "teacher_conf"), shuffle=False,
+                      batch_size=4, streams=1)
+    batch = next(iter(DataLoader(ds, batch_size=4)))
+    assert batch["rgb"].dtype == torch.uint8 and batch["rgb"].shape == (4, 3, H, W)
+    for name in ("depth", "teacher", "teacher_conf"):
+        assert batch[name].dtype == torch.float32 and batch[name].shape == (4, 1, H, W)
+    assert batch["depth_valid"].dtype == torch.bool and batch["depth_valid"].shape == (4, 1, H, W)
+    assert batch["pairs"].shape == (4, P, 5) and batch["pairs_valid"].tolist() == [[True, True, False]] * 4
+    idx = batch["index"].tolist()
+    # depth = index + 1 m everywhere except the NaN at (0, 0), which reads 0 and is masked out
+    assert batch["depth"][:, 0, 1, 1].tolist() == [i + 1.0 for i in idx]
+    assert batch["depth"][:, 0, 0, 0].tolist() == [0.0] * 4 and not batch["depth_valid"][:, 0, 0, 0].any()
+    assert int(batch["depth_valid"].sum()) == 4 * (H * W - 1)
+    assert torch.allclose(batch["teacher"][0, 0, 2, 3], torch.tensor((2 * W + 3) / 100), atol=1e-3)
+    assert batch["sample_id"] == [f"nyu/train/{i:03d}" for i in idx]
+    fl = ShardDataset(store16, fields=("rgb",), shuffle=False, rgb_float=True, streams=1)
+    first = next(iter(fl))
+    assert first["rgb"].dtype == torch.float32 and float(first["rgb"][2, 0, 0]) == pytest.approx(200 / 255)
+
+
+def test_resume_in_a_new_process_continues_with_the_same_order(store16, tmp_path):
+    kw = dict(fields=("rgb",), batch_size=2, streams=2, seed=4)
+    ds = ShardDataset(store16, **kw)
+    ds.set_epoch(2)
+    full = ids_of(ResumableLoader(ds, num_workers=2))
+    ds2 = ShardDataset(store16, **kw)
+    loader = ResumableLoader(ds2, num_workers=2)
+    loader.set_epoch(2)
+    first = []
+    for batch in loader:
+        first += batch["sample_id"]
+        if len(first) == 6:  # workers have prefetched beyond this point
+            state = loader.state_dict()
+            break
+    assert state["delivered"] == 6 and first == full[:6]
+    script = textwrap.dedent(f"""
+        import json, sys
+        from depthdata.stream import ShardDataset, ResumableLoader
+        ds = ShardDataset({store16!r}, **{kw!r})
+        ds.load_state_dict(json.loads(sys.argv[1]))
+        loader = ResumableLoader(ds, num_workers=2)
+        loader.set_epoch(2)  # the same epoch: keeps the resume point
+        print(json.dumps([s for b in loader for s in b["sample_id"]]))
+    """)
+    out = subprocess.run([sys.executable, "-c", script, json.dumps(state)], capture_output=True, text=True,
+                         check=True, timeout=120)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == full[6:]
+    # and into another number of workers (here none: the main process reads)
+    ds3 = ShardDataset(store16, **kw)
+    ds3.load_state_dict(state)
+    assert ids_of(ResumableLoader(ds3, num_workers=0)) == full[6:]
+
+
+def test_state_from_other_settings_is_refused(store16):
+    state = ShardDataset(store16, fields=("rgb",), batch_size=2, streams=2).state_dict()
+    with pytest.raises(DepthdataError, match="other settings"):
+        ShardDataset(store16, fields=("rgb",), batch_size=4, streams=2).load_state_dict(state)
+
+
+def test_incomplete_shard_and_quarantined_samples_are_skipped(tmp_path, caplog):
+    url = build(str(tmp_path / "s.zarr"), shard_size=4, skip_teacher={("nyu", 1)}, quarantine={("nyu", 9)})
+    with caplog.at_level(logging.WARNING, logger="depthdata.stream"):
+        ds = ShardDataset(url, fields=("rgb", "teacher"), shuffle=False, streams=1, tail="drop")
+    got = sorted(int(s["sample_id"][-3:]) for s in ds)
+    assert got == [0, 1, 2, 3, 8, 10, 11, 12, 13, 14, 15]  # shard 1 (4..7) has no teacher; 9 quarantined
+    assert "shard 1: incomplete" in caplog.text and "quarantined" in caplog.text
+    # rgb alone comes from the ingest stage, complete everywhere: only the quarantined one goes
+    rgb_only = ShardMapDataset(url, fields=("rgb",))
+    assert len(rgb_only) == 15 and rgb_only[9]["sample_id"] == "nyu/train/010"
+
+
+def test_mixing_groups_by_weight(tmp_path):
+    url = build(str(tmp_path / "s.zarr"), groups=(("nyu", "train", 8), ("web", "all", 24)), shard_size=4)
+    ds = ShardDataset(url, groups={"nyu/train": 0.5, "web/all": 0.5}, fields=("rgb",), streams=1, seed=2)
+    counts = Counter(s["group"] for s in ds)
+    assert counts == {"nyu/train": 16, "web/all": 16}  # nyu cycles twice, web stops at 16 of 24
+    nyu = [s["sample_id"] for s in ds if s["group"] == "nyu/train"]
+    assert Counter(nyu) == Counter({f"nyu/train/{i:03d}": 2 for i in range(8)})
+
+
+def test_map_dataset_random_access(store16):
+    ds = ShardMapDataset(store16, fields=("rgb", "depth"))
+    assert len(ds) == 16
+    s = ds[ds.position("nyu/train/011")]
+    assert s["sample_id"] == "nyu/train/011" and int(s["rgb"][0, 0, 0]) == 11 and float(s["depth"][0, 2, 2]) == 12.0
+    with pytest.raises(IndexError):
+        ds[16]
+
+
+def test_remote_store_through_a_bounded_cache(tmp_path):
+    url = build(f"memory://{tmp_path.name}/s.zarr", shard_size=4)
+    # room for the array's metadata (~1.4 kB) and one compressed 4-sample rgb shard (< 1 kB), not two
+    budget = 2600
+    ds = ShardDataset(url, fields=("rgb",), shuffle=False, streams=1, shuffle_window=1,
+                      cache_dir=str(tmp_path / "cache"), cache_bytes=budget)
+    for epoch in range(2):
+        ds.set_epoch(epoch)
+        got = [int(s["rgb"][0, 0, 0]) for s in ds]
+        assert sorted(got) == list(range(16))
+    cached = ds._source._groups[0].zgroup.store  # the CacheStore of this process
+    stats = cached.cache_stats()
+    assert stats["evictions"] > 0 and stats["hits"] > 0 and cached.cache_info()["current_size"] <= budget
+    on_disk = sum(f.stat().st_size for f in (tmp_path / "cache").rglob("*") if f.is_file())
+    assert 0 < on_disk <= budget
+
+
+# -- augmentations ----------------------------------------------------------------------------
+
+def sample_of(store16, i=5):
+    return ShardMapDataset(store16, fields=("rgb", "depth", "pairs", "teacher"))[i]
+
+
+def pixel(s, y, x):
+    return int(s["rgb"][1, int(y), int(x)])  # channel 1 = position code of the original pixel
+
+
+def test_flip_keeps_pairs_on_the_same_pixels(store16):
+    s = sample_of(store16)
+    f = hflip(s)
+    for row_before, row_after in zip(s["pairs"][:2], f["pairs"][:2]):
+        ya, xa, yb, xb, order = row_before.tolist()
+        assert row_after.tolist() == [ya, W - 1 - xa, yb, W - 1 - xb, order]
+        assert pixel(f, row_after[0], row_after[1]) == pixel(s, ya, xa) == ya * W + xa
+        assert pixel(f, row_after[2], row_after[3]) == pixel(s, yb, xb)
+    assert torch.equal(f["teacher"][0, :, 0], s["teacher"][0, :, W - 1])
+    assert torch.equal(f["depth_valid"][0, 0, W - 1], s["depth_valid"][0, 0, 0])
+    assert torch.isnan(f["pairs"][2]).all()
+
+
+def test_crop_moves_every_field_and_drops_pairs_outside(store16):
+    s = sample_of(store16)
+    c = crop(s, top=1, left=2, height=4, width=7)
+    assert c["rgb"].shape == (3, 4, 7) and c["depth"].shape == (1, 4, 7) and c["depth_valid"].shape == (1, 4, 7)
+    assert pixel(c, 0, 0) == 1 * W + 2 and float(c["teacher"][0, 0, 0]) == pytest.approx((W + 2) / 100, abs=1e-3)
+    # pair (1,2)-(4,8) is inside the window → (0,0)-(3,6); the corner pair (0,9)-(5,0) falls out
+    assert c["pairs"][0].tolist() == [0, 0, 3, 6, 1] and c["pairs_valid"].tolist() == [True, False, False]
+    assert pixel(c, 3, 6) == pixel(s, 4, 8)
+    with pytest.raises(DepthdataError, match="does not fit"):
+        crop(s, 3, 0, 4, 7)
+
+
+def test_color_jitter_changes_rgb_only_and_random_transforms_are_reproducible(store16):
+    s = sample_of(store16)
+    aug = Compose([ColorJitter(0.5, 0.5, 0.5), RandomHFlip(1.0), RandomCrop((4, 6))])
+    a = aug(s, np.random.default_rng(1))
+    b = aug(s, np.random.default_rng(1))
+    assert all(torch.equal(a[k], b[k]) for k in ("rgb", "depth", "teacher", "pairs_valid"))
+    j = ColorJitter(0.5, 0.5, 0.5)(s, np.random.default_rng(0))
+    assert not torch.equal(j["rgb"], s["rgb"]) and j["rgb"].dtype == torch.uint8
+    assert torch.equal(j["depth"], s["depth"]) and torch.equal(j["teacher"], s["teacher"])
+
+
+# -- configuration and the command line --------------------------------------------------------
+
+def test_rank_from_environment(store16, monkeypatch):
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    ds = ShardDataset(store16, fields=("rgb",), streams=2)
+    assert (ds.rank, ds.world_size, len(ds)) == (1, 2, 8)
+
+
+def test_bad_settings_name_the_problem(store16):
+    with pytest.raises(DepthdataError, match="no group 'nyu/val'"):
+        ShardDataset(store16, groups=["nyu/val"])
+    with pytest.raises(DepthdataError, match="unknown field 'normals'"):
+        ShardDataset(store16, fields=("rgb", "normals"))
+    with pytest.raises(DepthdataError, match="tail policy"):
+        ShardDataset(store16, fields=("rgb",), tail="wrap")
+    with pytest.raises(DepthdataError, match="divides streams"):
+        ResumableLoader(ShardDataset(store16, fields=("rgb",), streams=2), num_workers=3)
+    with pytest.raises(DepthdataError, match="nothing to serve"):
+        ShardDataset(store16, fields=("rgb", "sparse"))  # no LiDAR stage in this store
+
+
+def test_cli_check_reports_servable_samples_and_epoch_sizes(tmp_path, capsys):
+    from depthdata.cli import main
+
+    url = build(str(tmp_path / "s.zarr"), shard_size=4, skip_teacher={("nyu", 2)})
+    assert main(["stream", "check", url, "--fields", "rgb,teacher", "--world-size", "2", "--batch-size", "2",
+                 "--streams", "1", "--tail", "pad"]) == 0
+    out = capsys.readouterr().out
+    assert "nyu/train: 12 servable samples in 3 shard(s)" in out
+    assert "rank 1/2 epoch 0: 6 samples (3 batches of 2); dropped 0, padded 0" in out
+
+
+@pytest.mark.slow
+def test_s3_store_with_two_workers_and_a_bounded_cache(tmp_path):
+    boto3 = pytest.importorskip("boto3")
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(port=0, verbose=False)
+    server.start()
+    try:
+        endpoint = f"http://127.0.0.1:{server.get_host_and_port()[1]}"
+        boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="k", aws_secret_access_key="s",
+                     region_name="us-east-1").create_bucket(Bucket="depth")
+        opts = {"endpoint_url": endpoint, "key": "k", "secret": "s"}
+        store = Store.create("s3://depth/s.zarr", storage_options=opts)
+        g = store.create_group("nyu", "train", [f"nyu/train/{i:03d}" for i in range(16)], ["-"] * 16, H, W, 4, P)
+        g.ensure_fields(["rgb", "depth", "pairs"])
+        for k in range(g.num_shards):
+            g.write_shard(k, "ingest", shard_arrays(g, k)[0], [{"status": "ok"}] * 4)
+        budget = 2 * 2600  # per worker: the array metadata and one small rgb shard file
+        ds = ShardDataset("s3://depth/s.zarr", fields=("rgb",), storage_options=opts, batch_size=2, streams=2,
+                          cache_dir=str(tmp_path / "cache"), cache_bytes=budget)
+        batches = list(ResumableLoader(ds, num_workers=2))
+        assert sorted(int(x) for b in batches for x in b["rgb"][:, 0, 0, 0]) == list(range(16))
+        assert ids_of(batches) == [f"{p}/{i:03d}" for p, i in ds.order()]
+        folders = sorted(p.name for p in (tmp_path / "cache").iterdir())
+        assert folders == ["rank0-worker0", "rank0-worker1"]
+        for f in (tmp_path / "cache").iterdir():
+            size = sum(x.stat().st_size for x in f.rglob("*") if x.is_file())
+            assert 0 < size <= budget // 2
+    finally:
+        server.stop()
