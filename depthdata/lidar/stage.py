@@ -29,7 +29,6 @@ from depthdata.lidar.synth import SynthStats, sample_seed, synthesize
 from depthdata.sample import Intrinsics, valid_depth
 from depthdata.stage import Quarantined, ShardResult
 from depthdata.store import Group
-from depthdata.store import manifest as mf
 from depthdata.teacher.pseudo import disparity01_to_depth, pseudo_metric_range
 
 log = logging.getLogger(__name__)
@@ -42,13 +41,6 @@ def prepare_group(group: Group) -> None:
     """Create the ``sparse`` array in ``group``; call once before shard tasks run in parallel."""
     group.ensure_fields([FIELD])
 
-
-def _ingest_rows(group: Group, shard: int) -> list[dict[str, Any]]:
-    if not group.is_complete(shard, "ingest"):
-        raise StoreError(f"{group.store.url}: group {group.path} shard {shard}: ingest is not complete "
-                         "(run ingest before the LiDAR stage)")
-    table, _ = mf.read_table(group.store.fs, f"{group.store.fs_root}/{mf.part_path(group.path, 'ingest', shard)}")
-    return table.sort_by("index").to_pylist()
 
 
 def _intrinsics(row: dict[str, Any]) -> Intrinsics | None:
@@ -81,7 +73,7 @@ def run_shard(group: Group, shard: int, config: LidarConfig, force: bool = False
     if FIELD not in group.fields():
         raise StoreError(f"{group.store.url}: group {group.path} has no {FIELD!r} array yet; call "
                          "depthdata.lidar.stage.prepare_group(group) once before running shards")
-    ingest = _ingest_rows(group, shard)
+    ingest = group.shard_rows(shard, "ingest", needed_by="the LiDAR stage")
     idx = group.shard_range(shard)
     plan = group.plan_rows(shard)
     n, h, w = len(idx), group.height, group.width

@@ -403,6 +403,14 @@ class Group:
     def is_complete(self, shard: int, stage: str, config: dict[str, Any] | None = None) -> bool:
         return self.shard_status(shard, stage, config).complete
 
+    def shard_rows(self, shard: int, stage: str, needed_by: str = "this stage") -> list[dict[str, Any]]:
+        """Manifest rows of ``stage`` for ``shard`` in index order; the stage must be complete."""
+        if not self.is_complete(shard, stage):
+            raise StoreError(f"{self.store.url}: group {self.path} shard {shard}: {stage} is not complete "
+                             f"(run {stage} before {needed_by})")
+        table, _ = mf.read_table(self.store.fs, self._part(stage, shard))
+        return table.sort_by("index").to_pylist()
+
     def stages(self) -> list[str]:
         """Stages that have at least one manifest part in this group."""
         base = f"{self.store.fs_root}/{mf.MANIFEST_DIR}/{self.path}"

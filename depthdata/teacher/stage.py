@@ -45,13 +45,6 @@ def stage_settings(config: TeacherConfig, teacher: Teacher) -> dict[str, Any]:
     return {**config.output_settings(), **teacher.lineage()}
 
 
-def _ingest_rows(group: Group, shard: int) -> list[dict[str, Any]]:
-    if not group.is_complete(shard, "ingest"):
-        raise StoreError(f"{group.store.url}: group {group.path} shard {shard}: ingest is not complete "
-                         "(run ingest before the teacher)")
-    table, _ = mf.read_table(group.store.fs, f"{group.store.fs_root}/{mf.part_path(group.path, 'ingest', shard)}")
-    return table.sort_by("index").to_pylist()
-
 
 def _source_uris(group: Group, idx: range) -> list[str]:
     table, _ = mf.read_table(group.store.fs, f"{group.store.fs_root}/{mf.plan_path(group.path)}")
@@ -95,7 +88,7 @@ def run_shard(group: Group, shard: int, config: TeacherConfig, teacher: Teacher 
     if missing:
         raise StoreError(f"{group.store.url}: group {group.path} has no {missing} arrays yet; call "
                          "depthdata.teacher.stage.prepare_group(group) once before running shards")
-    ingest = _ingest_rows(group, shard)
+    ingest = group.shard_rows(shard, "ingest", needed_by="the teacher")
     idx = group.shard_range(shard)
     ids = group.sample_ids[idx.start: idx.stop]
     conf_method = (f"tta: flip + scale {config.tta_scale:g} (input {tta_size(teacher, config.tta_scale)} px), "
