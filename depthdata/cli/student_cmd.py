@@ -1,0 +1,178 @@
+"""``depthdata student train|prune|export|evaluate|run`` — the student stage (package ``student``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from depthdata.errors import DepthdataError
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must be HEIGHTxWIDTH, e.g. 480x640, got {text!r}") from None
+    if h < 32 or w < 32:
+        raise argparse.ArgumentTypeError(f"size must be at least 32x32 pixels, got {text!r}")
+    return h, w
+
+
+def _common(p: argparse.ArgumentParser, out_help: str) -> None:
+    p.add_argument("--store", required=True, help="store URL (local path or fsspec URL)")
+    p.add_argument("--groups", nargs="+", default=None, metavar="DATASET/SPLIT",
+                   help="store groups to use (default: all)")
+    p.add_argument("--out", required=True, help=out_help)
+
+
+def _train_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--steps", type=int, default=200, help="optimizer steps in total (default 200)")
+    p.add_argument("--batch-size", type=int, default=4, help="samples per step (default 4)")
+    p.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default 1e-3)")
+    p.add_argument("--seed", type=int, default=0, help="seed of model init, data order and augmentation")
+    p.add_argument("--size", type=_size, default=None, help="train at HEIGHTxWIDTH (default: the store's size)")
+    p.add_argument("--streams", type=int, default=2, help="interleaved shard streams (default 2)")
+    p.add_argument("--no-resume", action="store_true", help="start over even if OUT holds a checkpoint")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("student", help="distil, prune, quantize, export and evaluate the student",
+                       description="Train a compact MobileNet student from a store's teacher labels, prune it, "
+                       "export a quantized ONNX model with the LPCVC 2025 I/O and evaluate it.")
+    ssub = p.add_subparsers(dest="student_command", metavar="ACTION", required=True)
+
+    t = ssub.add_parser("train", help="distillation training (resumable)",
+                        description="Train a student; OUT/checkpoint holds model.safetensors and state.pt and a "
+                        "re-run continues from them.")
+    _common(t, "output folder (checkpoint under OUT/checkpoint)")
+    _train_options(t)
+    t.add_argument("--encoder", default="mobilenet_v3_small",
+                   choices=["mobilenet_v3_small", "mobilenet_v3_large", "mobilenet_v2"], help="MobileNet encoder")
+    t.add_argument("--encoder-weights", default=None, help="local torchvision state dict (.pth or .safetensors)")
+    t.set_defaults(func=_train)
+
+    pr = ssub.add_parser("prune", help="structured channel pruning + fine-tune",
+                         description="Prune a trained student's channels (torch-pruning, L2 magnitude), then "
+                         "fine-tune it on the store.")
+    _common(pr, "output folder (fine-tuned checkpoint under OUT/checkpoint)")
+    pr.add_argument("--model", required=True, help="trained student (model.safetensors)")
+    pr.add_argument("--ratio", type=float, default=0.3, help="fraction of channels to remove per layer (default 0.3)")
+    _train_options(pr)
+    pr.set_defaults(func=_prune)
+
+    e = ssub.add_parser("export", help="ONNX FP32 + INT8 export with the contest I/O",
+                        description="Export OUT/student_fp32.onnx and OUT/student_int8.onnx: input float RGB "
+                        "0-255 (B,3,H,W), output relative depth in (0,1], near small (B,1,H,W).")
+    _common(e, "output folder for the ONNX files")
+    e.add_argument("--model", required=True, help="student (model.safetensors)")
+    e.add_argument("--size", type=_size, default=(480, 640), help="input HEIGHTxWIDTH (default 480x640, the contest's)")
+    e.add_argument("--calibration", type=int, default=32, help="store images to calibrate INT8 on (default 32)")
+    e.add_argument("--eps", type=float, default=0.1, help="depth = 1/(disparity + eps) (default 0.1)")
+    e.set_defaults(func=_export)
+
+    v = ssub.add_parser("evaluate", help="metrics of a student on store groups",
+                        description="Evaluate a torch (.safetensors) or ONNX student against depth (median "
+                        "scaling), against the teacher, and WHDR on ordinal pairs; prints JSON.")
+    v.add_argument("--store", required=True, help="store URL")
+    v.add_argument("--groups", nargs="+", default=None, metavar="DATASET/SPLIT", help="groups (default: all)")
+    v.add_argument("--model", required=True, help="model.safetensors or an exported .onnx")
+    v.add_argument("--limit", type=int, default=None, help="evaluate at most this many samples per group")
+    v.add_argument("--eps", type=float, default=0.1, help="disparity-to-depth eps for torch models and the teacher")
+    v.add_argument("--out", default=None, help="also write the metrics to this JSON file")
+    v.set_defaults(func=_evaluate)
+
+    r = ssub.add_parser("run", help="train → prune → fine-tune → export INT8 → evaluate",
+                        description="The whole student stage; writes OUT/report.json.")
+    _common(r, "output folder")
+    r.add_argument("--steps", type=int, default=40, help="training steps (default 40)")
+    r.add_argument("--finetune-steps", type=int, default=None, help="fine-tune steps after pruning (default steps/2)")
+    r.add_argument("--ratio", type=float, default=0.3, help="pruning ratio (default 0.3)")
+    r.add_argument("--batch-size", type=int, default=4, help="samples per step (default 4)")
+    r.add_argument("--size", type=_size, default=None, help="train at HEIGHTxWIDTH (default: the store's size)")
+    r.add_argument("--export-size", type=_size, default=None, help="ONNX input HEIGHTxWIDTH (default: training size)")
+    r.add_argument("--seed", type=int, default=0, help="seed")
+    r.set_defaults(func=_run)
+
+
+def _train_config(args: argparse.Namespace, out: str):
+    from student.model import StudentConfig
+    from student.train import TrainConfig
+
+    return TrainConfig(store_url=args.store, out_dir=out, groups=args.groups, steps=args.steps,
+                       batch_size=args.batch_size, lr=args.lr, seed=args.seed, size=args.size, streams=args.streams,
+                       model=StudentConfig(getattr(args, "encoder", "mobilenet_v3_small")),
+                       encoder_weights=getattr(args, "encoder_weights", None))
+
+
+def _train(args: argparse.Namespace) -> int:
+    from student.train import train
+
+    result = train(_train_config(args, args.out), resume=not args.no_resume)
+    print(f"trained {result.steps} steps; last loss {result.losses[-1] if result.losses else float('nan'):.5f}; "
+          f"model {result.checkpoint}")
+    return 0
+
+
+def _prune(args: argparse.Namespace) -> int:
+    from depthdata.store import Store
+    from student.checkpoint import load_model, save_model
+    from student.prune import prune
+    from student.train import train
+
+    cfg = _train_config(args, args.out)
+    size = args.size
+    if size is None:
+        g = Store.open(args.store).group(args.groups[0] if args.groups else Store.open(args.store).group_paths()[0])
+        size = (g.height, g.width)
+    model, report = prune(load_model(args.model), args.ratio, input_size=size,
+                          fine_tune=lambda m: train(cfg, model=m, resume=not args.no_resume).model)
+    path = save_model(model, Path(args.out) / "checkpoint" / "model.safetensors")
+    print(json.dumps(report.as_dict() | {"model": str(path)}, indent=2))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from student import export
+    from student.checkpoint import load_model
+
+    model = load_model(args.model)
+    out = Path(args.out)
+    fp32 = export.export_onnx(model, out / "student_fp32.onnx", args.size, args.eps)
+    images = list(export.store_images(args.store, args.groups, args.calibration))
+    int8 = export.quantize_int8(fp32, out / "student_int8.onnx", images)
+    s32, s8 = export.session(fp32), export.session(int8)
+    ref = [export.run(s32, export.to_input(im, args.size))[0, 0] for im in images]
+    q = [export.run(s8, export.to_input(im, args.size))[0, 0] for im in images]
+    print(json.dumps({"onnx_fp32": str(fp32), "onnx_int8": str(int8), "bytes_fp32": export.model_bytes(fp32),
+                      "bytes_int8": export.model_bytes(int8), "int8_vs_fp32": export.agreement(ref, q)}, indent=2))
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from student import evaluate as ev
+    from student.checkpoint import load_model
+
+    if args.model.endswith(".onnx"):
+        predict = ev.onnx_predictor(args.model)
+    elif args.model.endswith(".safetensors"):
+        predict = ev.torch_predictor(load_model(args.model), args.eps)
+    else:
+        raise DepthdataError(f"{args.model}: expected a .safetensors student or an .onnx export")
+    result = ev.evaluate(predict, args.store, args.groups, args.limit, args.eps)
+    text = json.dumps(result, indent=2)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    print(text)
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from student.pipeline import run
+
+    result = run(args.store, args.out, steps=args.steps, finetune_steps=args.finetune_steps, prune_ratio=args.ratio,
+                 groups=args.groups, batch_size=args.batch_size, size=args.size, export_size=args.export_size,
+                 seed=args.seed)
+    print(json.dumps({"paths": result["paths"], "int8_vs_fp32": result["int8_vs_fp32"], "prune": result["prune"]},
+                     indent=2))
+    return 0

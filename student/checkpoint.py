@@ -1,0 +1,76 @@
+"""Saving and loading student weights as safetensors, pruned or not.
+
+A model file is one ``.safetensors`` whose metadata holds the :class:`StudentConfig` JSON.
+Structured pruning only changes channel counts, so a pruned model is rebuilt from the
+unpruned architecture by resizing each conv / batch-norm to the tensor shapes in the file
+(safetensors holds no code, unlike pickling the pruned module).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from depthdata.errors import DepthdataError
+from student.model import Student, StudentConfig
+
+
+def save_model(model: Student, path: str | Path) -> Path:
+    """Write ``model``'s state dict and config to ``path`` (``.safetensors``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    save_file(state, str(path), metadata={"student_config": model.config.to_json(), "format": "depthdata-student-1"})
+    return path
+
+
+def _resize_to(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Give every Conv2d / BatchNorm2d the channel counts of ``state`` (after pruning)."""
+    for name, module in model.named_modules():
+        prefix = f"{name}." if name else ""
+        if isinstance(module, nn.Conv2d) and f"{prefix}weight" in state:
+            w = state[f"{prefix}weight"]
+            depthwise = module.groups > 1 and module.groups == module.in_channels
+            module.out_channels = int(w.shape[0])
+            module.groups = int(w.shape[0]) if depthwise else module.groups
+            module.in_channels = int(w.shape[1]) * module.groups
+            module.weight = nn.Parameter(torch.empty_like(w))
+            if module.bias is not None:
+                module.bias = nn.Parameter(torch.empty_like(state[f"{prefix}bias"]))
+        elif isinstance(module, nn.BatchNorm2d) and f"{prefix}weight" in state:
+            n = int(state[f"{prefix}weight"].shape[0])
+            module.num_features = n
+            module.weight = nn.Parameter(torch.empty(n))
+            module.bias = nn.Parameter(torch.empty(n))
+            module.running_mean = torch.zeros(n)
+            module.running_var = torch.ones(n)
+
+
+def load_model(path: str | Path) -> Student:
+    """A :class:`Student` (in eval mode) from a file written by :func:`save_model`."""
+    path = Path(path)
+    if not path.is_file():
+        raise DepthdataError(f"{path}: student model file not found")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        state = load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise DepthdataError(f"{path}: not a readable safetensors file ({exc})") from None
+    if "student_config" not in meta:
+        raise DepthdataError(f"{path}: safetensors file without a student_config (not written by student.checkpoint)")
+    model = Student(StudentConfig.from_json(meta["student_config"]))
+    _resize_to(model, state)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise DepthdataError(f"{path}: weights do not fit the student architecture ({exc})") from None
+    return model.eval()
+
+
+def param_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,111 @@
+"""Evaluate a student (torch or exported ONNX) on store groups.
+
+Every model is seen through the contest output: relative depth in (0, 1] proportional to depth
+(:class:`student.model.ContestWrapper`), predicted at the model's input size and resized back
+to the sample's size (bilinear). Per group, averaged over images:
+
+* ``gt``: against the ``depth`` field (metres), median scaling, the standard set of
+  :func:`depthdata.metrics.evaluate` (valid ground truth in (1e-3, 10) m);
+* ``teacher``: against the teacher turned into depth the same way as the student
+  (``1/(teacher + eps)``), median scaling — how closely the student imitates its teacher;
+* ``whdr``: over the ``pairs`` of the group (DIW convention: ``order = +1`` when A is farther).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from depthdata import metrics
+from depthdata.store import Store
+from depthdata.stream import ShardMapDataset
+from student import export
+from student.data import select_groups
+from student.model import DEFAULT_EPS, Student, disparity_to_relative_depth
+
+log = logging.getLogger(__name__)
+
+Predictor = Callable[[np.ndarray], np.ndarray]
+
+
+def _resize(depth: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    if depth.shape == tuple(size):
+        return depth
+    return cv2.resize(depth, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+
+
+def torch_predictor(model: Student, eps: float = DEFAULT_EPS, size: tuple[int, int] | None = None) -> Predictor:
+    """uint8 ``H×W×3`` RGB → relative depth ``H×W`` of a torch student (run at ``size`` if given)."""
+    model.eval()
+
+    def predict(rgb: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(export.to_input(rgb, size or rgb.shape[:2])) / 255.0
+        with torch.no_grad():
+            out = disparity_to_relative_depth(model(x), eps)[0, 0].numpy()
+        return _resize(out, rgb.shape[:2])
+
+    return predict
+
+
+def onnx_predictor(path: str | Path, threads: int | None = None) -> Predictor:
+    """uint8 ``H×W×3`` RGB → relative depth ``H×W`` of an exported model at its fixed input size."""
+    sess = export.session(path, threads)
+    size = export.input_size(sess)
+
+    def predict(rgb: np.ndarray) -> np.ndarray:
+        return _resize(export.run(sess, export.to_input(rgb, size))[0, 0], rgb.shape[:2])
+
+    return predict
+
+
+def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
+    keys = [k for k in metrics.METRIC_NAMES if rows and k in rows[0]]
+    return {k: float(np.nanmean([r[k] for r in rows])) for k in keys} | {"images": len(rows)}
+
+
+def evaluate_group(predict: Predictor, store_url: str, group: str, limit: int | None = None,
+                   eps: float = DEFAULT_EPS, progress: bool = True) -> dict[str, object]:
+    """Metrics of one group (see module doc); ``limit`` evaluates the first ``limit`` samples."""
+    have = set(Store.open(store_url).group(group).fields())
+    fields = [f for f in ("rgb", "depth", "teacher", "pairs") if f in have]
+    ds = ShardMapDataset(store_url, groups=[group], fields=fields)
+    n = len(ds) if limit is None else min(limit, len(ds))
+    gt_rows, teacher_rows = [], []
+    wrong = total = 0
+    for k in tqdm(range(n), desc=f"evaluate {group}", unit="img", disable=not progress):
+        s = ds[k]
+        rgb = s["rgb"].numpy().transpose(1, 2, 0)
+        pred = predict(rgb).astype(np.float64)
+        if "depth" in s:
+            gt = np.where(s["depth_valid"][0].numpy(), s["depth"][0].numpy(), np.nan)
+            gt_rows.append(metrics.evaluate(pred, gt, align="median", on_empty="nan", name=s["sample_id"]))
+        if "teacher" in s:
+            valid = s["teacher_valid"][0].numpy()
+            t_depth = np.where(valid, 1.0 / (s["teacher"][0].numpy().astype(np.float64) + eps), np.nan)
+            # Teacher depth lies in [1/(1+eps), 1/eps]; the range must include all of it.
+            teacher_rows.append(metrics.evaluate(pred, t_depth, align="median", min_depth=1e-6,
+                                                 max_depth=2.0 / eps, on_empty="nan", name=s["sample_id"]))
+        if "pairs" in s and bool(s["pairs_valid"].any()):
+            w, t = metrics.ordinal_errors(pred, s["pairs"].numpy())
+            wrong, total = wrong + w, total + t
+    out: dict[str, object] = {"samples": n}
+    if gt_rows:
+        out["gt"] = _mean([r for r in gt_rows if r["n_valid"] > 0])
+    if teacher_rows:
+        out["teacher"] = _mean([r for r in teacher_rows if r["n_valid"] > 0])
+    if total:
+        out["whdr"] = wrong / total
+        out["pairs"] = total
+    return out
+
+
+def evaluate(predict: Predictor, store_url: str, groups: Sequence[str] | None = None, limit: int | None = None,
+             eps: float = DEFAULT_EPS, progress: bool = True) -> dict[str, dict[str, object]]:
+    """:func:`evaluate_group` for each group (default: all groups of the store)."""
+    return {g: evaluate_group(predict, store_url, g, limit, eps, progress) for g in select_groups(store_url, groups)}

@@ -1,0 +1,160 @@
+"""ONNX export of the contest model and INT8 static quantization with onnxruntime.
+
+The exported graph is :class:`student.model.ContestWrapper`: input ``input`` float32
+``B×3×H×W`` RGB in 0–255 (default ``H×W = 480×640``, LPCVC 2025 Track 3), output ``depth``
+float32 ``B×1×H×W`` relative depth in (0, 1], near = small, far = 1. The batch axis is dynamic.
+
+INT8: :func:`quantize_int8` calibrates activation ranges on real store images (resized to the
+export size) and writes a QDQ model (weights int8 per output channel, activations uint8) that
+onnxruntime runs with integer kernels. :func:`agreement` measures how far INT8 drifts from FP32.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidArgument, InvalidGraph, InvalidProtobuf, NoSuchFile
+from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization.shape_inference import quant_pre_process
+
+from depthdata import metrics
+from depthdata.errors import DepthdataError
+from depthdata.stream import ShardMapDataset
+from student.model import DEFAULT_EPS, ContestWrapper, Student
+
+log = logging.getLogger(__name__)
+
+CONTEST_SIZE = (480, 640)
+INPUT_NAME = "input"
+OUTPUT_NAME = "depth"
+
+
+def export_onnx(model: Student, path: str | Path, size: tuple[int, int] = CONTEST_SIZE, eps: float = DEFAULT_EPS,
+                opset: int = 17) -> Path:
+    """Write the FP32 contest model for input ``size = (height, width)`` pixels to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    wrapper = ContestWrapper(model.eval(), eps).eval()
+    example = torch.rand(1, 3, *size) * 255
+    with warnings.catch_warnings(), torch.no_grad():
+        # The TorchScript exporter (dynamo=False) needs no onnxscript; torch warns that it is legacy.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(wrapper, (example,), str(path), dynamo=False, opset_version=opset,
+                          input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                          dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
+    # The TorchScript exporter leaves the output's non-batch dims symbolic; state them so the
+    # file itself declares the contest shape (B, 1, H, W).
+    graph = onnx.load(str(path))
+    dims = graph.graph.output[0].type.tensor_type.shape.dim
+    for dim, value in zip(dims[1:], (1, *size)):
+        dim.dim_value = int(value)
+    onnx.checker.check_model(graph)
+    onnx.save(graph, str(path))
+    return path
+
+
+def session(path: str | Path, threads: int | None = None) -> ort.InferenceSession:
+    """A CPU onnxruntime session (``threads`` intra-op threads; default: onnxruntime's)."""
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    try:
+        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except (Fail, InvalidArgument, InvalidGraph, InvalidProtobuf, NoSuchFile) as exc:
+        raise DepthdataError(f"{path}: cannot load ONNX model ({exc})") from None
+
+
+def input_size(sess: ort.InferenceSession) -> tuple[int, int]:
+    """``(height, width)`` the exported model expects."""
+    shape = sess.get_inputs()[0].shape
+    return int(shape[2]), int(shape[3])
+
+
+def to_input(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """uint8 ``H×W×3`` RGB → float32 ``1×3×h×w`` in 0–255 at ``size = (h, w)`` (bilinear)."""
+    if rgb.shape[:2] != tuple(size):
+        # INTER_AREA when shrinking avoids aliasing; bilinear when enlarging.
+        shrink = rgb.shape[0] > size[0]
+        rgb = cv2.resize(rgb, (size[1], size[0]), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    return np.ascontiguousarray(rgb.transpose(2, 0, 1)[None].astype(np.float32))
+
+
+def store_images(store_url: str, groups: Sequence[str] | None, limit: int) -> Iterator[np.ndarray]:
+    """Up to ``limit`` uint8 ``H×W×3`` images from the store's servable samples, spread evenly."""
+    ds = ShardMapDataset(store_url, groups=groups, fields=("rgb",))
+    if len(ds) == 0:
+        raise DepthdataError(f"{store_url}: no servable rgb sample for calibration")
+    for k in np.unique(np.linspace(0, len(ds) - 1, min(limit, len(ds))).round().astype(int)):
+        yield ds[int(k)]["rgb"].numpy().transpose(1, 2, 0)
+
+
+class _Calibration(CalibrationDataReader):
+    def __init__(self, images: Sequence[np.ndarray], size: tuple[int, int]):
+        self._batches = iter([{INPUT_NAME: to_input(im, size)} for im in images])
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._batches, None)
+
+
+def _output_tail(path: Path) -> list[str]:
+    """Names of the last conv (the 1-channel prediction) and every node after it.
+
+    Kept in float: an 8-bit disparity map has 256 levels over the sigmoid's whole [0, 1], and
+    the per-image min–max stretch of the depth mapping would magnify that step when a scene's
+    disparities span only part of the range. These nodes are a negligible share of the compute.
+    """
+    nodes = list(onnx.load(str(path)).graph.node)
+    last_conv = max(i for i, n in enumerate(nodes) if n.op_type == "Conv")
+    return [n.name for n in nodes[last_conv:]]
+
+
+def quantize_int8(fp32_path: str | Path, int8_path: str | Path, images: Sequence[np.ndarray],
+                  per_channel: bool = True) -> Path:
+    """Static INT8 quantization of an exported model, calibrated on ``images`` (uint8 H×W×3 RGB,
+    resized to the model's input size). Every operator onnxruntime can quantize runs in int8
+    (convs, adds, muls, resizes): quantizing convs alone measured slower, because each conv then
+    needs its own quantize/dequantize pair. The prediction conv and everything after it (final
+    upsampling, sigmoid, depth mapping) stay float (see :func:`_output_tail`)."""
+    if not images:
+        raise DepthdataError("INT8 calibration needs at least one image")
+    fp32_path, int8_path = Path(fp32_path), Path(int8_path)
+    size = input_size(session(fp32_path))
+    prepped = int8_path.with_suffix(".prep.onnx")
+    quant_pre_process(str(fp32_path), str(prepped), skip_symbolic_shape=True)
+    try:
+        quantize_static(str(prepped), str(int8_path), _Calibration(images, size), quant_format=QuantFormat.QDQ,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=per_channel,
+                        calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=_output_tail(prepped))
+    finally:
+        prepped.unlink(missing_ok=True)
+    return int8_path
+
+
+def run(sess: ort.InferenceSession, batch: np.ndarray) -> np.ndarray:
+    """Output ``B×1×H×W`` of an exported model for an input batch ``B×3×H×W`` (0–255)."""
+    return sess.run([OUTPUT_NAME], {INPUT_NAME: batch.astype(np.float32, copy=False)})[0]
+
+
+def agreement(reference: Sequence[np.ndarray], other: Sequence[np.ndarray]) -> dict[str, float]:
+    """Mean AbsRel and δ<1.25 of ``other`` against ``reference`` relative-depth maps (``H×W``,
+    both in (0, 1]), after median scaling as in the contest's scoring."""
+    abs_rel, delta1 = [], []
+    for ref, out in zip(reference, other, strict=True):
+        # The maps are unitless in (0, 1]; widen the metres-oriented default range to cover them.
+        m = metrics.evaluate(out, ref, align="median", min_depth=1e-6, max_depth=2.0)
+        abs_rel.append(m["abs_rel"])
+        delta1.append(m["delta1"])
+    return {"abs_rel": float(np.mean(abs_rel)), "delta1": float(np.mean(delta1)), "images": len(abs_rel)}
+
+
+def model_bytes(path: str | Path) -> int:
+    return Path(path).stat().st_size

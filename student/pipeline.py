@@ -1,0 +1,121 @@
+"""The whole student stage in one call: train → prune → fine-tune → export FP32/INT8 → evaluate.
+
+Output layout under ``out_dir``::
+
+    train/checkpoint/{model.safetensors,state.pt}      distilled student (resumable)
+    finetune/checkpoint/{model.safetensors,state.pt}   pruned + fine-tuned student
+    student_fp32.onnx, student_int8.onnx               contest I/O (see student.export)
+    report.json                                        everything :func:`run` returns
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from depthdata.errors import DepthdataError
+from depthdata.store import Store
+from student import evaluate as ev
+from student import export
+from student.checkpoint import param_count, save_model
+from student.data import select_groups
+from student.model import DEFAULT_EPS
+from student.prune import prune
+from student.train import TrainConfig, train
+
+log = logging.getLogger(__name__)
+
+
+def run(store_url: str, out_dir: str | Path, steps: int = 40, finetune_steps: int | None = None,
+        prune_ratio: float = 0.3, groups: Sequence[str] | None = None, batch_size: int = 4,
+        size: tuple[int, int] | None = None, export_size: tuple[int, int] | None = None,
+        calibration_images: int = 16, eval_limit: int | None = None, seed: int = 0, eps: float = DEFAULT_EPS,
+        progress: bool = True, **train_options: Any) -> dict[str, Any]:
+    """Run the student stage on a store and return paths and metrics (also in ``report.json``).
+
+    ``size`` is the training ``(height, width)`` (default: the first group's); ``export_size``
+    the ONNX input size (default: the training size; pass ``(480, 640)`` for the contest).
+    ``finetune_steps`` defaults to half of ``steps``. ``groups`` defaults to every group with
+    teacher labels. Extra keyword arguments go to
+    :class:`student.train.TrainConfig` (``lr``, ``streams``, ``model``, ``loss``, ...).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    chosen = select_groups(store_url, groups)
+    if groups is None:
+        # By default distil from every group the teacher has labelled; others cannot be used.
+        store = Store.open(store_url)
+        chosen = [g for g in chosen if "teacher" in store.group(g).fields()]
+        if not chosen:
+            raise DepthdataError(f"{store_url}: no group has teacher labels (run the teacher stage first)")
+    if size is None:
+        first = Store.open(store_url).group(chosen[0])
+        size = (first.height, first.width)
+    export_size = tuple(export_size or size)
+    cfg = TrainConfig(store_url=store_url, out_dir=str(out / "train"), groups=chosen, steps=steps,
+                      batch_size=batch_size, seed=seed, size=tuple(size), **train_options)
+    clock = {"start": time.perf_counter()}
+    trained = train(cfg, progress=progress)
+    clock["train"] = time.perf_counter()
+    params_unpruned = param_count(trained.model)
+
+    ft_cfg = replace(cfg, out_dir=str(out / "finetune"), steps=finetune_steps if finetune_steps is not None
+                     else max(1, steps // 2))
+    fine = {}
+
+    def fine_tune(model):
+        result = train(ft_cfg, model=model, progress=progress)
+        fine["losses"] = result.losses
+        return result.model
+
+    pruned, report = prune(trained.model, prune_ratio, input_size=tuple(size), fine_tune=fine_tune)
+    pruned_path = save_model(pruned, out / "finetune" / "checkpoint" / "model.safetensors")
+    clock["prune_finetune"] = time.perf_counter()
+
+    fp32 = export.export_onnx(pruned, out / "student_fp32.onnx", export_size, eps)
+    images = list(export.store_images(store_url, chosen, calibration_images))
+    int8 = export.quantize_int8(fp32, out / "student_int8.onnx", images)
+    s32, s8 = export.session(fp32), export.session(int8)
+    ref = [export.run(s32, export.to_input(im, export_size))[0, 0] for im in images]
+    q = [export.run(s8, export.to_input(im, export_size))[0, 0] for im in images]
+    clock["export"] = time.perf_counter()
+    evaluation = {
+        "fp32": ev.evaluate(ev.onnx_predictor(fp32), store_url, chosen, eval_limit, eps, progress),
+        "int8": ev.evaluate(ev.onnx_predictor(int8), store_url, chosen, eval_limit, eps, progress),
+    }
+    clock["evaluate"] = time.perf_counter()
+    marks = list(clock)
+
+    result: dict[str, Any] = {
+        "store": store_url,
+        "groups": chosen,
+        "train_size": list(size),
+        "export_size": list(export_size),
+        "paths": {"trained": str(trained.checkpoint), "pruned": str(pruned_path), "onnx_fp32": str(fp32),
+                  "onnx_int8": str(int8)},
+        "train": {"steps": trained.steps, "loss_first": trained.losses[0] if trained.losses else None,
+                  "loss_last": trained.losses[-1] if trained.losses else None},
+        "finetune": {"steps": ft_cfg.steps, "loss_last": fine["losses"][-1] if fine.get("losses") else None},
+        "prune": report.as_dict() | {"params_unpruned": params_unpruned},
+        "size_bytes": {"fp32": export.model_bytes(fp32), "int8": export.model_bytes(int8)},
+        "int8_vs_fp32": export.agreement(ref, q),
+        "eval": evaluation,
+        "seconds": {b: round(clock[b] - clock[a], 2) for a, b in pairwise(marks)},
+    }
+    (out / "report.json").write_text(json.dumps(result, indent=2, default=_jsonable) + "\n")
+    log.info("student stage done: %s", out / "report.json")
+    return result
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
