@@ -18,6 +18,13 @@ from depthdata.errors import DepthdataError
 COMMAND_MODULES = [
     "depthdata.cli.catalog_cmd",
     "depthdata.cli.store_cmd",
+    "depthdata.cli.sources_cmd",
+    "depthdata.cli.teacher_cmd",
+    "depthdata.cli.eda_cmd",
+    "depthdata.cli.build_cmd",
+    "depthdata.cli.lidar_cmd",
+    "depthdata.cli.stream_cmd",
+    "depthdata.cli.student_cmd",
 ]
 
 

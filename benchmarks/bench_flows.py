@@ -1,0 +1,145 @@
+"""Flows on Dask: LiDAR stage throughput with 1 vs 2 workers, and a full demo build per stage.
+
+1. Scaling. One store of NYU-format samples (analytic room renders, ingest done once) is
+   given the ``lidar`` stage through the real flow on a 1-worker and a 2-worker
+   ``LocalCluster`` (both started once, outside the timing), alternating, after deleting the
+   stage's manifest parts so every repeat redoes every shard. Goal: 2 workers ≥ 1.7× 1 worker.
+   A control runs the same shard function on the same clusters through plain Dask (no
+   Prefect): its ratio shows what the machine's free cores allow at that moment.
+2. The demo. ``depthdata demo``'s data and catalog built once through the ``build`` flow
+   (default cluster: one worker per CPU); seconds per sample of each stage, including Prefect
+   and Dask overhead, as one measurement (min = median = max).
+
+Run: ``.venv/bin/python -m benchmarks.bench_flows`` (about 4 minutes on 2 cores).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+import numpy as np
+import yaml
+
+from benchmarks.harness import alternate, goal, rate, summary, write
+
+SAMPLES = 48
+#: shards of 12 samples (a real 480×640 build with every field gets ~21 per 96 MiB shard):
+#: each shard task costs Prefect/Dask orchestration on top of its LiDAR work
+SHARD = 12
+#: the stored resolution of NYU / the LPCVC input: LiDAR work per sample as in a real build
+RESOLUTION = (480, 640)
+REPEATS = 3
+
+
+def _nyu_catalog(tmp: Path) -> str:
+    from depthdata.demo.data import _rooms
+    from depthdata.demo.formats import write_nyu_labeled, write_nyu_splits
+
+    rooms = _rooms(np.random.default_rng(0), SAMPLES, RESOLUTION, "bench rooms")
+    root = tmp / "nyu"
+    root.mkdir(parents=True)
+    write_nyu_labeled(str(root / "nyu_depth_v2_labeled.mat"), np.stack([r.rgb for r in rooms]),
+                      np.stack([r.depth for r in rooms]), [f"room_{i}" for i in range(SAMPLES)], ["office"] * SAMPLES)
+    write_nyu_splits(str(root / "splits.mat"), list(range(1, SAMPLES + 1)), [])
+    cat = {"version": 1, "store": {"url": "store.zarr", "shard_size": SHARD},
+           "datasets": {"nyu": {"kind": "nyuv2", "root": "nyu", "resolution": list(RESOLUTION), "splits": ["train"],
+                                "options": {"layout": "labeled_mat"}}}}
+    path = tmp / "catalog.yaml"
+    path.write_text(yaml.safe_dump(cat))
+    return str(path)
+
+
+def scaling(tmp: Path) -> tuple[list[dict], list[dict]]:
+    from distributed import Client, LocalCluster
+    from prefect_dask import DaskTaskRunner
+
+    from flows import stages
+    from flows.build import build, load_run_catalog, with_runner
+
+    cat = _nyu_catalog(tmp)
+    with_runner(build, workers=0)(cat, stages=["ingest"])
+    lidar_parts = tmp / "store.zarr" / "_manifest" / "nyu" / "train" / "lidar"
+    clusters = {n: LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None)
+                for n in (1, 2)}
+    catalog = load_run_catalog(cat)
+    shards = SAMPLES // SHARD
+    try:
+        def case(n: int):
+            flow_obj = build.with_options(task_runner=DaskTaskRunner(address=clusters[n].scheduler_address))
+
+            def run() -> None:
+                shutil.rmtree(lidar_parts, ignore_errors=True)
+                s = flow_obj(cat, stages=["lidar"])
+                assert s.stages[0].shards_written == shards
+            return run
+
+        def plain(n: int):
+            # Control: the same shard function on the same cluster without Prefect, to tell
+            # orchestration overhead apart from what the machine's free cores allow.
+            # The client lives only inside the case (its connection, ~0.1 s, is timed): prefect-dask
+            # prefers any live global client over the address it is given.
+            def run() -> None:
+                shutil.rmtree(lidar_parts, ignore_errors=True)
+                with Client(clusters[n], set_as_default=False) as client:
+                    futs = [client.submit(stages.run_shard, "lidar", catalog, "nyu", "nyu/train", k, pure=False)
+                            for k in range(shards)]
+                    assert all(not r.skipped for r in client.gather(futs))
+            return run
+
+        times = alternate({"lidar_1_worker": case(1), "lidar_2_workers": case(2),
+                           "plain_dask_lidar_1_worker": plain(1), "plain_dask_lidar_2_workers": plain(2)},
+                          repeats=REPEATS, warmup=1)
+    finally:
+        for c in clusters.values():
+            c.close()
+    results = [rate(name, secs, SAMPLES) for name, secs in times.items()]
+    ratio = float(np.median(times["lidar_1_worker"]) / np.median(times["lidar_2_workers"]))
+    control = float(np.median(times["plain_dask_lidar_1_worker"]) / np.median(times["plain_dask_lidar_2_workers"]))
+    results.append(summary("control: plain_dask 2 workers / 1 worker", [control], "ratio"))
+    return results, [goal("lidar_2_workers / lidar_1_worker (samples/s)", ratio, ">= 1.7")]
+
+
+def demo_build(tmp: Path) -> list[dict]:
+    from depthdata.demo import write_demo_catalog, write_demo_data
+    from flows.build import build
+    from flows.demo import prepare_catalog, teacher_weights_present
+
+    paths = write_demo_data(tmp / "demo" / "data", seed=0)
+    cat = write_demo_catalog(tmp / "demo", paths)
+    present, _ = teacher_weights_present(cat)
+    prepare_catalog(cat, random_teacher=not present)
+    s = build(cat, report_dir=str(tmp / "demo" / "report"))
+    samples = s.stages[0].samples_written + len(s.stages[0].quarantined)
+    out = []
+    for st in s.stages:
+        per = st.seconds / max(samples, 1)
+        out.append(summary(f"demo_{st.stage}{'' if present else '_random_teacher'}", [per], "s/sample"))
+    return out
+
+
+def main() -> None:
+    from flows.runner import prefect_api
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-flows-"))
+    load_before = os.getloadavg()[0]
+    try:
+        with prefect_api():
+            results, goals = scaling(tmp / "scale")
+            results += demo_build(tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    write("flows", {"samples": SAMPLES, "shard_size": SHARD, "resolution": list(RESOLUTION), "repeats": REPEATS,
+                    "lidar_beam_model": "hdl64e", "demo": "write_demo_data(seed=0), default workers",
+                    # the machine is shared: a 1-minute load average above the core count
+                    # means the two workers did not have two free cores
+                    "loadavg_1min_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)]},
+          results, goals, cpus_used=str(os.cpu_count()))
+
+
+if __name__ == "__main__":
+    main()

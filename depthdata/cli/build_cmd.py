@@ -1,0 +1,156 @@
+"""``depthdata build``, ``depthdata serve`` and ``depthdata demo``: the Prefect flows in
+``flows/`` run from the command line (see docs/flows.md).
+
+``flows`` is imported inside the commands: the library does not depend on it, and the other
+commands stay fast to start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+log = logging.getLogger(__name__)
+
+STAGES_HELP = "comma-separated stages to run, in pipeline order: ingest,label,lidar,eda (default: all)"
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--only", action="append", metavar="DATASET",
+                   help="build only this dataset of the catalog (repeat for several; default: every dataset)")
+    p.add_argument("--stages", metavar="LIST", help=STAGES_HELP)
+    p.add_argument("--store", metavar="URL",
+                   help="store URL to build into, replacing the catalog's store.url (a local path, relative to "
+                        "the current folder, or any fsspec URL such as s3://bucket/x.zarr)")
+    p.add_argument("--report", metavar="DIR",
+                   help="folder of the EDA report (default: 'report' beside a local store, ./depthdata-report "
+                        "for a remote one)")
+    p.add_argument("--dask-address", metavar="ADDR",
+                   help="run shard tasks on an existing Dask cluster, e.g. tcp://host:8786 (default: a local "
+                        "cluster started for the run)")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="worker processes of the local cluster (default: one per CPU; 0 runs tasks one at a "
+                        "time in this process)")
+    p.add_argument("--teacher-gpu", type=float, default=0.0, metavar="N",
+                   help="label tasks request N units of the Dask worker resource 'GPU' (start GPU workers with "
+                        "`dask worker ADDR --resources GPU=1`); default 0 = no resource request")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    b = sub.add_parser("build", help="build a catalog into a store through the Prefect flows",
+                       description="Run the stages (ingest → label → lidar → eda) for every dataset of a catalog, "
+                       "one Prefect task per shard on a Dask cluster. Re-running resumes: complete shards are "
+                       "skipped. Exits 1 when any shard failed (the others are complete), 2 on a user error.")
+    b.add_argument("catalog", help="catalog YAML file")
+    _add_run_options(b)
+    b.add_argument("--no-progress", action="store_true", help="do not show progress bars")
+    b.set_defaults(func=_build)
+
+    s = sub.add_parser("serve", help="register a scheduled build deployment and serve it",
+                       description="Register the build flow of a catalog as a Prefect deployment with a cron "
+                       "schedule and serve it until interrupted (needs a Prefect server: `prefect server start`, "
+                       "then PREFECT_API_URL=http://127.0.0.1:4200/api).")
+    s.add_argument("catalog", help="catalog YAML file")
+    s.add_argument("--cron", required=True, help='cron schedule, e.g. "0 3 * * *" (every day at 03:00)')
+    s.add_argument("--name", default=None, help="deployment name (default: build-<catalog file stem>)")
+    s.add_argument("--timezone", default="UTC", help="time zone of the cron schedule (default UTC)")
+    _add_run_options(s)
+    s.set_defaults(func=_serve)
+
+    d = sub.add_parser("demo", help="generate the demo data and build it end to end",
+                       description="Write small copies of every source format, build them through the real "
+                       "flows (ingest, teacher labels, synthetic LiDAR, EDA report) and print where every output "
+                       "is. Offline; without real teacher weights it uses a tiny random teacher and says so.")
+    d.add_argument("--out", default="demo-out", help="output folder (default: demo-out)")
+    d.add_argument("--seed", type=int, default=0, help="seed of the generated demo data (default 0)")
+    d.add_argument("--workers", type=int, metavar="N",
+                   help="worker processes of the local Dask cluster (default: one per CPU; 0 = this process)")
+    d.add_argument("--no-progress", action="store_true", help="do not show progress bars")
+    d.set_defaults(func=_demo)
+
+
+def _quiet_dask_logs() -> None:
+    # Dask's scheduler and nannies log every connection at INFO; the build's own lines matter.
+    import distributed  # noqa: F401 - its import configures its loggers; override them after
+
+    noisy = ("distributed", "prefect.task_runner.dask", "httpx")
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith(noisy) and logging.getLogger(name).getEffectiveLevel() < logging.WARNING:
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
+@contextmanager
+def _progress(enabled: bool) -> Iterator[None]:
+    """Rich progress bars, one per stage, fed by the flow's progress events."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    from flows import progress as events
+
+    if not enabled:
+        yield
+        return
+    bars: dict[str, int] = {}
+    failed: dict[str, int] = {}
+    with Progress(TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  transient=False) as prog:
+        def on_event(ev: events.Event) -> None:
+            if ev.kind == "stage_start":
+                unit = "report" if ev.stage == "eda" else "shards"
+                bars[ev.stage] = prog.add_task(f"{ev.stage} ({unit})", total=ev.total)
+                failed[ev.stage] = 0
+            elif ev.kind == "shard_done" and ev.stage in bars:
+                if ev.outcome == "failed":
+                    failed[ev.stage] += 1
+                    prog.update(bars[ev.stage], description=f"{ev.stage} ({failed[ev.stage]} failed)")
+                prog.advance(bars[ev.stage])
+
+        with events.listening(on_event):
+            yield
+
+
+def _build(args: argparse.Namespace) -> int:
+    from flows.build import BuildFailed, build, with_runner
+    from flows.runner import prefect_api
+    from flows.stages import parse_stages
+
+    _quiet_dask_logs()
+    flow_obj = with_runner(build, args.dask_address, args.workers)
+    params = {"catalog_path": args.catalog, "only": args.only,
+              "stages": parse_stages(args.stages) if args.stages else None,
+              "store_url": args.store, "report_dir": args.report, "teacher_gpu": args.teacher_gpu}
+    with prefect_api(), _progress(not args.no_progress and sys.stderr.isatty()):
+        try:
+            summary = flow_obj(**params)
+        except BuildFailed as exc:
+            print(exc.summary.to_text())
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+    print(summary.to_text())
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from flows.deploy import serve_build
+
+    _quiet_dask_logs()
+    serve_build(args.catalog, cron=args.cron, name=args.name, timezone=args.timezone, only=args.only,
+                stages=args.stages, store_url=args.store, report_dir=args.report,
+                dask_address=args.dask_address, workers=args.workers, teacher_gpu=args.teacher_gpu)
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from flows.demo import run_demo
+
+    _quiet_dask_logs()
+    return run_demo(args.out, seed=args.seed, workers=args.workers,
+                    progress=not args.no_progress and sys.stderr.isatty())

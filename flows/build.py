@@ -1,0 +1,247 @@
+"""The flows: ``ingest``, ``label``, ``lidar``, ``eda`` and ``build`` (all of them, in order).
+
+Each flow is thin: it plans the groups through the library, submits one task per shard of each
+group to the task runner (Dask by default, see :mod:`flows.runner`), collects the
+:class:`~depthdata.stage.ShardResult` values into a :class:`~flows.summary.BuildSummary`,
+publishes that as a markdown artifact, and fails when any shard failed. Stages run one after
+another; the shards of one stage run in parallel across every group.
+
+The store's manifest parts are the only record of what is done, so a re-run (after a kill, a
+failure or a catalog change) redoes exactly the shards that are not complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import dask
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from prefect.exceptions import MissingContextError
+from prefect.futures import as_completed
+from prefect.runtime import flow_run
+
+from depthdata.catalog import Catalog, load_catalog
+from depthdata.errors import DepthdataError
+from flows import progress, stages
+from flows.runner import make_task_runner, runner_from_env
+from flows.summary import BuildSummary, ShardFailure, StageSummary
+from flows.tasks import catalog_payload, eda_task, shard_task
+
+log = logging.getLogger(__name__)
+
+
+class BuildFailed(DepthdataError):
+    """At least one shard failed; the others completed. Carries the run's summary."""
+
+    def __init__(self, summary: BuildSummary):
+        self.summary = summary
+        lines = [f"{st} {f.where}: {f.reason}" for st, f in summary.failures]
+        super().__init__(f"{len(lines)} shard(s) failed:\n  " + "\n  ".join(lines))
+
+
+def load_run_catalog(catalog_path: str, store_url: str | None = None) -> Catalog:
+    """The catalog of a run, with ``store_url`` (when given) replacing ``store.url``.
+
+    A relative local ``store_url`` is taken relative to the current folder (it comes from the
+    command line), unlike the catalog's own ``store.url``, which is relative to the catalog.
+    """
+    catalog = load_catalog(catalog_path)
+    if store_url:
+        url = store_url if "://" in store_url else str(Path(store_url).resolve())
+        catalog = catalog.model_copy(update={"store": catalog.store.model_copy(update={"url": url})})
+    return catalog
+
+
+def select_datasets(catalog: Catalog, only: list[str] | None) -> list[str]:
+    if not only:
+        return list(catalog.datasets)
+    unknown = [d for d in only if d not in catalog.datasets]
+    if unknown:
+        raise DepthdataError(f"--only: no dataset {unknown} in the catalog (datasets: {', '.join(catalog.datasets)})")
+    return [d for d in catalog.datasets if d in only]
+
+
+def default_report_dir(catalog: Catalog) -> str:
+    """``<store folder>/report`` beside a local store; ``./depthdata-report`` for remote stores."""
+    url = catalog.store_url
+    if "://" in url and not url.startswith("file://"):
+        return str(Path("depthdata-report").resolve())
+    return str(Path(url.removeprefix("file://")).parent / "report")
+
+
+def _logger() -> logging.Logger | logging.LoggerAdapter:
+    try:
+        return get_run_logger()
+    except MissingContextError:  # outside a flow run (plain function call in a test or a script)
+        return log
+
+
+def _outcome(fut: Any) -> tuple[Any, str]:
+    """``(result, "")`` of a finished task, or ``(None, reason)`` when it failed."""
+    try:
+        return fut.result(), ""
+    except Exception as exc:  # noqa: BLE001 - a failed shard is reported, the others go on
+        return None, f"{type(exc).__name__}: {exc}"
+
+
+def run_stage(stage: str, catalog: Catalog, datasets: list[str],
+              resources: dict[str, float] | None = None) -> StageSummary:
+    """Every shard of ``stage`` over ``datasets``, in parallel on the current task runner."""
+    logger = _logger()
+    t0 = time.perf_counter()
+    summary = StageSummary(stage)
+    jobs: list[tuple[str, str, int]] = []
+    for ds in datasets:
+        try:
+            groups = stages.plan(stage, catalog, ds)
+        except DepthdataError as exc:
+            logger.error("%s: cannot plan dataset %s: %s", stage, ds, exc)
+            summary.failures.append(ShardFailure(ds, -1, f"planning failed: {exc}"))
+            continue
+        if not groups and stage != "ingest":
+            summary.failures.append(ShardFailure(ds, -1, "the store has no group of this dataset: run ingest first"))
+        for g in groups:
+            for k in range(g.num_shards):
+                # A later stage reads ingest's fields; running it on a shard ingest did not
+                # finish would label fill values.
+                if stage != "ingest" and not g.is_complete(k, "ingest"):
+                    summary.failures.append(ShardFailure(g.path, k, "ingest is not complete for this shard"))
+                    continue
+                jobs.append((ds, g.path, k))
+    logger.info("%s: %d shard task(s) over %d dataset(s)", stage, len(jobs), len(datasets))
+    progress.emit(progress.Event("stage_start", stage, total=len(jobs)))
+    payload = catalog_payload(catalog)
+    annotate = dask.annotate(resources=resources) if resources else contextlib.nullcontext()
+    with annotate:
+        futures = {shard_task.submit(stage, payload, ds, path, k): (path, k) for ds, path, k in jobs}
+    for fut in as_completed(list(futures)):
+        path, k = futures[fut]
+        result, reason = _outcome(fut)
+        if not reason:
+            summary.add(result)
+            outcome = "skipped" if result.skipped else "written"
+            for q in result.quarantined:
+                logger.warning("%s: quarantined %s (%s): %s", stage, q.sample_id, q.source_uri, q.reason)
+        else:
+            logger.error("%s: %s shard %d FAILED: %s", stage, path, k, reason)
+            summary.failures.append(ShardFailure(path, k, reason))
+            outcome = "failed"
+        progress.emit(progress.Event("shard_done", stage, outcome=outcome))
+    summary.failures.sort(key=lambda f: (f.group, f.shard))
+    summary.seconds = time.perf_counter() - t0
+    progress.emit(progress.Event("stage_end", stage))
+    logger.info("%s: %d shard(s) written, %d skipped, %d failed, %d sample(s), %.1f s", stage,
+                summary.shards_written, summary.shards_skipped, len(summary.failures), summary.samples_written,
+                summary.seconds)
+    return summary
+
+
+def run_pipeline(catalog_path: str, only: list[str] | None = None, stages_: list[str] | str | None = None,
+                 store_url: str | None = None, report_dir: str | None = None,
+                 teacher_gpu: float = 0.0) -> BuildSummary:
+    """The body of every flow: the chosen stages over the chosen datasets, then the artifact.
+
+    Stages named explicitly must be available; with the default (every stage) a stage whose
+    module is missing is reported as not available and skipped, loudly.
+    """
+    logger = _logger()
+    catalog = load_run_catalog(catalog_path, store_url)
+    datasets = select_datasets(catalog, only)
+    names = stages.parse_stages(stages_)
+    stages.open_store(catalog, create=True)
+    summary = BuildSummary(catalog.store_url)
+    for name in names:
+        reason = stages.check_available(name)
+        if reason:
+            if stages_ is not None:
+                raise stages.StageUnavailable(f"stage {name}: {reason}")
+            logger.warning("STAGE %s IS NOT AVAILABLE and was skipped: %s", name, reason)
+            summary.stages.append(StageSummary(name, unavailable=reason))
+            continue
+        if name == "eda":
+            summary.stages.append(_eda(catalog, report_dir or default_report_dir(catalog)))
+            continue
+        resources = {"GPU": teacher_gpu} if name == "label" and teacher_gpu > 0 else None
+        summary.stages.append(run_stage(name, catalog, datasets, resources))
+    _publish(summary)
+    if not summary.ok:
+        raise BuildFailed(summary)
+    return summary
+
+
+def _eda(catalog: Catalog, report_dir: str) -> StageSummary:
+    logger = _logger()
+    t0 = time.perf_counter()
+    summary = StageSummary("eda")
+    progress.emit(progress.Event("stage_start", "eda", total=1))
+    fut = eda_task.submit(catalog_payload(catalog), report_dir)
+    outputs, reason = _outcome(fut)
+    if not reason:
+        summary.outputs = list(outputs)
+        outcome = "written"
+    else:
+        logger.error("eda: report FAILED: %s", reason)
+        summary.failures.append(ShardFailure("(whole store)", -1, reason))
+        outcome = "failed"
+    progress.emit(progress.Event("shard_done", "eda", outcome=outcome))
+    summary.seconds = time.perf_counter() - t0
+    progress.emit(progress.Event("stage_end", "eda"))
+    return summary
+
+
+def _publish(summary: BuildSummary) -> None:
+    create_markdown_artifact(summary.to_markdown(), key="depthdata-build",
+                             description=f"depthdata build of {summary.store_url}")
+
+
+def _run_name(kind: str) -> str:
+    params = flow_run.parameters or {}
+    name = Path(str(params.get("catalog_path", "catalog"))).stem
+    only = params.get("only")
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return f"{kind}-{name}{'-' + '+'.join(only) if only else ''}-{stamp}"
+
+
+def _flow_name(kind: str):
+    return lambda: _run_name(kind)
+
+
+@flow(name="depthdata-build", flow_run_name=_flow_name("build"), task_runner=make_task_runner(*runner_from_env()),
+      validate_parameters=True)
+def build(catalog_path: str, only: list[str] | None = None, stages: list[str] | None = None,
+          store_url: str | None = None, report_dir: str | None = None, teacher_gpu: float = 0.0) -> BuildSummary:
+    """Every stage (or ``stages``) in order for every dataset (or ``only``) of a catalog."""
+    return run_pipeline(catalog_path, only, stages, store_url, report_dir, teacher_gpu)
+
+
+def _stage_flow(stage: str, doc: str):
+    @flow(name=f"depthdata-{stage}", flow_run_name=_flow_name(stage), task_runner=make_task_runner(*runner_from_env()),
+          validate_parameters=True)
+    def stage_flow(catalog_path: str, only: list[str] | None = None, store_url: str | None = None,
+                   report_dir: str | None = None, teacher_gpu: float = 0.0) -> BuildSummary:
+        return run_pipeline(catalog_path, only, [stage], store_url, report_dir, teacher_gpu)
+
+    stage_flow.__doc__ = doc
+    return stage_flow
+
+
+ingest = _stage_flow("ingest", "Sources → rgb, depth, pairs for every dataset (or ``only``).")
+label = _stage_flow("label", "Teacher pseudo-labels → teacher, teacher_conf.")
+lidar = _stage_flow("lidar", "Synthetic sparse LiDAR → sparse.")
+eda = _stage_flow("eda", "The EDA report of the store.")
+
+FLOWS = {"build": build, "ingest": ingest, "label": label, "lidar": lidar, "eda": eda}
+
+
+def with_runner(flow_obj, dask_address: str | None = None, workers: int | None = None):
+    """``flow_obj`` running its tasks on the given cluster (see :func:`flows.runner.make_task_runner`)."""
+    return flow_obj.with_options(task_runner=make_task_runner(dask_address, workers))
+
+
+__all__ = ["FLOWS", "BuildFailed", "build", "eda", "ingest", "label", "lidar", "run_pipeline", "with_runner"]

@@ -1,0 +1,105 @@
+"""Where shard tasks run: a Dask ``LocalCluster`` sized to this machine, an existing Dask
+cluster by scheduler address, or (``workers=0``) this process, one task at a time.
+
+Workers are processes with one thread each: the stages are CPU-bound numpy / Open3D / torch
+code, and one thread per process keeps each worker's memory to one shard at a time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from typing import Any
+
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+
+from depthdata.errors import DepthdataError
+
+log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def prefect_api() -> Iterator[str]:
+    """Make sure a Prefect API every worker can reach exists for the duration of a run.
+
+    With ``PREFECT_API_URL`` set (a ``prefect server start`` server, Prefect Cloud, the test
+    harness) this does nothing. Without it Prefect would start a throw-away server inside
+    the flow's process, which Dask workers in other processes cannot find (each would try to
+    start its own); so the same local server is started here and its URL is handed to every
+    worker through the settings and the environment they inherit.
+    """
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    url = PREFECT_API_URL.value()
+    if url:
+        yield url
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()  # the same singleton Prefect's ephemeral mode uses
+    server.start()
+    url = server.api_url
+    log.info("no PREFECT_API_URL set: using a temporary local Prefect server at %s", url)
+    old = os.environ.get("PREFECT_API_URL")
+    os.environ["PREFECT_API_URL"] = url
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: url}):
+            yield url
+    finally:
+        if old is None:
+            os.environ.pop("PREFECT_API_URL", None)
+        else:
+            os.environ["PREFECT_API_URL"] = old
+
+
+def default_workers() -> int:
+    """One worker per CPU this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+#: environment variables that choose the task runner of flows loaded from their module (a
+#: served deployment runs each flow run in a fresh process that imports ``flows.build``)
+ENV_ADDRESS = "DEPTHDATA_DASK_ADDRESS"
+ENV_WORKERS = "DEPTHDATA_WORKERS"
+
+
+def runner_from_env() -> tuple[str | None, int | None]:
+    """``(dask_address, workers)`` from ``DEPTHDATA_DASK_ADDRESS`` / ``DEPTHDATA_WORKERS``."""
+    workers = os.environ.get(ENV_WORKERS)
+    try:
+        n = int(workers) if workers else None
+    except ValueError:
+        raise DepthdataError(f"{ENV_WORKERS}={workers!r} is not an integer") from None
+    return os.environ.get(ENV_ADDRESS) or None, n
+
+
+def make_task_runner(dask_address: str | None = None, workers: int | None = None) -> TaskRunner:
+    """The task runner for a build.
+
+    ``dask_address`` (``tcp://host:8786``) connects to a running ``dask scheduler``; otherwise a
+    ``LocalCluster`` of ``workers`` processes (default: one per CPU) is started for the run
+    and closed after it. ``workers=0`` runs tasks in this process (debugging, tests).
+    """
+    from prefect_dask import DaskTaskRunner
+
+    if dask_address:
+        if workers is not None:
+            raise DepthdataError("--workers sizes a local cluster; it cannot be combined with --dask-address")
+        return DaskTaskRunner(address=dask_address)
+    if workers == 0:
+        return ThreadPoolTaskRunner(max_workers=1)
+    n = default_workers() if workers is None else workers
+    if n < 0:
+        raise DepthdataError(f"--workers must be >= 0, got {n}")
+    cluster_kwargs: dict[str, Any] = {
+        "n_workers": n,
+        "threads_per_worker": 1,
+        "processes": True,
+        "dashboard_address": None,
+    }
+    return DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs=cluster_kwargs)

@@ -1,0 +1,371 @@
+"""The Prefect flows: summaries, retries, failed shards, resume after a kill, S3 stores.
+
+Flows run against Prefect's test harness (a temporary server on a temporary SQLite database,
+started once per session). Every PREFECT_* location points into a temporary folder.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+_PREFECT_HOME = tempfile.mkdtemp(prefix="depthdata-prefect-home-")
+# Prefect reads its settings when it is first imported: set them before any import of it.
+os.environ["PREFECT_HOME"] = _PREFECT_HOME
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ["PREFECT_LOCAL_STORAGE_PATH"] = os.path.join(_PREFECT_HOME, "storage")
+os.environ.pop("PREFECT_API_URL", None)
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from depthdata.stage import Quarantined, ShardResult
+from depthdata.store import Store
+from flows import stages as flow_stages
+from flows.build import BuildFailed, build, with_runner
+from flows.summary import BuildSummary, ShardFailure, StageSummary
+from flows.tasks import is_transient
+
+
+@pytest.fixture(scope="session")
+def prefect_api():
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    # the server takes several seconds to start on a busy 2-core machine
+    with prefect_test_harness(server_startup_timeout=120):
+        yield PREFECT_API_URL.value()
+
+
+# -- fixtures: small datasets written in their real formats -------------------------------------
+
+COLOURS = [(10 * i, 255 - 10 * i, (37 * i) % 256) for i in range(30)]
+
+
+def write_images(root: Path, n: int, corrupt: tuple[int, ...] = ()) -> list[tuple[int, int, int]]:
+    """``n`` uniformly coloured PNGs ``img00.png``...; ``corrupt`` indices get garbage bytes."""
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        path = root / f"img{i:02d}.png"
+        if i in corrupt:
+            path.write_bytes(b"this is not a png")
+        else:
+            Image.fromarray(np.full((20, 30, 3), COLOURS[i], np.uint8)).save(path)
+    return COLOURS[:n]
+
+
+def write_catalog(path: Path, datasets: dict, store: dict, **extra) -> str:
+    path.write_text(yaml.safe_dump({"version": 1, "store": store, "datasets": datasets, **extra}))
+    return str(path)
+
+
+def images_catalog(tmp: Path, n: int = 7, shard_size: int = 3, corrupt: tuple[int, ...] = ()) -> str:
+    write_images(tmp / "pics", n, corrupt)
+    return write_catalog(tmp / "catalog.yaml",
+                         {"pics": {"kind": "images", "root": "pics", "resolution": [10, 12]}},
+                         {"url": "store.zarr", "shard_size": shard_size})
+
+
+def nyu_catalog(tmp: Path, n: int = 12, shard_size: int = 1, store_url: str = "store.zarr") -> str:
+    """A labeled-.mat NYU set of fronto-parallel walls at 1, 2, ... metres (exact depth)."""
+    from depthdata.demo.formats import write_nyu_labeled, write_nyu_splits
+
+    root = tmp / "nyu"
+    root.mkdir(parents=True, exist_ok=True)
+    h, w = 24, 32
+    rgb = np.stack([np.full((h, w, 3), COLOURS[i], np.uint8) for i in range(n)])
+    depth = np.stack([np.full((h, w), 1.0 + i, np.float32) for i in range(n)])
+    write_nyu_labeled(str(root / "nyu_depth_v2_labeled.mat"), rgb, depth, [f"room_{i}" for i in range(n)],
+                      ["office"] * n)
+    write_nyu_splits(str(root / "splits.mat"), list(range(1, n + 1)), [])
+    return write_catalog(tmp / "catalog.yaml",
+                         {"nyu": {"kind": "nyuv2", "root": "nyu", "resolution": [24, 32], "splits": ["train"],
+                                  "options": {"layout": "labeled_mat"}}},
+                         {"url": store_url, "shard_size": shard_size},
+                         lidar={"beam_model": "vlp16"})
+
+
+def manifest_rows(url: str, stage: str, storage_options: dict | None = None) -> dict[str, dict]:
+    """sample id → that stage's manifest row (checksums included), over every group."""
+    store = Store.open(url, storage_options=storage_options)
+    rows = {}
+    for path in store.group_paths():
+        for row in store.group(path).manifest(stage).to_pylist():
+            rows[row["sample_id"]] = row
+    return rows
+
+
+# -- plain unit tests ---------------------------------------------------------------------------
+
+def test_summary_counts_written_skipped_quarantined():
+    s = StageSummary("ingest")
+    s.add(ShardResult("a/train", "ingest", 0, written=3))
+    s.add(ShardResult("a/train", "ingest", 1, written=2,
+                      quarantined=[Quarantined("a/train/x", "/d/x.png", "cannot decode")]))
+    s.add(ShardResult("a/train", "ingest", 2, skipped=True))
+    s.failures.append(ShardFailure("a/train", 3, "OSError: disk gone"))
+    assert (s.shards_written, s.shards_skipped, s.samples_written, len(s.quarantined)) == (2, 1, 5, 1)
+    summary = BuildSummary("/tmp/s.zarr", [s])
+    assert not summary.ok
+    md = summary.to_markdown()
+    assert "| ingest | 2 | 1 | 1 | 5 | 1 |" in md
+    assert "| ingest | a/train | 3 | OSError: disk gone |" in md
+    assert "| ingest | a/train/x | /d/x.png | cannot decode |" in md
+    text = summary.to_text()
+    assert "FAILED a/train shard 3: OSError: disk gone" in text
+    assert "quarantined a/train/x (/d/x.png): cannot decode" in text
+
+
+def test_parse_stages_keeps_pipeline_order_and_rejects_unknown():
+    assert flow_stages.parse_stages("lidar,ingest") == ["ingest", "lidar"]
+    assert flow_stages.parse_stages(None) == ["ingest", "label", "lidar", "eda"]
+    with pytest.raises(Exception, match="unknown stage.*teach"):
+        flow_stages.parse_stages("ingest,teach")
+
+
+def test_only_transient_io_errors_are_retried():
+    assert is_transient(ConnectionResetError("reset by peer"))
+    assert is_transient(TimeoutError("slow bucket"))
+    assert is_transient(OSError(5, "I/O error"))
+    assert not is_transient(FileNotFoundError("gone"))
+    assert not is_transient(PermissionError("denied"))
+    assert not is_transient(ValueError("bad data"))
+
+
+def test_missing_stage_module_is_reported_as_unavailable():
+    with pytest.raises(flow_stages.StageUnavailable, match="depthdata.no_such_stage"):
+        flow_stages.resolve("depthdata.no_such_stage:run_shard")
+    with pytest.raises(flow_stages.StageUnavailable, match="no_such_function"):
+        flow_stages.resolve("depthdata.ingest:no_such_function")
+
+
+def test_serve_parameters_are_absolute_and_checked(tmp_path, monkeypatch):
+    from flows.deploy import deployment_parameters
+
+    images_catalog(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    params = deployment_parameters("catalog.yaml", only=["pics"], stages="lidar,ingest", store_url="out.zarr")
+    assert params["catalog_path"] == str(tmp_path / "catalog.yaml")
+    assert params["store_url"] == str(tmp_path / "out.zarr")
+    assert params["stages"] == ["ingest", "lidar"]
+    with pytest.raises(Exception, match="--only.*nope"):
+        deployment_parameters("catalog.yaml", only=["nope"])
+
+
+def test_teacher_is_loaded_once_per_worker_process_with_dask_thread_count(monkeypatch):
+    from depthdata.teacher import model
+    from depthdata.teacher.config import TeacherConfig
+
+    loaded = []
+    monkeypatch.setattr(model, "load_teacher", lambda cfg: loaded.append(cfg) or object())
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # what a Dask nanny gives each worker process
+    flow_stages.cached_teacher.cache_clear()
+    key = TeacherConfig(model="/nonexistent/ckpt").model_dump_json()
+    first, second = flow_stages.cached_teacher(key), flow_stages.cached_teacher(key)
+    flow_stages.cached_teacher.cache_clear()
+    assert first is second and len(loaded) == 1
+    assert loaded[0].threads == 1 and loaded[0].model == "/nonexistent/ckpt"
+
+
+# -- flows in the test harness (tasks in this process) ------------------------------------------
+
+def in_process(flow_obj=build):
+    return with_runner(flow_obj, workers=0)
+
+
+def test_build_writes_every_shard_then_rerun_skips_them(prefect_api, tmp_path):
+    cat = images_catalog(tmp_path, n=7, shard_size=3)
+    first = in_process()(cat, stages=["ingest"])
+    ingest = first.stages[0]
+    assert (ingest.shards_written, ingest.shards_skipped, ingest.samples_written) == (3, 0, 7)
+    group = Store.open(str(tmp_path / "store.zarr")).group("pics/train")
+    rgb = group.array("rgb")[:]
+    # uniform images stay uniform whatever the resampling: every pixel is the file's colour
+    for i, colour in enumerate(COLOURS[:7]):
+        sid = f"pics/train/img{i:02d}.png"
+        assert np.all(rgb[group.index_of(sid)] == np.array(colour, np.uint8)), sid
+    again = in_process()(cat, stages=["ingest"])
+    assert (again.stages[0].shards_written, again.stages[0].shards_skipped) == (0, 3)
+
+
+def test_unreadable_file_is_quarantined_with_its_reason(prefect_api, tmp_path):
+    cat = images_catalog(tmp_path, n=5, shard_size=2, corrupt=(3,))
+    summary = in_process()(cat, stages=["ingest"])
+    s = summary.stages[0]
+    assert summary.ok and s.samples_written == 4
+    assert [q.sample_id for q in s.quarantined] == ["pics/train/img03.png"]
+    assert "img03.png" in s.quarantined[0].source_uri and s.quarantined[0].reason
+    assert "pics/train/img03.png" in summary.to_markdown()
+
+
+def test_failed_shard_fails_the_run_others_complete_and_rerun_redoes_it(prefect_api, tmp_path, monkeypatch):
+    cat = images_catalog(tmp_path, n=7, shard_size=3)
+    real = flow_stages.run_shard
+
+    def broken(stage, catalog, dataset, group_path, shard):
+        if shard == 1:
+            raise ValueError("simulated bug in shard 1")
+        return real(stage, catalog, dataset, group_path, shard)
+
+    monkeypatch.setattr(flow_stages, "run_shard", broken)
+    with pytest.raises(BuildFailed) as err:
+        in_process()(cat, stages=["ingest"])
+    summary = err.value.summary
+    assert [(f.group, f.shard) for f in summary.stages[0].failures] == [("pics/train", 1)]
+    assert "ValueError: simulated bug in shard 1" in summary.stages[0].failures[0].reason
+    assert summary.stages[0].shards_written == 2
+    group = Store.open(str(tmp_path / "store.zarr")).group("pics/train")
+    assert group.complete_shards("ingest") == [0, 2]
+
+    monkeypatch.setattr(flow_stages, "run_shard", real)
+    rerun = in_process()(cat, stages=["ingest"])
+    assert (rerun.stages[0].shards_written, rerun.stages[0].shards_skipped) == (1, 2)
+    assert group.complete_shards("ingest") == [0, 1, 2]
+
+
+def test_transient_io_error_is_retried(prefect_api, tmp_path, monkeypatch):
+    cat = images_catalog(tmp_path, n=4, shard_size=2)
+    real = flow_stages.run_shard
+    calls = []
+
+    def flaky(stage, catalog, dataset, group_path, shard):
+        calls.append(shard)
+        if shard == 0 and calls.count(0) == 1:
+            raise ConnectionResetError("connection reset by the object store")
+        return real(stage, catalog, dataset, group_path, shard)
+
+    monkeypatch.setattr(flow_stages, "run_shard", flaky)
+    summary = in_process()(cat, stages=["ingest"])
+    assert summary.ok and summary.stages[0].shards_written == 2
+    assert calls.count(0) == 2 and calls.count(1) == 1
+
+
+def test_build_publishes_a_markdown_artifact(prefect_api, tmp_path):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    cat = images_catalog(tmp_path, n=3, shard_size=3)
+    in_process()(cat, stages=["ingest"])
+    with get_client(sync_client=True) as client:
+        arts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["depthdata-build"])))
+    assert arts, "no depthdata-build artifact"
+    latest = max(arts, key=lambda a: a.created)
+    assert latest.type == "markdown"
+    assert str(tmp_path / "store.zarr") in latest.data and "| ingest | 1 | 0 | 0 | 3 | 0 |" in latest.data
+
+
+def test_cli_build_prints_summary_and_exit_status(prefect_api, tmp_path, capsys, monkeypatch):
+    from depthdata.cli import main
+
+    cat = images_catalog(tmp_path, n=5, shard_size=2, corrupt=(4,))
+    argv = ["build", cat, "--stages", "ingest", "--workers", "0", "--no-progress"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "ingest" in out and "4 samples written, 1 quarantined" in out and "3 written, 0 skipped" in out
+    assert "quarantined pics/train/img04.png" in out
+
+    real = flow_stages.run_shard
+
+    def first_shard_breaks(stage, catalog, dataset, group_path, shard):
+        if shard == 0:
+            raise RuntimeError("boom")
+        return real(stage, catalog, dataset, group_path, shard)
+
+    monkeypatch.setattr(flow_stages, "run_shard", first_shard_breaks)
+    (tmp_path / "store.zarr" / "_manifest" / "pics" / "train" / "ingest" / "shard-000000.parquet").unlink()
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    assert "FAILED pics/train shard 0: RuntimeError: boom" in captured.out
+    assert "0 written, 2 skipped" in captured.out and "1 failed" in captured.out
+    assert main(["build", str(tmp_path / "missing.yaml")]) == 2
+
+
+# -- end to end: subprocess kill and resume, a 2-worker Dask cluster, an S3 store --------------
+
+def _parts(store: Path, stage: str) -> int:
+    return len(list((store / "_manifest").glob(f"*/*/{stage}/shard-*.parquet")))
+
+
+@pytest.mark.slow
+def test_killed_build_resumes_to_the_same_store_as_an_uninterrupted_one(prefect_api, tmp_path):
+    from depthdata.store.verify import verify_store
+
+    n = 12
+    cat = nyu_catalog(tmp_path, n=n, shard_size=1)
+    store = tmp_path / "store.zarr"
+    env = {**os.environ, "PREFECT_API_URL": prefect_api}
+    cmd = [str(Path(sys.executable).parent / "depthdata"), "-q", "build", cat, "--stages", "ingest,lidar", "--workers", "1",
+           "--no-progress"]
+    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    deadline = time.monotonic() + 240
+    try:
+        # kill once some shards are complete and others are not
+        while _parts(store, "ingest") < n // 3 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out = proc.communicate()[0].decode(errors="replace")
+    done_at_kill = _parts(store, "ingest") + _parts(store, "lidar")
+    assert 0 < done_at_kill < 2 * n, f"the kill did not land mid-build ({done_at_kill} parts):\n{out[-3000:]}"
+
+    resumed = with_runner(build, workers=2)(cat, stages=["ingest", "lidar"])  # a 2-worker LocalCluster
+    assert resumed.ok
+    ingest, lidar = resumed.stages
+    assert ingest.shards_skipped >= n // 3 and ingest.shards_written + ingest.shards_skipped == n
+    assert lidar.shards_written + lidar.shards_skipped == n
+
+    clean = in_process()(cat, stages=["ingest", "lidar"], store_url=str(tmp_path / "clean.zarr"))
+    assert clean.ok
+    report = verify_store(str(store))
+    assert report.ok, report.to_dict()
+    for stage in ("ingest", "lidar"):
+        got, want = manifest_rows(str(store), stage), manifest_rows(str(tmp_path / "clean.zarr"), stage)
+        assert sorted(got) == sorted(want) and len(got) == n
+        for sid, row in want.items():
+            checks = [k for k in row if k.startswith("checksum_")]
+            assert checks and {k: got[sid][k] for k in checks} == {k: row[k] for k in checks}, sid
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_build_into_s3_store_served_by_moto(prefect_api, tmp_path):
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    from depthdata.store.verify import verify_store
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    try:
+        endpoint = f"http://127.0.0.1:{port}"
+        boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
+                     region_name="us-east-1").create_bucket(Bucket="depth")
+        opts = {"endpoint_url": endpoint, "key": "testing", "secret": "testing"}
+        write_images(tmp_path / "pics", 5)
+        cat = write_catalog(tmp_path / "catalog.yaml",
+                            {"pics": {"kind": "images", "root": "pics", "resolution": [10, 12]}},
+                            {"url": "s3://depth/build.zarr", "shard_size": 2, "storage_options": opts})
+        summary = in_process()(cat, stages=["ingest"])
+        assert summary.ok and summary.stages[0].samples_written == 5
+        rows = manifest_rows("s3://depth/build.zarr", "ingest", opts)
+        assert sorted(rows) == [f"pics/train/img{i:02d}.png" for i in range(5)]
+        assert verify_store("s3://depth/build.zarr", storage_options=opts).ok
+        again = in_process()(cat, stages=["ingest"])
+        assert again.stages[0].shards_skipped == 3
+    finally:
+        server.stop()
