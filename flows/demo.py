@@ -12,11 +12,6 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
-#: samples per shard in the demo store: small, so that the demo's few samples make enough
-#: shards to keep every worker busy (a real build sizes shards to ~96 MiB)
-DEMO_SHARD_SIZE = 4
 
 BANNER = """\
 ==========================================================================================
@@ -30,27 +25,17 @@ BANNER = """\
 """
 
 
-def teacher_weights_present(catalog_path: str) -> tuple[bool, str]:
-    """Whether the catalog's teacher weights are on this machine, and the model named."""
-    from depthdata.catalog import load_catalog
+def teacher_weights_present() -> tuple[bool, str]:
+    """Whether the default teacher's weights are on this machine, and the model named."""
+    from depthdata.teacher.config import TeacherConfig
     from depthdata.teacher.model import resolve_checkpoint
 
-    cat = load_catalog(catalog_path)
-    return resolve_checkpoint(cat.teacher) is not None, cat.teacher.model
+    config = TeacherConfig()
+    return resolve_checkpoint(config) is not None, config.model
 
 
-def prepare_catalog(catalog_path: str, random_teacher: bool) -> None:
-    """Set the demo's shard size and, when asked, the tiny random teacher, in the catalog."""
-    path = Path(catalog_path)
-    header = "".join(line + "\n" for line in path.read_text().splitlines() if line.startswith("#"))
-    doc = yaml.safe_load(path.read_text())
-    doc.setdefault("store", {})["shard_size"] = DEMO_SHARD_SIZE
-    if random_teacher:
-        doc.setdefault("teacher", {})["allow_random_init"] = True
-    path.write_text(header + yaml.safe_dump(doc, sort_keys=False))
-
-
-def run_demo(out: str, seed: int = 0, workers: int | None = None, progress: bool = True) -> int:
+def run_demo(out: str, seed: int = 0, workers: int | None = None, progress: bool = True,
+             student_steps: int = 40) -> int:
     from depthdata.cli.build_cmd import _progress
     from depthdata.demo import write_demo_catalog, write_demo_data
     from flows.build import BuildFailed, build, with_runner
@@ -60,11 +45,10 @@ def run_demo(out: str, seed: int = 0, workers: int | None = None, progress: bool
     out_dir = Path(out).resolve()
     print(f"writing demo data under {out_dir / 'data'} ...")
     paths = write_demo_data(out_dir / "data", seed=seed)
-    catalog = write_demo_catalog(out_dir, paths)
-    present, model = teacher_weights_present(catalog)
+    present, model = teacher_weights_present()
+    catalog = write_demo_catalog(out_dir, paths, random_teacher=not present)
     if not present:
         print(BANNER.format(model=model, catalog=catalog), file=sys.stderr)
-    prepare_catalog(catalog, random_teacher=not present)
     report_dir = str(out_dir / "report")
     flow_obj = with_runner(build, None, workers)
     with prefect_api(), _progress(progress):
@@ -73,6 +57,15 @@ def run_demo(out: str, seed: int = 0, workers: int | None = None, progress: bool
         except BuildFailed as exc:
             summary = exc.summary
     print(summary.to_text())
+    student = None
+    if summary.ok and student_steps > 0:
+        from flows.student import report_markdown, train_student
+
+        print(f"\ntraining the student ({student_steps} steps), pruning and exporting INT8 ONNX ...")
+        with prefect_api():
+            student = train_student(store_url=summary.store_url, out_dir=str(out_dir / "student"),
+                                    steps=student_steps, progress=progress)
+        print(report_markdown(student))
     print("\nOutputs:")
     for name, root in paths.items():
         print(f"  data      {name:<15} {root}")
@@ -81,6 +74,10 @@ def run_demo(out: str, seed: int = 0, workers: int | None = None, progress: bool
     for s in summary.stages:
         for o in s.outputs:
             print(f"  report    {o}")
+    if student is not None:
+        for name, path in student["paths"].items():
+            print(f"  student   {name:<15} {path}")
+        print(f"  student   report          {out_dir / 'student' / 'report.json'}")
     if not present:
         print("  teacher   tiny RANDOM teacher (no real weights on this machine; labels are meaningless)")
     print(f"demo {'complete' if summary.ok else 'FAILED'} in {time.perf_counter() - t0:.0f} s")

@@ -50,8 +50,8 @@ def test_demo_catalog_reads_every_dataset(demo):
     out, paths, cat_path = demo
     assert set(paths) == {"nyu", "nyu_densedepth", "synthia", "diw", "photos"}
     cat = load_catalog(cat_path)
-    assert {n: d.kind for n, d in cat.datasets.items()} == {"nyu": "nyuv2", "synthia": "synthia", "diw": "diw",
-                                                            "photos": "images"}
+    assert {n: d.kind for n, d in cat.datasets.items()} == {"nyu": "nyuv2", "nyu_densedepth": "nyuv2",
+                                                            "synthia": "synthia", "diw": "diw", "photos": "images"}
     assert all(list(d.resolution) == [24, 32] for d in cat.datasets.values())
     counts = {}
     for name in cat.datasets:

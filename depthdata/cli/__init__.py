@@ -48,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    # one line per HTTP call to the local Prefect API drowns what the build says
+    logging.getLogger("httpx").setLevel(max(level, logging.WARNING))
     try:
         return int(args.func(args) or 0)
     except DepthdataError as exc:

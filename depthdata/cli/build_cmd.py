@@ -62,12 +62,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     d = sub.add_parser("demo", help="generate the demo data and build it end to end",
                        description="Write small copies of every source format, build them through the real "
-                       "flows (ingest, teacher labels, synthetic LiDAR, EDA report) and print where every output "
-                       "is. Offline; without real teacher weights it uses a tiny random teacher and says so.")
+                       "flows (ingest, teacher labels, synthetic LiDAR, EDA report), distil, prune and export an "
+                       "INT8 student from the store, and print where every output is. Offline; without real "
+                       "teacher weights it uses a tiny random teacher and says so.")
     d.add_argument("--out", default="demo-out", help="output folder (default: demo-out)")
     d.add_argument("--seed", type=int, default=0, help="seed of the generated demo data (default 0)")
     d.add_argument("--workers", type=int, metavar="N",
                    help="worker processes of the local Dask cluster (default: one per CPU; 0 = this process)")
+    d.add_argument("--student-steps", type=int, default=40, metavar="N",
+                   help="training steps of the demo student (default 40; 0 skips the student stage)")
     d.add_argument("--no-progress", action="store_true", help="do not show progress bars")
     d.set_defaults(func=_demo)
 
@@ -152,5 +155,5 @@ def _demo(args: argparse.Namespace) -> int:
     from flows.demo import run_demo
 
     _quiet_dask_logs()
-    return run_demo(args.out, seed=args.seed, workers=args.workers,
+    return run_demo(args.out, seed=args.seed, workers=args.workers, student_steps=args.student_steps,
                     progress=not args.no_progress and sys.stderr.isatty())

@@ -126,10 +126,16 @@ def write_demo_data(out_dir: str | os.PathLike[str], seed: int = 0, n_per_datase
 
 
 def write_demo_catalog(out_dir: str | os.PathLike[str], data_paths: dict[str, str],
-                       resolution: tuple[int, int] = (120, 160), store_url: str = "demo.zarr") -> str:
+                       resolution: tuple[int, int] = (120, 160), store_url: str = "demo.zarr",
+                       shard_size: int | str = 4, random_teacher: bool = False) -> str:
     """Write ``out_dir/catalog.yaml`` reading the demo datasets; returns its path.
 
-    Datasets ``nyu`` (nyuv2, labeled .mat), ``synthia``, ``diw`` and ``photos`` (images), all
+    ``shard_size`` is small by default so the demo's few samples make enough shards to keep
+    every worker busy (a real build sizes shards to ~96 MiB). ``random_teacher`` lets the build
+    fall back to the tiny random teacher when no real weights are on the machine.
+
+    Datasets ``nyu`` (nyuv2, labeled .mat), ``nyu_densedepth`` (nyuv2, DenseDepth CSV tree),
+    ``synthia``, ``diw`` and ``photos`` (images), all
     stored at ``resolution`` ``[H, W]``; roots are relative to the catalog's folder.
     """
     out = Path(out_dir).resolve()
@@ -143,16 +149,20 @@ def write_demo_catalog(out_dir: str | os.PathLike[str], data_paths: dict[str, st
 
     doc = {
         "version": 1,
-        "store": {"url": store_url},
+        "store": {"url": store_url, "shard_size": shard_size},
         "datasets": {
             "nyu": {"kind": "nyuv2", "root": rel("nyu"), "resolution": res(), "resize": "resize",
                     "options": {"layout": "labeled_mat"}},
+            "nyu_densedepth": {"kind": "nyuv2", "root": rel("nyu_densedepth"), "resolution": res(),
+                               "resize": "resize", "options": {"layout": "densedepth"}},
             "synthia": {"kind": "synthia", "root": rel("synthia"), "resolution": res(), "resize": "center_crop",
                         "options": {"layout": "rand", "max_depth": 150.0}},
             "diw": {"kind": "diw", "root": rel("diw"), "resolution": res(), "resize": "fit_pad"},
             "photos": {"kind": "images", "root": rel("photos"), "resolution": res(), "resize": "center_crop"},
         },
     }
+    if random_teacher:
+        doc["teacher"] = {"allow_random_init": True}
     path = out / "catalog.yaml"
     path.write_text("# depthdata demo catalog, written by depthdata.demo.write_demo_catalog\n"
                     + yaml.safe_dump(doc, sort_keys=False))
