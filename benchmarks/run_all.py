@@ -28,8 +28,10 @@ def render() -> str:
 
 
 def main(argv: list[str]) -> int:
-    only = set(argv)
-    for script in sorted(HERE.glob("bench_*.py")):
+    """``run_all [bench_x ...]`` runs all (or the named) benchmarks; ``--render`` only rewrites RESULTS.md."""
+    render_only = "--render" in argv
+    only = set(argv) - {"--render"}
+    for script in [] if render_only else sorted(HERE.glob("bench_*.py")):
         if only and script.stem not in only:
             continue
         print(f"== {script.name}", flush=True)

@@ -38,6 +38,8 @@ def prefect_api() -> Iterator[str]:
         return
     from prefect.server.api.server import SubprocessASGIServer
 
+    # The throw-away server must not phone home (and logs an error where it cannot).
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     server = SubprocessASGIServer()  # the same singleton Prefect's ephemeral mode uses
     server.start()
     url = server.api_url
