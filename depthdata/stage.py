@@ -31,3 +31,20 @@ class ShardResult:
     #: the shard was already complete and was left alone
     skipped: bool = False
     seconds: float = 0.0
+
+
+@dataclass
+class StageTotals:
+    """Totals of a stage run shard by shard in one process (the ``depthdata <stage> run`` commands)."""
+
+    written: int = 0
+    skipped: int = 0
+    quarantined: list[Quarantined] = field(default_factory=list)
+
+    def add(self, result: ShardResult) -> None:
+        self.written += result.written
+        self.skipped += result.skipped
+        self.quarantined += result.quarantined
+
+    def quarantine_lines(self) -> list[str]:
+        return [f"  quarantined {q.sample_id} ({q.source_uri}): {q.reason}" for q in self.quarantined]

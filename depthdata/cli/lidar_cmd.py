@@ -118,6 +118,7 @@ def _run(args: argparse.Namespace) -> int:
     from depthdata.catalog import load_catalog
     from depthdata.lidar.config import LidarConfig
     from depthdata.lidar.stage import prepare_group, run_shard
+    from depthdata.stage import StageTotals
     from depthdata.store import Store
 
     store = Store.open(args.store, mode="r+")
@@ -130,15 +131,11 @@ def _run(args: argparse.Namespace) -> int:
     for g in groups:
         prepare_group(g)
     tasks = [(g, k) for g in groups for k in range(g.num_shards)]
-    written = skipped = 0
-    quarantined = []
+    totals = StageTotals()
     for g, k in tqdm(tasks, desc="lidar shards", unit="shard"):
-        res = run_shard(g, k, config, force=args.force, threads=args.threads)
-        written += res.written
-        skipped += res.skipped
-        quarantined += res.quarantined
-    print(f"lidar ({config.beam_model}, {config.mesher}): {written} samples written, {skipped} shard(s) already "
-          f"done, {len(quarantined)} quarantined")
-    for q in quarantined:
-        print(f"  quarantined {q.sample_id} ({q.source_uri}): {q.reason}")
+        totals.add(run_shard(g, k, config, force=args.force, threads=args.threads))
+    print(f"lidar ({config.beam_model}, {config.mesher}): {totals.written} samples written, {totals.skipped} "
+          f"shard(s) already done, {len(totals.quarantined)} quarantined")
+    for line in totals.quarantine_lines():
+        print(line)
     return 0

@@ -86,6 +86,7 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from depthdata.stage import StageTotals
     from depthdata.store import Store
     from depthdata.teacher.model import load_teacher
     from depthdata.teacher.stage import prepare_group, run_shard
@@ -100,19 +101,16 @@ def _run(args: argparse.Namespace) -> int:
     config = TeacherConfig(**settings)
     teacher = load_teacher(config)
     groups = [store.group(g) for g in (args.group or store.group_paths())]
-    written = skipped = 0
-    quarantined = []
+    totals = StageTotals()
     for group in groups:
         prepare_group(group)
         for shard in tqdm(range(group.num_shards), desc=f"teacher {group.path}", unit="shard"):
-            res = run_shard(group, shard, config, teacher=teacher, force=args.force)
-            written += res.written
-            skipped += res.skipped
-            quarantined += res.quarantined
+            totals.add(run_shard(group, shard, config, teacher=teacher, force=args.force))
     print(f"teacher {teacher.model_id} ({teacher.revision}, sha256 {teacher.weights_sha256[:12]}…): "
-          f"{written} sample(s) labelled, {skipped} complete shard(s) skipped, {len(quarantined)} quarantined")
-    for q in quarantined:
-        print(f"  quarantined {q.sample_id} ({q.source_uri}): {q.reason}")
+          f"{totals.written} sample(s) labelled, {totals.skipped} complete shard(s) skipped, "
+          f"{len(totals.quarantined)} quarantined")
+    for line in totals.quarantine_lines():
+        print(line)
     if teacher.random_init:
         print("WARNING: labels come from a RANDOMLY INITIALISED teacher and are meaningless as depth")
     return 0
