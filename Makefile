@@ -13,9 +13,9 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	@bash .ci/system-deps.sh
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet torch==2.14.1 torchvision==0.29.1
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install -qq --upgrade pip
+	$(BIN)/python -m pip install -qq torch==2.14.1 torchvision==0.29.1
+	$(BIN)/python -m pip install -qq -e '.[test]'
 	@touch $(STAMP)
 
 demo: $(STAMP)

@@ -1,4 +1,4 @@
-"""Synthetic sparse LiDAR (see docs/lidar.md).
+"""Synthetic sparse LiDAR (README: "Synthetic sparse LiDAR").
 
 Modules: :mod:`.config` (catalog settings), :mod:`.beams` (beam-model presets),
 :mod:`.camera` (intrinsics, back-projection, z-buffer), :mod:`.mesh` (grid and Poisson
