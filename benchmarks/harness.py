@@ -50,13 +50,9 @@ def goal(what: str, ratio: float, target: str) -> dict[str, Any]:
 
 
 def machine(**extra: str) -> dict[str, Any]:
-    info: dict[str, Any] = {"cpus": os.cpu_count(), "python": platform.python_version()}
-    try:
-        import torch
+    import torch
 
-        info["torch"] = torch.__version__
-    except ImportError:
-        pass
+    info: dict[str, Any] = {"cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__}
     if extra:
         info["extra"] = ", ".join(f"{k} {v}" for k, v in extra.items())
     return info
