@@ -22,6 +22,7 @@ import zarr
 from skimage import data as skdata
 
 from benchmarks import harness
+from benchmarks.folder_baseline import read_sample, write_folder
 from depthdata.store import Store
 
 H, W, N, SHARD, REPEATS = 480, 640, 48, 16, 5
@@ -81,24 +82,10 @@ def read_memory_copy(mem: zarr.storage.MemoryStore) -> int:
     return n
 
 
-def write_folder(folder: Path, samples: dict[str, np.ndarray]) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(N):
-        cv2.imwrite(str(folder / f"{i:05d}_rgb.jpg"), cv2.cvtColor(samples["rgb"][i], cv2.COLOR_RGB2BGR),
-                    [cv2.IMWRITE_JPEG_QUALITY, 95])
-        cv2.imwrite(str(folder / f"{i:05d}_depth.png"), np.round(samples["depth"][i] * 1000).astype(np.uint16))
-        cv2.imwrite(str(folder / f"{i:05d}_teacher.png"),
-                    np.round(samples["teacher"][i].astype(np.float32) * 65535).astype(np.uint16))
-        cv2.imwrite(str(folder / f"{i:05d}_sparse.png"), np.round(samples["sparse"][i] * 1000).astype(np.uint16))
-
-
 def read_folder(folder: Path) -> int:
     for i in range(N):
-        rgb = cv2.cvtColor(cv2.imread(str(folder / f"{i:05d}_rgb.jpg"), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-        depth = cv2.imread(str(folder / f"{i:05d}_depth.png"), cv2.IMREAD_UNCHANGED).astype(np.float32) / 1000
-        teacher = (cv2.imread(str(folder / f"{i:05d}_teacher.png"), cv2.IMREAD_UNCHANGED) / 65535).astype(np.float16)
-        sparse = cv2.imread(str(folder / f"{i:05d}_sparse.png"), cv2.IMREAD_UNCHANGED).astype(np.float32) / 1000
-        assert rgb.shape == (H, W, 3) and depth.shape == teacher.shape == sparse.shape
+        sample = read_sample(folder, i, FIELDS)
+        assert sample["rgb"].shape == (H, W, 3) and sample["depth"].shape == sample["sparse"].shape == (H, W)
     return N
 
 
