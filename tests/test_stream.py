@@ -172,6 +172,33 @@ def test_exactly_once_across_two_ranks_and_two_real_workers(store16):
     assert sorted(seen) == [f"nyu/train/{i:03d}" for i in range(16)]
 
 
+def record_pipeline(sample, rng):
+    """A transform run where the sample is read: which zarr codec pipeline that process uses."""
+    import zarr
+    return {**sample, "pipeline": zarr.config.get("codec_pipeline.path")}
+
+
+@pytest.mark.parametrize("zarrs", ["1", "0"])
+def test_workers_read_the_same_data_with_zarrs_or_zarr_and_the_trainer_keeps_zarr(store16, monkeypatch, zarrs):
+    import zarr
+    monkeypatch.setenv("DEPTHDATA_ZARRS", zarrs)
+    trainer_pipeline = zarr.config.get("codec_pipeline.path")
+    fields = ("rgb", "depth", "pairs", "teacher", "teacher_conf")
+    ds = ShardDataset(store16, fields=fields, shuffle=False, batch_size=4, streams=2, transform=record_pipeline)
+    in_workers = {}
+    for b in DataLoader(ds, batch_size=4, num_workers=2):
+        assert set(b["pipeline"]) == {"zarrs.ZarrsCodecPipeline" if zarrs == "1" else trainer_pipeline}
+        for k, i in enumerate(b["index"].tolist()):
+            in_workers[i] = {f: b[f][k] for f in b if isinstance(b[f], torch.Tensor) and f != "index"}
+    assert zarr.config.get("codec_pipeline.path") == trainer_pipeline  # never the Rayon pool in a forking process
+    in_trainer = {s["index"]: s for s in ShardDataset(store16, fields=fields, shuffle=False, streams=1)}
+    assert sorted(in_workers) == sorted(in_trainer) == list(range(16))
+    for i, got in in_workers.items():
+        assert (got["rgb"][0] == i).all() and (got["depth"][0, 1:] == i + 1.0).all()
+        for name, t in got.items():
+            assert torch.equal(t.nan_to_num(-7), in_trainer[i][name].nan_to_num(-7)), (i, name)  # NaN = pairs padding
+
+
 def test_order_is_the_same_with_0_1_or_2_workers(store16):
     def run(workers):
         ds = ShardDataset(store16, fields=("rgb",), batch_size=2, streams=2, seed=11)
@@ -199,6 +226,31 @@ def test_fields_dtypes_shapes_and_masks(store16):
     fl = ShardDataset(store16, fields=("rgb",), shuffle=False, rgb_float=True, streams=1)
     first = next(iter(fl))
     assert first["rgb"].dtype == torch.float32 and float(first["rgb"][2, 0, 0]) == pytest.approx(200 / 255)
+
+
+def test_samples_kept_by_the_trainer_stay_intact_while_shard_buffers_are_recycled(tmp_path):
+    # 2 groups, 18 and 7 samples in shards of 4 (short last shards), one stream holding one shard
+    # at a time: every shard after the first is read into a recycled buffer
+    url = build(str(tmp_path / "s.zarr"), groups=(("nyu", "train", 18), ("web", "all", 7)), shard_size=4)
+    ds = ShardDataset(url, fields=("rgb", "depth", "teacher"), streams=1, shuffle_window=1, seed=3)
+    kept = list(ds)
+    assert sorted(s["sample_id"] for s in kept) == sorted(
+        [f"nyu/train/{i:03d}" for i in range(18)] + [f"web/all/{i:03d}" for i in range(7)])
+    yy, xx = np.mgrid[0:H, 0:W]
+    position = torch.from_numpy(yy * W + xx)
+    for s in kept:  # each sample still holds its own pixels, read after all shards went through
+        i = s["index"]
+        assert (s["rgb"][0] == i).all() and (s["rgb"][1] == position).all()
+        assert (s["depth"][0, 1:, :] == i + 1.0).all() and s["depth"][0, 0, 0] == 0
+        assert torch.allclose(s["teacher"][0], position / 100, atol=1e-3)
+
+
+def test_read_shard_into_a_buffer_that_does_not_fit_names_the_field(store16):
+    group = Store.open(store16).group("nyu/train")
+    assert np.array_equal(group.read_shard(1, ["depth"], out={"depth": np.empty((4, H, W), np.float32)})["depth"],
+                          group.read_shard(1, ["depth"])["depth"], equal_nan=True)
+    with pytest.raises(ValueError, match="nyu/train/depth: buffer"):
+        group.read_shard(1, ["depth"], out={"depth": np.empty((4, H, W), np.float16)})
 
 
 def test_resume_in_a_new_process_continues_with_the_same_order(store16, tmp_path):

@@ -29,6 +29,7 @@ import pyarrow as pa
 import zarr
 import zarr.errors
 from zarr.codecs import BloscCodec, ZstdCodec
+from zarr.core.buffer.cpu import NDBuffer
 
 import depthdata
 from depthdata.errors import StoreError
@@ -428,18 +429,33 @@ class Group:
         return [k for k in range(self.num_shards) if self.is_complete(k, stage)]
 
     # -- reading ---------------------------------------------------------------------------
-    def read_shard(self, shard: int, fields: Sequence[str]) -> dict[str, np.ndarray]:
+    def read_shard(self, shard: int, fields: Sequence[str],
+                   out: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
         """Every sample of ``shard`` for ``fields``: one request per field, fields in parallel.
 
         Fields are fetched and decoded concurrently: the codecs release the GIL, so I/O of one
         field overlaps decompression of another (benchmarks/bench_store.py measures it).
+        ``out`` (field → array with at least the shard's length on the sample axis, the field's
+        dtype and sample shape) receives the data instead of new arrays: a streaming reader
+        recycles a few shard buffers instead of faulting fresh memory in for every shard.
         """
         idx = self.shard_range(shard)
         arrays = [self.array(name) for name in fields]
+
+        def read(name: str, arr: zarr.Array) -> np.ndarray:
+            if out is None:
+                return arr[idx.start: idx.stop]
+            dest = out[name][: len(idx)]
+            if dest.shape != (len(idx), *arr.shape[1:]) or dest.dtype != arr.dtype:
+                raise ValueError(f"{self.path}/{name}: buffer {dest.shape} {dest.dtype} does not fit shard {shard} "
+                                 f"({(len(idx), *arr.shape[1:])} {arr.dtype})")
+            arr.get_basic_selection(slice(idx.start, idx.stop), out=NDBuffer.from_numpy_array(dest))
+            return dest
+
         if len(arrays) < 2:
-            return {name: arr[idx.start: idx.stop] for name, arr in zip(fields, arrays)}
+            return {name: read(name, arr) for name, arr in zip(fields, arrays)}
         with ThreadPoolExecutor(max_workers=len(arrays)) as pool:
-            data = list(pool.map(lambda arr: arr[idx.start: idx.stop], arrays))
+            data = list(pool.map(read, fields, arrays))
         return dict(zip(fields, data))
 
     def read(self, key: int | str, fields: Sequence[str] | None = None) -> dict[str, Any]:

@@ -17,8 +17,9 @@ import torch.utils.data as tud
 
 from depthdata.errors import DepthdataError
 from depthdata.store import Group, Store
+from depthdata.stream import fastread
 from depthdata.stream import order as od
-from depthdata.stream.cache import CacheConfig, open_groups
+from depthdata.stream.cache import CacheConfig, is_remote, open_groups
 from depthdata.stream.decode import decode
 from depthdata.stream.servable import scan
 from depthdata.stream.topology import resolve_rank
@@ -62,18 +63,35 @@ class _Source:
 
     def groups(self, tag: str = "main") -> list[Group]:
         if self._pid != os.getpid():
+            if tud.get_worker_info() is not None and not is_remote(self.url):
+                fastread.enable_in_worker()
             self._groups = open_groups(self.url, self.paths, self.storage_options, self.cache, tag)
             self._pid = os.getpid()
         return self._groups
 
 
 class _ShardLRU:
-    """Whole shards decoded to numpy, least-recently-used out; ``capacity`` shards per process."""
+    """Whole shards decoded to numpy, least-recently-used out; ``capacity`` shards per process.
+
+    An evicted shard's arrays are reused for the next shard of the same group: a DataLoader
+    worker then touches the same memory every shard instead of faulting in tens of MB of fresh
+    pages (benchmarks/bench_stream.py). Rows are views into these buffers, so callers copy what
+    they keep (:func:`~depthdata.stream.decode.decode` does).
+    """
 
     def __init__(self, groups: list[Group], fields: Sequence[str], capacity: int):
         self.groups, self.fields, self.capacity = groups, list(fields), capacity
-        self._shards: OrderedDict[tuple[int, int], dict[str, np.ndarray]] = OrderedDict()
+        # (group, shard) → (whole buffers, the shard's rows of them; shorter for a group's last shard)
+        self._shards: OrderedDict[tuple[int, int], tuple[dict[str, np.ndarray], dict[str, np.ndarray]]] = OrderedDict()
+        self._spare: dict[int, list[dict[str, np.ndarray]]] = {}
         self.reads = 0
+
+    def _buffers(self, g: int) -> dict[str, np.ndarray]:
+        spare = self._spare.get(g)
+        if spare:
+            return spare.pop()
+        group = self.groups[g]
+        return {f: np.empty((group.shard_size, *group.array(f).shape[1:]), group.array(f).dtype) for f in self.fields}
 
     def row(self, g: int, index: int) -> dict[str, np.ndarray]:
         group = self.groups[g]
@@ -82,12 +100,14 @@ class _ShardLRU:
         if key in self._shards:
             self._shards.move_to_end(key)
         else:
-            self._shards[key] = group.read_shard(shard, self.fields)
+            buffers = self._buffers(g)
+            self._shards[key] = buffers, group.read_shard(shard, self.fields, out=buffers)
             self.reads += 1
             while len(self._shards) > self.capacity:
-                self._shards.popitem(last=False)
+                (old_g, _), (buffers, _) = self._shards.popitem(last=False)
+                self._spare.setdefault(old_g, []).append(buffers)
         offset = index - group.shard_range(shard).start
-        return {f: a[offset] for f, a in self._shards[key].items()}
+        return {f: a[offset] for f, a in self._shards[key][1].items()}
 
 
 class ShardDataset(tud.IterableDataset):

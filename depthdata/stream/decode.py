@@ -26,22 +26,22 @@ SPATIAL_MASKS = {
 
 
 def decode(row: dict[str, np.ndarray], rgb_float: bool = False) -> dict[str, Any]:
-    """Tensors of one sample from its per-field numpy rows (copies: the rows may be views into a
-    cached shard)."""
+    """Tensors of one sample from its per-field numpy rows. Every tensor is a new copy: the rows
+    may be views into a shard buffer that the reader recycles."""
     out: dict[str, Any] = {}
     for name, a in row.items():
         if name == "rgb":
-            t = torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))
+            t = torch.from_numpy(a.transpose(2, 0, 1).copy())
             out[name] = t.float().div_(255.0) if rgb_float else t
         elif name == "pairs":
             pairs = np.array(a, dtype=np.float32)
             out["pairs"] = torch.from_numpy(pairs)
             out["pairs_valid"] = torch.from_numpy(np.isfinite(pairs).all(axis=1))
         else:
-            a = np.asarray(a, dtype=np.float32)
-            valid = SPATIAL_MASKS[name](a) if name in SPATIAL_MASKS else np.isfinite(a)
-            clean = np.where(valid, a, np.float32(0))[None]
-            out[name] = torch.from_numpy(np.ascontiguousarray(clean))
+            clean = np.array(a, dtype=np.float32)
+            valid = SPATIAL_MASKS.get(name, np.isfinite)(clean)
+            np.copyto(clean, np.float32(0), where=~valid)
+            out[name] = torch.from_numpy(clean[None])
             if name in SPATIAL_MASKS:
-                out[f"{name}_valid"] = torch.from_numpy(np.ascontiguousarray(valid[None]))
+                out[f"{name}_valid"] = torch.from_numpy(valid[None])
     return out
