@@ -64,6 +64,29 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+#: what Dask's nanny exports to every worker process it spawns (distributed's default config)
+DASK_MALLOC_TRIM = "65536"
+
+
+def unpin_worker_malloc() -> None:
+    """Let glibc size its allocations dynamically in the worker processes this process spawns.
+
+    Dask starts each worker with ``MALLOC_TRIM_THRESHOLD_=65536`` (to hand freed memory back to
+    the OS). Setting any glibc malloc variable also freezes the mmap threshold at 128 KiB, so
+    every array above it is mmapped and faulted in afresh on each use: the stages allocate
+    hundreds of MB of short-lived arrays per shard, and the LiDAR stage ran 2× slower in a
+    worker than in a plain process (``benchmarks/bench_flows.py``). Unset, a worker keeps
+    about its largest sample's working set. The nanny also leaves the variable in the
+    environment of the process that started it, so a value equal to Dask's is removed too.
+    Workers of an external cluster take their own Dask config (see the README).
+    """
+    import dask
+
+    dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None})
+    if os.environ.get("MALLOC_TRIM_THRESHOLD_") == DASK_MALLOC_TRIM:
+        del os.environ["MALLOC_TRIM_THRESHOLD_"]
+
+
 #: environment variables that choose the task runner of flows loaded from their module (a
 #: served deployment runs each flow run in a fresh process that imports ``flows.build``)
 ENV_ADDRESS = "DEPTHDATA_DASK_ADDRESS"
@@ -98,6 +121,7 @@ def make_task_runner(dask_address: str | None = None, workers: int | None = None
     n = default_workers() if workers is None else workers
     if n < 0:
         raise DepthdataError(f"--workers must be >= 0, got {n}")
+    unpin_worker_malloc()
     cluster_kwargs: dict[str, Any] = {
         "n_workers": n,
         "threads_per_worker": 1,

@@ -290,6 +290,97 @@ def test_cli_build_prints_summary_and_exit_status(prefect_api, tmp_path, capsys,
 
 # -- end to end: subprocess kill and resume, a 2-worker Dask cluster, an S3 store --------------
 
+def test_teacher_tasks_run_only_on_workers_with_the_gpu_resource(prefect_api, tmp_path, monkeypatch):
+    """``--teacher-gpu 1``: label shards go to workers that declare a ``GPU`` resource, others
+    take the rest. Two in-process workers, one declaring ``GPU=1``; 6 label shards."""
+    from distributed import Scheduler, SpecCluster, Worker, get_worker
+    from prefect_dask import DaskTaskRunner
+
+    cat = nyu_catalog(tmp_path, n=6, shard_size=1)
+    doc = yaml.safe_load(Path(cat).read_text())
+    doc["teacher"] = {"allow_random_init": True}
+    Path(cat).write_text(yaml.safe_dump(doc))
+    ran_on: list[tuple[str, str]] = []
+    real = flow_stages.run_shard
+
+    def recording(stage, *args, **kwargs):
+        ran_on.append((stage, get_worker().name))
+        return real(stage, *args, **kwargs)
+
+    monkeypatch.setattr(flow_stages, "run_shard", recording)
+    workers = {"cpu": {"cls": Worker, "options": {"nthreads": 1, "name": "cpu"}},
+               "gpu": {"cls": Worker, "options": {"nthreads": 1, "name": "gpu", "resources": {"GPU": 1}}}}
+    with SpecCluster(scheduler={"cls": Scheduler, "options": {"dashboard_address": None}}, workers=workers) as cluster:
+        runner = DaskTaskRunner(address=cluster.scheduler_address)
+        summary = build.with_options(task_runner=runner)(cat, stages=["ingest", "label"], teacher_gpu=1)
+    assert [st.shards_written for st in summary.stages] == [6, 6]
+    assert sorted(w for st, w in ran_on if st == "label") == ["gpu"] * 6
+    assert len([w for st, w in ran_on if st == "ingest"]) == 6
+
+
+@pytest.mark.slow
+def test_serve_registers_a_cron_deployment_and_keeps_serving(prefect_api, tmp_path):
+    """``depthdata serve`` in its own process, against the harness's server: the deployment of
+    the build flow appears with its cron schedule and absolute parameters; Ctrl-C stops it."""
+    from prefect.client.orchestration import get_client
+
+    cat = images_catalog(tmp_path)
+    env = {**os.environ, "PREFECT_API_URL": prefect_api}
+    proc = subprocess.Popen([sys.executable, "-m", "depthdata", "serve", cat, "--cron", "15 3 * * *",
+                             "--name", "nightly", "--timezone", "Europe/Paris", "--only", "pics"],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def deployment():
+        import anyio
+
+        async def read():
+            async with get_client() as client:
+                try:
+                    return await client.read_deployment_by_name("depthdata-build/nightly")
+                except Exception:  # not registered yet
+                    return None
+        return anyio.run(read)
+
+    try:
+        found, deadline = None, time.monotonic() + 180
+        while found is None and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(2)
+            found = deployment()
+        assert found is not None, proc.stdout.read() if proc.poll() is not None else "serve never registered"
+        assert [(s.schedule.cron, s.schedule.timezone) for s in found.schedules] == [("15 3 * * *", "Europe/Paris")]
+        assert found.parameters["catalog_path"] == str(tmp_path / "catalog.yaml")
+        assert found.parameters["only"] == ["pics"]
+        assert proc.poll() is None  # still serving, waiting for the schedule
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def test_local_cluster_workers_leave_glibc_malloc_dynamic(prefect_api, monkeypatch):
+    """Dask's nanny would export MALLOC_TRIM_THRESHOLD_=65536 to every worker (and leaves it in
+    this process's environment after starting a cluster): that freezes glibc's mmap threshold
+    and made the LiDAR stage 2× slower. Workers of the clusters the flows start do without it."""
+    from prefect import flow, task
+
+    from flows.runner import make_task_runner
+
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")  # as an earlier default cluster leaves it
+
+    @task
+    def worker_environment():
+        return os.getpid(), os.environ.get("MALLOC_TRIM_THRESHOLD_"), os.environ.get("OMP_NUM_THREADS")
+
+    @flow(task_runner=make_task_runner(workers=1))
+    def probe():
+        return worker_environment.submit().result()
+
+    pid, trim, omp = probe()
+    assert pid != os.getpid() and trim is None and omp == "1"  # Dask's other settings stay
+
+
 def _parts(store: Path, stage: str) -> int:
     return len(list((store / "_manifest").glob(f"*/*/{stage}/shard-*.parquet")))
 
