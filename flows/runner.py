@@ -68,21 +68,27 @@ def default_workers() -> int:
 DASK_MALLOC_TRIM = "65536"
 
 
-def unpin_worker_malloc() -> None:
-    """Let glibc size its allocations dynamically in the worker processes this process spawns.
+def tune_local_workers() -> None:
+    """Dask settings for the worker processes this process spawns (the flows' ``LocalCluster``).
 
-    Dask starts each worker with ``MALLOC_TRIM_THRESHOLD_=65536`` (to hand freed memory back to
-    the OS). Setting any glibc malloc variable also freezes the mmap threshold at 128 KiB, so
-    every array above it is mmapped and faulted in afresh on each use: the stages allocate
-    hundreds of MB of short-lived arrays per shard, and the LiDAR stage ran 2× slower in a
-    worker than in a plain process (``benchmarks/bench_flows.py``). Unset, a worker keeps
-    about its largest sample's working set. The nanny also leaves the variable in the
-    environment of the process that started it, so a value equal to Dask's is removed too.
+    * **glibc malloc stays dynamic.** Dask starts each worker with
+      ``MALLOC_TRIM_THRESHOLD_=65536`` (to hand freed memory back to the OS). Setting any glibc
+      malloc variable also freezes the mmap threshold at 128 KiB, so every array above it is
+      mmapped and faulted in afresh on each use: the stages allocate hundreds of MB of
+      short-lived arrays per shard, and the LiDAR stage ran 2× slower in a worker than in a
+      plain process (``benchmarks/bench_flows.py``). Unset, a worker keeps about its largest
+      sample's working set. The nanny also leaves the variable in the environment of the
+      process that started it, so a value equal to Dask's is removed there too.
+    * **No statistical profiler.** Each worker samples its threads every 10 ms for the
+      dashboard's profile page; the flows start their clusters without a dashboard, so that is
+      CPU taken from the stages for nothing.
+
     Workers of an external cluster take their own Dask config (see the README).
     """
     import dask
 
-    dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None})
+    dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+                     "distributed.worker.profile.enabled": False})
     if os.environ.get("MALLOC_TRIM_THRESHOLD_") == DASK_MALLOC_TRIM:
         del os.environ["MALLOC_TRIM_THRESHOLD_"]
 
@@ -121,7 +127,7 @@ def make_task_runner(dask_address: str | None = None, workers: int | None = None
     n = default_workers() if workers is None else workers
     if n < 0:
         raise DepthdataError(f"--workers must be >= 0, got {n}")
-    unpin_worker_malloc()
+    tune_local_workers()
     cluster_kwargs: dict[str, Any] = {
         "n_workers": n,
         "threads_per_worker": 1,

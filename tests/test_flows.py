@@ -359,10 +359,11 @@ def test_serve_registers_a_cron_deployment_and_keeps_serving(prefect_api, tmp_pa
             proc.kill()
 
 
-def test_local_cluster_workers_leave_glibc_malloc_dynamic(prefect_api, monkeypatch):
+def test_local_cluster_workers_leave_glibc_malloc_dynamic_and_do_not_profile(prefect_api, monkeypatch):
     """Dask's nanny would export MALLOC_TRIM_THRESHOLD_=65536 to every worker (and leaves it in
     this process's environment after starting a cluster): that freezes glibc's mmap threshold
-    and made the LiDAR stage 2× slower. Workers of the clusters the flows start do without it."""
+    and made the LiDAR stage 2× slower. Workers of the clusters the flows start do without it,
+    and without the dashboard's statistical profiler (they have no dashboard)."""
     from prefect import flow, task
 
     from flows.runner import make_task_runner
@@ -371,14 +372,17 @@ def test_local_cluster_workers_leave_glibc_malloc_dynamic(prefect_api, monkeypat
 
     @task
     def worker_environment():
-        return os.getpid(), os.environ.get("MALLOC_TRIM_THRESHOLD_"), os.environ.get("OMP_NUM_THREADS")
+        import dask
+        return (os.getpid(), os.environ.get("MALLOC_TRIM_THRESHOLD_"), os.environ.get("OMP_NUM_THREADS"),
+                dask.config.get("distributed.worker.profile.enabled"))
 
     @flow(task_runner=make_task_runner(workers=1))
     def probe():
         return worker_environment.submit().result()
 
-    pid, trim, omp = probe()
-    assert pid != os.getpid() and trim is None and omp == "1"  # Dask's other settings stay
+    pid, trim, omp, profiling = probe()
+    assert pid != os.getpid() and trim is None and profiling is False
+    assert omp == "1"  # Dask's other settings stay
 
 
 def _parts(store: Path, stage: str) -> int:
