@@ -1,6 +1,25 @@
 import os
 
+import pytest
+
 # Offline and quiet everywhere: no hub look-ups, no telemetry.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+
+
+@pytest.fixture
+def s3_bucket():
+    """``storage_options`` of an empty bucket ``depth`` on a real S3 API: moto's server on loopback."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        endpoint = f"http://127.0.0.1:{server.get_host_and_port()[1]}"
+        boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
+                     region_name="us-east-1").create_bucket(Bucket="depth")
+        yield {"endpoint_url": endpoint, "key": "testing", "secret": "testing"}
+    finally:
+        server.stop()

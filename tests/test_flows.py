@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -177,6 +176,19 @@ def test_teacher_is_loaded_once_per_worker_process_with_dask_thread_count(monkey
 
 # -- flows in the test harness (tasks in this process) ------------------------------------------
 
+def before_each_shard(monkeypatch, hook):
+    """Call ``hook(stage, shard)`` ahead of every shard task's real work (it may raise); works for
+    tasks in this process and in in-process Dask workers. Returns the real function."""
+    real = flow_stages.run_shard
+
+    def wrapped(stage, catalog, dataset, group_path, shard):
+        hook(stage, shard)
+        return real(stage, catalog, dataset, group_path, shard)
+
+    monkeypatch.setattr(flow_stages, "run_shard", wrapped)
+    return real
+
+
 def in_process(flow_obj=build):
     return with_runner(flow_obj, workers=0)
 
@@ -208,14 +220,12 @@ def test_unreadable_file_is_quarantined_with_its_reason(prefect_api, tmp_path):
 
 def test_failed_shard_fails_the_run_others_complete_and_rerun_redoes_it(prefect_api, tmp_path, monkeypatch):
     cat = images_catalog(tmp_path, n=7, shard_size=3)
-    real = flow_stages.run_shard
 
-    def broken(stage, catalog, dataset, group_path, shard):
+    def broken(stage, shard):
         if shard == 1:
             raise ValueError("simulated bug in shard 1")
-        return real(stage, catalog, dataset, group_path, shard)
 
-    monkeypatch.setattr(flow_stages, "run_shard", broken)
+    real = before_each_shard(monkeypatch, broken)
     with pytest.raises(BuildFailed) as err:
         in_process()(cat, stages=["ingest"])
     summary = err.value.summary
@@ -233,16 +243,14 @@ def test_failed_shard_fails_the_run_others_complete_and_rerun_redoes_it(prefect_
 
 def test_transient_io_error_is_retried(prefect_api, tmp_path, monkeypatch):
     cat = images_catalog(tmp_path, n=4, shard_size=2)
-    real = flow_stages.run_shard
     calls = []
 
-    def flaky(stage, catalog, dataset, group_path, shard):
+    def flaky(stage, shard):
         calls.append(shard)
         if shard == 0 and calls.count(0) == 1:
             raise ConnectionResetError("connection reset by the object store")
-        return real(stage, catalog, dataset, group_path, shard)
 
-    monkeypatch.setattr(flow_stages, "run_shard", flaky)
+    before_each_shard(monkeypatch, flaky)
     summary = in_process()(cat, stages=["ingest"])
     assert summary.ok and summary.stages[0].shards_written == 2
     assert calls.count(0) == 2 and calls.count(1) == 1
@@ -272,14 +280,12 @@ def test_cli_build_prints_summary_and_exit_status(prefect_api, tmp_path, capsys,
     assert "ingest" in out and "4 samples written, 1 quarantined" in out and "3 written, 0 skipped" in out
     assert "quarantined pics/train/img04.png" in out
 
-    real = flow_stages.run_shard
 
-    def first_shard_breaks(stage, catalog, dataset, group_path, shard):
+    def first_shard_breaks(stage, shard):
         if shard == 0:
             raise RuntimeError("boom")
-        return real(stage, catalog, dataset, group_path, shard)
 
-    monkeypatch.setattr(flow_stages, "run_shard", first_shard_breaks)
+    before_each_shard(monkeypatch, first_shard_breaks)
     (tmp_path / "store.zarr" / "_manifest" / "pics" / "train" / "ingest" / "shard-000000.parquet").unlink()
     assert main(argv) == 1
     captured = capsys.readouterr()
@@ -301,13 +307,7 @@ def test_teacher_tasks_run_only_on_workers_with_the_gpu_resource(prefect_api, tm
     doc["teacher"] = {"allow_random_init": True}
     Path(cat).write_text(yaml.safe_dump(doc))
     ran_on: list[tuple[str, str]] = []
-    real = flow_stages.run_shard
-
-    def recording(stage, *args, **kwargs):
-        ran_on.append((stage, get_worker().name))
-        return real(stage, *args, **kwargs)
-
-    monkeypatch.setattr(flow_stages, "run_shard", recording)
+    before_each_shard(monkeypatch, lambda stage, shard: ran_on.append((stage, get_worker().name)))
     workers = {"cpu": {"cls": Worker, "options": {"nthreads": 1, "name": "cpu"}},
                "gpu": {"cls": Worker, "options": {"nthreads": 1, "name": "gpu", "resources": {"GPU": 1}}}}
     with SpecCluster(scheduler={"cls": Scheduler, "options": {"dashboard_address": None}}, workers=workers) as cluster:
@@ -430,37 +430,19 @@ def test_killed_build_resumes_to_the_same_store_as_an_uninterrupted_one(prefect_
             assert checks and {k: got[sid][k] for k in checks} == {k: row[k] for k in checks}, sid
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
-def test_build_into_s3_store_served_by_moto(prefect_api, tmp_path):
-    import boto3
-    from moto.server import ThreadedMotoServer
-
+def test_build_into_s3_store_served_by_moto(prefect_api, tmp_path, s3_bucket):
     from depthdata.store.verify import verify_store
 
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    try:
-        endpoint = f"http://127.0.0.1:{port}"
-        boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
-                     region_name="us-east-1").create_bucket(Bucket="depth")
-        opts = {"endpoint_url": endpoint, "key": "testing", "secret": "testing"}
-        write_images(tmp_path / "pics", 5)
-        cat = write_catalog(tmp_path / "catalog.yaml",
-                            {"pics": {"kind": "images", "root": "pics", "resolution": [10, 12]}},
-                            {"url": "s3://depth/build.zarr", "shard_size": 2, "storage_options": opts})
-        summary = in_process()(cat, stages=["ingest"])
-        assert summary.ok and summary.stages[0].samples_written == 5
-        rows = manifest_rows("s3://depth/build.zarr", "ingest", opts)
-        assert sorted(rows) == [f"pics/train/img{i:02d}.png" for i in range(5)]
-        assert verify_store("s3://depth/build.zarr", storage_options=opts).ok
-        again = in_process()(cat, stages=["ingest"])
-        assert again.stages[0].shards_skipped == 3
-    finally:
-        server.stop()
+    opts = s3_bucket
+    write_images(tmp_path / "pics", 5)
+    cat = write_catalog(tmp_path / "catalog.yaml",
+                        {"pics": {"kind": "images", "root": "pics", "resolution": [10, 12]}},
+                        {"url": "s3://depth/build.zarr", "shard_size": 2, "storage_options": opts})
+    summary = in_process()(cat, stages=["ingest"])
+    assert summary.ok and summary.stages[0].samples_written == 5
+    rows = manifest_rows("s3://depth/build.zarr", "ingest", opts)
+    assert sorted(rows) == [f"pics/train/img{i:02d}.png" for i in range(5)]
+    assert verify_store("s3://depth/build.zarr", storage_options=opts).ok
+    again = in_process()(cat, stages=["ingest"])
+    assert again.stages[0].shards_skipped == 3

@@ -421,32 +421,21 @@ def test_cli_check_reports_servable_samples_and_epoch_sizes(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_s3_store_with_two_workers_and_a_bounded_cache(tmp_path):
-    boto3 = pytest.importorskip("boto3")
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(port=0, verbose=False)
-    server.start()
-    try:
-        endpoint = f"http://127.0.0.1:{server.get_host_and_port()[1]}"
-        boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="k", aws_secret_access_key="s",
-                     region_name="us-east-1").create_bucket(Bucket="depth")
-        opts = {"endpoint_url": endpoint, "key": "k", "secret": "s"}
-        store = Store.create("s3://depth/s.zarr", storage_options=opts)
-        g = store.create_group("nyu", "train", [f"nyu/train/{i:03d}" for i in range(16)], ["-"] * 16, H, W, 4, P)
-        g.ensure_fields(["rgb", "depth", "pairs"])
-        for k in range(g.num_shards):
-            g.write_shard(k, "ingest", shard_arrays(g, k)[0], [{"status": "ok"}] * 4)
-        budget = 2 * 2600  # per worker: the array metadata and one small rgb shard file
-        ds = ShardDataset("s3://depth/s.zarr", fields=("rgb",), storage_options=opts, batch_size=2, streams=2,
-                          cache_dir=str(tmp_path / "cache"), cache_bytes=budget)
-        batches = list(ResumableLoader(ds, num_workers=2))
-        assert sorted(int(x) for b in batches for x in b["rgb"][:, 0, 0, 0]) == list(range(16))
-        assert ids_of(batches) == [f"{p}/{i:03d}" for p, i in ds.order()]
-        folders = sorted(p.name for p in (tmp_path / "cache").iterdir())
-        assert folders == ["rank0-worker0", "rank0-worker1"]
-        for f in (tmp_path / "cache").iterdir():
-            size = sum(x.stat().st_size for x in f.rglob("*") if x.is_file())
-            assert 0 < size <= budget // 2
-    finally:
-        server.stop()
+def test_s3_store_with_two_workers_and_a_bounded_cache(tmp_path, s3_bucket):
+    opts = s3_bucket
+    store = Store.create("s3://depth/s.zarr", storage_options=opts)
+    g = store.create_group("nyu", "train", [f"nyu/train/{i:03d}" for i in range(16)], ["-"] * 16, H, W, 4, P)
+    g.ensure_fields(["rgb", "depth", "pairs"])
+    for k in range(g.num_shards):
+        g.write_shard(k, "ingest", shard_arrays(g, k)[0], [{"status": "ok"}] * 4)
+    budget = 2 * 2600  # per worker: the array metadata and one small rgb shard file
+    ds = ShardDataset("s3://depth/s.zarr", fields=("rgb",), storage_options=opts, batch_size=2, streams=2,
+                      cache_dir=str(tmp_path / "cache"), cache_bytes=budget)
+    batches = list(ResumableLoader(ds, num_workers=2))
+    assert sorted(int(x) for b in batches for x in b["rgb"][:, 0, 0, 0]) == list(range(16))
+    assert ids_of(batches) == [f"{p}/{i:03d}" for p, i in ds.order()]
+    folders = sorted(p.name for p in (tmp_path / "cache").iterdir())
+    assert folders == ["rank0-worker0", "rank0-worker1"]
+    for f in (tmp_path / "cache").iterdir():
+        size = sum(x.stat().st_size for x in f.rglob("*") if x.is_file())
+        assert 0 < size <= budget // 2
