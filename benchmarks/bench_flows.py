@@ -8,11 +8,16 @@
    plain Dask (no Prefect), which tells orchestration overhead apart; and a fixed amount of
    pure-Python CPU work in as many tasks as there are shards (no I/O, no libraries), which
    shows what 2 worker processes can get out of this machine's 2 shared cores at that moment.
-2. The demo. ``depthdata demo``'s data and catalog built once through the ``build`` flow
+2. Orchestration cost per task. No-op shard tasks through a flow on the 1-worker cluster,
+   with prefect-dask's stock ``DaskTaskRunner`` and with the flows' runner
+   (:mod:`flows.dask_runner`, settings shipped as objects), alternating; wall seconds per task
+   (every task waits on the worker and the API server one after another) and the CPU seconds
+   per task of the flow process, the worker and the API server.
+3. The demo. ``depthdata demo``'s data and catalog built once through the ``build`` flow
    (default cluster: one worker per CPU); seconds per sample of each stage, including Prefect
    and Dask overhead, as one measurement (min = median = max).
 
-Run: ``.venv/bin/python -m benchmarks.bench_flows`` (about 9 minutes on 2 cores).
+Run: ``.venv/bin/python -m benchmarks.bench_flows`` (about 14 minutes on 2 cores).
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 import numpy as np
 import yaml
+from prefect import task
+from prefect.cache_policies import NONE
 
 from benchmarks.harness import alternate, goal, rate, summary, write
 
@@ -41,6 +48,8 @@ SHARD = 20
 #: the stored resolution of NYU / the LPCVC input: LiDAR work per sample as in a real build
 RESOLUTION = (480, 640)
 REPEATS = 5
+#: no-op tasks per flow run in the orchestration comparison
+NOOP_TASKS = 40
 #: iterations of the CPU control's loop per task: about 1.5 s on one core, near a LiDAR shard task (~2.3 s)
 BURN_ITERATIONS = 30_000_000
 
@@ -73,11 +82,10 @@ def _nyu_catalog(tmp: Path) -> str:
 
 def scaling(tmp: Path) -> tuple[list[dict], list[dict]]:
     from distributed import Client, LocalCluster
-    from prefect_dask import DaskTaskRunner
 
     from flows import stages
     from flows.build import build, load_run_catalog, with_runner
-    from flows.runner import tune_local_workers
+    from flows.runner import make_task_runner, tune_local_workers
 
     cat = _nyu_catalog(tmp)
     with_runner(build, workers=0)(cat, stages=["ingest"])
@@ -92,7 +100,7 @@ def scaling(tmp: Path) -> tuple[list[dict], list[dict]]:
     stage_seconds: dict[int, list[float]] = {1: [], 2: []}
     try:
         def case(n: int):
-            flow_obj = build.with_options(task_runner=DaskTaskRunner(address=clusters[n].scheduler_address))
+            flow_obj = build.with_options(task_runner=make_task_runner(dask_address=clusters[n].scheduler_address))
 
             def run() -> None:
                 shutil.rmtree(lidar_parts, ignore_errors=True)
@@ -124,6 +132,7 @@ def scaling(tmp: Path) -> tuple[list[dict], list[dict]]:
                            "plain_dask_lidar_1_worker": plain(1), "plain_dask_lidar_2_workers": plain(2),
                            "cpu_control_1_worker": burn(1), "cpu_control_2_workers": burn(2)},
                           repeats=REPEATS, warmup=1)
+        orchestration_results = orchestration(clusters[1])
     finally:
         for c in clusters.values():
             c.close()
@@ -143,7 +152,56 @@ def scaling(tmp: Path) -> tuple[list[dict], list[dict]]:
                            [float(np.median(stage_seconds[1][1:]) / np.median(stage_seconds[2][1:]))], "ratio"))
     results.append(summary("control: pure CPU 2 workers / 1 worker (the machine's ceiling)",
                            [speedup("cpu_control_1_worker", "cpu_control_2_workers")], "ratio"))
-    return results, [goal("lidar_2_workers / lidar_1_worker (samples/s)", ratio, ">= 1.7")]
+    return results + orchestration_results, [goal("lidar_2_workers / lidar_1_worker (samples/s)", ratio, ">= 1.7")]
+
+
+@task(name="noop-shard", cache_policy=NONE)
+def noop_shard(stage: str, catalog: dict, dataset: str, group_path: str, shard: int) -> int:
+    """A shard task's signature and parameters, no work: what remains is orchestration."""
+    return shard
+
+
+def orchestration(cluster) -> list[dict]:
+    """Per-task cost of the stock prefect-dask runner and of the flows' runner, same cluster."""
+    import psutil
+    from distributed import Client
+    from prefect import flow
+    from prefect_dask import DaskTaskRunner as StockRunner
+
+    from flows.dask_runner import DaskTaskRunner
+
+    payload = {"data": {"datasets": {f"d{i}": {"root": f"r{i}"} for i in range(4)}}, "base_dir": "/tmp"}
+    with Client(cluster, set_as_default=False) as client:
+        worker = psutil.Process(next(iter(client.run(os.getpid).values())))
+    me = psutil.Process()
+    server = [p for p in me.children(recursive=True) if "uvicorn" in " ".join(p.cmdline())]
+    procs = {"flow_process": [me], "worker": [worker], "api_server": server}
+    cpu: dict[str, dict[str, list[float]]] = {}
+
+    def case(name: str, runner_cls):
+        @flow(name=f"bench-noop-{name}", task_runner=runner_cls(address=cluster.scheduler_address))
+        def noop_flow() -> None:
+            futures = [noop_shard.submit("lidar", payload, "nyu", "nyu/train", k) for k in range(NOOP_TASKS)]
+            assert [f.result() for f in futures] == list(range(NOOP_TASKS))
+
+        def run() -> None:
+            before = {k: sum(sum(p.cpu_times()[:2]) for p in ps) for k, ps in procs.items()}
+            noop_flow()
+            for k, ps in procs.items():
+                used = sum(sum(p.cpu_times()[:2]) for p in ps) - before[k]
+                cpu.setdefault(name, {}).setdefault(k, []).append(used / NOOP_TASKS)
+        return run
+
+    times = alternate({"stock_prefect_dask": case("stock_prefect_dask", StockRunner),
+                       "depthdata_runner": case("depthdata_runner", DaskTaskRunner)}, repeats=REPEATS, warmup=1)
+    out = [rate(f"noop_tasks_{name}", secs, NOOP_TASKS, "tasks/s") for name, secs in times.items()]
+    for name, per in cpu.items():
+        # the warm-up run is the first of each case
+        out += [summary(f"cpu_per_noop_task_{name}_{proc}", vals[1:], "s") for proc, vals in per.items()]
+    out.append(summary("orchestration: depthdata_runner / stock_prefect_dask (tasks/s)",
+                       [float(np.median(times["stock_prefect_dask"]) / np.median(times["depthdata_runner"]))],
+                       "ratio"))
+    return out
 
 
 def demo_build(tmp: Path) -> list[dict]:

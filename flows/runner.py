@@ -116,7 +116,7 @@ def make_task_runner(dask_address: str | None = None, workers: int | None = None
     ``LocalCluster`` of ``workers`` processes (default: one per CPU) is started for the run
     and closed after it. ``workers=0`` runs tasks in this process (debugging, tests).
     """
-    from prefect_dask import DaskTaskRunner
+    from flows.dask_runner import DaskTaskRunner
 
     if dask_address:
         if workers is not None:

@@ -385,6 +385,35 @@ def test_local_cluster_workers_leave_glibc_malloc_dynamic_and_do_not_profile(pre
     assert omp == "1"  # Dask's other settings stay
 
 
+def test_tasks_on_dask_workers_see_the_flows_prefect_settings(prefect_api):
+    """The flows' runner ships the run's Prefect settings to workers as the models themselves
+    (not re-validated per task): a worker in another process, whose environment has neither
+    value, still sees the API URL and a setting changed only in this process, and a setting
+    changed inside the flow reaches the tasks submitted under it."""
+    from prefect import flow, task
+    from prefect.settings import PREFECT_UI_URL, get_current_settings, temporary_settings
+
+    from flows.runner import make_task_runner
+
+    @task
+    def worker_settings():
+        s = get_current_settings()
+        return os.getpid(), str(s.api.url), s.ui_url, os.environ.get("PREFECT_UI_URL")
+
+    @flow(task_runner=make_task_runner(workers=1))
+    def probe():
+        outer = worker_settings.submit().result()
+        with temporary_settings(updates={PREFECT_UI_URL: "http://inner.example"}):
+            inner = worker_settings.submit().result()
+        return outer, inner
+
+    with temporary_settings(updates={PREFECT_UI_URL: "http://outer.example"}):
+        (pid, api, ui, env_ui), (_, inner_api, inner_ui, _) = probe()
+    assert pid != os.getpid() and env_ui is None and "PREFECT_API_URL" not in os.environ
+    assert api == inner_api == prefect_api
+    assert ui == "http://outer.example" and inner_ui == "http://inner.example"
+
+
 def _parts(store: Path, stage: str) -> int:
     return len(list((store / "_manifest").glob(f"*/*/{stage}/shard-*.parquet")))
 

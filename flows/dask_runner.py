@@ -1,0 +1,47 @@
+"""The flows' Dask task runner: prefect-dask's, with the run's Prefect settings shipped once
+per task as objects instead of being dumped and re-validated for every task.
+
+Why. With every task it submits, Prefect sends the flow's whole settings model along (so a
+worker talks to the same API with the same credentials). Stock, the flow process dumps that
+model to a dict for each task, and each worker validates the dict back into a ``Settings``
+model, which makes pydantic-settings re-read the environment, ``.env`` and the profile and
+TOML files once for each of the model's ~30 sections. Measured on this machine
+(``benchmarks/bench_flows.py``, no-op tasks): about 30 ms of flow-process CPU and 45 ms of
+worker CPU per task, 40 % of Prefect's whole per-task cost; the flows run one task per shard.
+With two busy workers on two cores, the flow process's share is taken from the workers.
+
+How. While the runner is open, the current settings context serializes to the ``Profile`` and
+``Settings`` objects themselves; they pickle as plain model state, and a worker rebuilds its
+``SettingsContext`` around them without validating again. The values are exactly those the
+stock path sends (secrets included, as there). Settings changed inside a flow
+(``prefect.settings.temporary_settings``) open a stock context on top and travel the stock way.
+Upstream cached settings the same way for its ``ProcessPoolTaskRunner`` (PrefectHQ/prefect#20853).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect.context import SettingsContext
+from prefect_dask import DaskTaskRunner as _PrefectDaskTaskRunner
+
+
+class _SettingsAsObjects(SettingsContext):
+    """The current settings, serialized (for a task run on another process) as the models."""
+
+    def serialize(self, include_secrets: bool = True) -> dict[str, Any]:
+        # ``include_secrets`` is True on the task-submission path (prefect.context.serialize_context);
+        # the objects always carry them, as the stock dump does there.
+        return {"profile": self.profile, "settings": self.settings}
+
+
+class DaskTaskRunner(_PrefectDaskTaskRunner):
+    """prefect-dask's ``DaskTaskRunner`` (same arguments), shipping settings as objects."""
+
+    def __enter__(self):
+        super().__enter__()
+        current = SettingsContext.get()
+        if current is not None:
+            # Entered on the runner's exit stack, so it is left when the runner closes.
+            self._exit_stack.enter_context(_SettingsAsObjects(profile=current.profile, settings=current.settings))
+        return self
