@@ -68,11 +68,22 @@ def select_datasets(catalog: Catalog, only: list[str] | None) -> list[str]:
 
 
 def default_report_dir(catalog: Catalog) -> str:
-    """``<store folder>/report`` beside a local store; ``./depthdata-report`` for remote stores."""
+    """``report`` beside the store: ``<store folder>/report``, or for a remote store the URL
+    of ``report`` in the same place (``s3://bucket/builds/x.zarr`` → ``s3://bucket/builds/report``),
+    which every worker reaches as it reaches the store."""
     url = catalog.store_url
     if "://" in url and not url.startswith("file://"):
-        return str(Path("depthdata-report").resolve())
+        return url.rstrip("/").rsplit("/", 1)[0] + "/report"
     return str(Path(url.removeprefix("file://")).parent / "report")
+
+
+def resolve_report_dir(report_dir: str | None, catalog: Catalog) -> str:
+    """The EDA report folder of a run: ``report_dir`` (a relative local path is taken relative
+    to the current folder, like ``--store``: the report task may run in another process) or
+    :func:`default_report_dir`."""
+    if not report_dir:
+        return default_report_dir(catalog)
+    return report_dir if "://" in report_dir else str(Path(report_dir).resolve())
 
 
 def _logger() -> logging.Logger | logging.LoggerAdapter:
@@ -165,7 +176,7 @@ def run_pipeline(catalog_path: str, only: list[str] | None = None, stages_: list
             summary.stages.append(StageSummary(name, unavailable=reason))
             continue
         if name == "eda":
-            summary.stages.append(_eda(catalog, report_dir or default_report_dir(catalog)))
+            summary.stages.append(_eda(catalog, resolve_report_dir(report_dir, catalog)))
             continue
         resources = {"GPU": teacher_gpu} if name == "label" and teacher_gpu > 0 else None
         summary.stages.append(run_stage(name, catalog, datasets, resources))

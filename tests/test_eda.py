@@ -3,7 +3,9 @@
 import base64
 import math
 import re
+from pathlib import Path
 
+import fsspec
 import numpy as np
 import pandas as pd
 import pytest
@@ -151,7 +153,7 @@ def test_quarantined_and_outliers(report):
 
 def test_report_html_is_self_contained(report):
     paths, _ = report
-    html = paths["report"].read_text()
+    html = Path(paths["report"]).read_text()
     for text in ("nyu/train", "diw/test", f"nyu/train/{QUARANTINED:03d}", "corrupt PNG: CRC mismatch",
                  "/data/nyu/3.png", "near-constant image", "teacher 2/3", "Teacher quality: teacher_absrel"):
         assert text in html
@@ -194,15 +196,20 @@ def test_cli(store_url, tmp_path, capsys):
     assert "no such store" in capsys.readouterr().err
 
 
-def test_unbuilt_shards_on_an_fsspec_store(tmp_path):
+def test_unbuilt_shards_with_store_and_report_on_fsspec_urls():
     url = "memory://eda-unbuilt.zarr"
     g = Store.create(url).create_group("a", "b", ["a/b/0", "a/b/1", "a/b/2"], ["x", "y", "z"], 8, 8, 2)
     g.ensure_fields(["rgb", "depth"])
     rgb = np.random.default_rng(0).integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
     g.write_shard(0, "ingest", {"rgb": rgb, "depth": np.full((2, 8, 8), 3.0, np.float32)}, [{"status": "ok"}] * 2)
-    paths = write_report(url, tmp_path, samples_per_grid=1, progress=False)
-    s = pd.read_parquet(paths["stats"]).set_index("sample_id")
+    # the report goes to an fsspec URL too (here beside the store, in the same memory file system)
+    paths = write_report(url, "memory://eda-reports/unbuilt", samples_per_grid=1, progress=False)
+    assert paths == {"stats": "memory://eda-reports/unbuilt/stats.parquet",
+                     "report": "memory://eda-reports/unbuilt/report.html"}
+    with fsspec.open(paths["stats"], "rb") as f:
+        s = pd.read_parquet(f).set_index("sample_id")
     assert s.status.tolist() == ["ok", "ok", "not built"]
     assert s.loc["a/b/2"].source_uri == "z"  # from the plan: the shard has no manifest yet
     assert s.loc["a/b/0"].depth_median == 3.0 and math.isnan(s.loc["a/b/2"].depth_median)
-    assert "ingest 1/2" in paths["report"].read_text()
+    with fsspec.open(paths["report"], "rt", encoding="utf-8") as f:
+        assert "ingest 1/2" in f.read()

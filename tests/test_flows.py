@@ -21,7 +21,9 @@ os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["PREFECT_LOCAL_STORAGE_PATH"] = os.path.join(_PREFECT_HOME, "storage")
 os.environ.pop("PREFECT_API_URL", None)
 
+import fsspec
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from PIL import Image
@@ -155,8 +157,23 @@ def test_serve_parameters_are_absolute_and_checked(tmp_path, monkeypatch):
     assert params["catalog_path"] == str(tmp_path / "catalog.yaml")
     assert params["store_url"] == str(tmp_path / "out.zarr")
     assert params["stages"] == ["ingest", "lidar"]
+    assert deployment_parameters("catalog.yaml", report_dir="rep")["report_dir"] == str(tmp_path / "rep")
+    assert deployment_parameters("catalog.yaml", report_dir="s3://b/rep")["report_dir"] == "s3://b/rep"
     with pytest.raises(Exception, match="--only.*nope"):
         deployment_parameters("catalog.yaml", only=["nope"])
+
+
+def test_report_goes_beside_the_store_local_or_remote(tmp_path, monkeypatch):
+    from flows.build import load_run_catalog, resolve_report_dir
+
+    images_catalog(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    local = load_run_catalog("catalog.yaml", "builds/x.zarr")
+    assert resolve_report_dir(None, local) == str(tmp_path / "builds" / "report")
+    assert resolve_report_dir("elsewhere", local) == str(tmp_path / "elsewhere")  # relative to the current folder
+    remote = load_run_catalog("catalog.yaml", "s3://bucket/builds/x.zarr/")
+    assert resolve_report_dir(None, remote) == "s3://bucket/builds/report"
+    assert resolve_report_dir("gs://other/rep", remote) == "gs://other/rep"
 
 
 def test_teacher_is_loaded_once_per_worker_process_with_dask_thread_count(monkeypatch):
@@ -468,8 +485,12 @@ def test_build_into_s3_store_served_by_moto(prefect_api, tmp_path, s3_bucket):
     cat = write_catalog(tmp_path / "catalog.yaml",
                         {"pics": {"kind": "images", "root": "pics", "resolution": [10, 12]}},
                         {"url": "s3://depth/build.zarr", "shard_size": 2, "storage_options": opts})
-    summary = in_process()(cat, stages=["ingest"])
+    summary = in_process()(cat, stages=["ingest", "eda"])
     assert summary.ok and summary.stages[0].samples_written == 5
+    # the report goes beside the store, in the bucket, written with the store's options
+    assert summary.stages[1].outputs == ["s3://depth/report/stats.parquet", "s3://depth/report/report.html"]
+    with fsspec.open("s3://depth/report/stats.parquet", "rb", **opts) as f:
+        assert len(pd.read_parquet(f)) == 5
     rows = manifest_rows("s3://depth/build.zarr", "ingest", opts)
     assert sorted(rows) == [f"pics/train/img{i:02d}.png" for i in range(5)]
     assert verify_store("s3://depth/build.zarr", storage_options=opts).ok

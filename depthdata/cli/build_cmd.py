@@ -26,8 +26,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    help="store URL to build into, replacing the catalog's store.url (a local path, relative to "
                         "the current folder, or any fsspec URL such as s3://bucket/x.zarr)")
     p.add_argument("--report", metavar="DIR",
-                   help="folder of the EDA report (default: 'report' beside a local store, ./depthdata-report "
-                        "for a remote one)")
+                   help="folder or fsspec URL of the EDA report (default: 'report' beside the store, e.g. "
+                        "s3://bucket/report for s3://bucket/x.zarr; remote URLs use the catalog's "
+                        "store.storage_options when they are on the store's file system)")
     p.add_argument("--dask-address", metavar="ADDR",
                    help="run shard tasks on an existing Dask cluster, e.g. tcp://host:8786 (default: a local "
                         "cluster started for the run)")

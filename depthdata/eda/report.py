@@ -7,9 +7,12 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import fsspec
 import jinja2
 import numpy as np
 import pandas as pd
+from fsspec.implementations.local import LocalFileSystem
+from fsspec.utils import get_protocol
 from tqdm import tqdm
 
 import depthdata
@@ -30,19 +33,22 @@ MAX_TABLE_ROWS = 200
 
 def write_report(store_url: str, out_dir: str | Path, samples_per_grid: int = 8, seed: int = 0,
                  storage_options: dict[str, Any] | None = None, rules: OutlierRules = OutlierRules(),
-                 progress: bool = True) -> dict[str, Path]:
+                 progress: bool = True, out_storage_options: dict[str, Any] | None = None) -> dict[str, str]:
     """Scan every group of the store at ``store_url`` and write ``stats.parquet`` and ``report.html``.
 
-    ``out_dir`` is a local folder (created if needed). ``samples_per_grid`` ok samples per group,
-    drawn with ``seed``, appear in the sample grids. Reads one shard at a time. Returns
-    ``{"stats": path, "report": path}``. Raises :class:`~depthdata.errors.StoreError` for a
-    missing or foreign store.
+    ``out_dir`` is a local folder or any fsspec URL (``s3://bucket/reports/build``), created if
+    needed. It is opened with ``out_storage_options``; left ``None``, an ``out_dir`` on the
+    store's kind of file system (same protocol) takes the store's ``storage_options``.
+    ``samples_per_grid`` ok samples per group, drawn with ``seed``, appear in the sample grids.
+    Reads one shard at a time. Returns ``{"stats": ..., "report": ...}``: local paths, or URLs
+    for remote outputs. Raises :class:`~depthdata.errors.StoreError` for a missing or foreign
+    store.
     """
     if samples_per_grid < 0:
         raise ValueError(f"samples_per_grid must be >= 0, got {samples_per_grid}")
     store = Store.open(store_url, storage_options=storage_options)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    # Opened before the scan, so a bad output location fails fast instead of after it.
+    fs, root = _output_fs(str(out_dir), store_url, storage_options, out_storage_options)
     groups = [store.group(p) for p in store.group_paths()]
     scans: list[GroupScan] = []
     with tqdm(total=sum(g.num_shards for g in groups), desc="eda", unit="shard", disable=not progress) as bar:
@@ -50,13 +56,29 @@ def write_report(store_url: str, out_dir: str | Path, samples_per_grid: int = 8,
             log.info("scanning %s (%d samples, %d shards)", g.path, len(g), g.num_shards)
             scans.append(scan_group(g, samples_per_grid, seed, on_shard=bar.update))
     table = flag_outliers(_stats_frame(scans), rules)
-    stats_path = out / STATS_NAME
-    table.to_parquet(stats_path, index=False)
+    stats_path, report_path = f"{root}/{STATS_NAME}", f"{root}/{REPORT_NAME}"
+    with fs.open(stats_path, "wb") as f:
+        table.to_parquet(f, index=False)
     html = _render(store, table, scans, seed, rules)
-    report_path = out / REPORT_NAME
-    report_path.write_text(html, encoding="utf-8")
-    log.info("wrote %s and %s", stats_path, report_path)
-    return {"stats": stats_path, "report": report_path}
+    with fs.open(report_path, "wb") as f:
+        f.write(html.encode("utf-8"))
+    # remote outputs are named as the caller spelled the folder's URL
+    base = root if isinstance(fs, LocalFileSystem) else str(out_dir).rstrip("/")
+    written = {"stats": f"{base}/{STATS_NAME}", "report": f"{base}/{REPORT_NAME}"}
+    log.info("wrote %s and %s", written["stats"], written["report"])
+    return written
+
+
+def _output_fs(out_dir: str, store_url: str, storage_options: dict[str, Any] | None,
+               out_storage_options: dict[str, Any] | None) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The file system and root path of the report folder (created)."""
+    if out_storage_options is None:
+        same_kind = get_protocol(out_dir) == get_protocol(store_url)
+        out_storage_options = (storage_options or {}) if same_kind else {}
+    fs, root = fsspec.core.url_to_fs(out_dir, **out_storage_options)
+    root = root.rstrip("/")
+    fs.makedirs(root, exist_ok=True)
+    return fs, root
 
 
 def _stats_frame(scans: list[GroupScan]) -> pd.DataFrame:
