@@ -7,7 +7,7 @@ model to a dict for each task, and each worker validates the dict back into a ``
 model, which makes pydantic-settings re-read the environment, ``.env`` and the profile and
 TOML files once for each of the model's ~30 sections. Measured on this machine
 (``benchmarks/bench_flows.py``, no-op tasks), this runner takes Prefect's CPU per task from
-40 to 23 ms in the flow process and from 88 to 57 ms in the worker; the flows run one task
+40–46 to 23–26 ms in the flow process and from 88–100 to 57–67 ms in the worker; the flows run one task
 per shard, and with two busy workers on two cores the flow process's share is taken from them.
 
 How. While the runner is open, the current settings context serializes to the ``Profile`` and
