@@ -28,6 +28,7 @@ from prefect.runtime import flow_run
 
 from depthdata.catalog import Catalog, load_catalog
 from depthdata.errors import DepthdataError
+from depthdata.store import is_remote
 from flows import progress, stages
 from flows.runner import make_task_runner, runner_from_env
 from flows.summary import BuildSummary, ShardFailure, StageSummary
@@ -53,9 +54,15 @@ def load_run_catalog(catalog_path: str, store_url: str | None = None) -> Catalog
     """
     catalog = load_catalog(catalog_path)
     if store_url:
-        url = store_url if "://" in store_url else str(Path(store_url).resolve())
+        url = absolute_location(store_url)
         catalog = catalog.model_copy(update={"store": catalog.store.model_copy(update={"url": url})})
     return catalog
+
+
+def absolute_location(path_or_url: str) -> str:
+    """A command-line location made independent of the current folder (tasks and scheduled
+    runs start elsewhere): a URL as given, a local path made absolute."""
+    return path_or_url if "://" in path_or_url else str(Path(path_or_url).resolve())
 
 
 def select_datasets(catalog: Catalog, only: list[str] | None) -> list[str]:
@@ -72,7 +79,7 @@ def default_report_dir(catalog: Catalog) -> str:
     of ``report`` in the same place (``s3://bucket/builds/x.zarr`` → ``s3://bucket/builds/report``),
     which every worker reaches as it reaches the store."""
     url = catalog.store_url
-    if "://" in url and not url.startswith("file://"):
+    if is_remote(url):
         return url.rstrip("/").rsplit("/", 1)[0] + "/report"
     return str(Path(url.removeprefix("file://")).parent / "report")
 
@@ -81,9 +88,7 @@ def resolve_report_dir(report_dir: str | None, catalog: Catalog) -> str:
     """The EDA report folder of a run: ``report_dir`` (a relative local path is taken relative
     to the current folder, like ``--store``: the report task may run in another process) or
     :func:`default_report_dir`."""
-    if not report_dir:
-        return default_report_dir(catalog)
-    return report_dir if "://" in report_dir else str(Path(report_dir).resolve())
+    return absolute_location(report_dir) if report_dir else default_report_dir(catalog)
 
 
 def _logger() -> logging.Logger | logging.LoggerAdapter:

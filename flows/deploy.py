@@ -15,7 +15,7 @@ from pathlib import Path
 from prefect.schedules import Cron
 
 from depthdata.errors import DepthdataError
-from flows.build import build, load_run_catalog, resolve_report_dir, select_datasets
+from flows.build import absolute_location, build, load_run_catalog, select_datasets
 from flows.runner import ENV_ADDRESS, ENV_WORKERS, make_task_runner
 from flows.stages import parse_stages
 
@@ -31,7 +31,7 @@ def deployment_parameters(catalog: str, only: list[str] | None = None, stages: s
         "only": only,
         "stages": parse_stages(stages) if stages else None,
         "store_url": cat.store_url if store_url else None,
-        "report_dir": resolve_report_dir(report_dir, cat) if report_dir else None,
+        "report_dir": absolute_location(report_dir) if report_dir else None,
         "teacher_gpu": teacher_gpu,
     }
 

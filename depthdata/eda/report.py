@@ -56,12 +56,10 @@ def write_report(store_url: str, out_dir: str | Path, samples_per_grid: int = 8,
             log.info("scanning %s (%d samples, %d shards)", g.path, len(g), g.num_shards)
             scans.append(scan_group(g, samples_per_grid, seed, on_shard=bar.update))
     table = flag_outliers(_stats_frame(scans), rules)
-    stats_path, report_path = f"{root}/{STATS_NAME}", f"{root}/{REPORT_NAME}"
-    with fs.open(stats_path, "wb") as f:
+    with fs.open(f"{root}/{STATS_NAME}", "wb") as f:
         table.to_parquet(f, index=False)
-    html = _render(store, table, scans, seed, rules)
-    with fs.open(report_path, "wb") as f:
-        f.write(html.encode("utf-8"))
+    with fs.open(f"{root}/{REPORT_NAME}", "wb") as f:
+        f.write(_render(store, table, scans, seed, rules).encode("utf-8"))
     # remote outputs are named as the caller spelled the folder's URL
     base = root if isinstance(fs, LocalFileSystem) else str(out_dir).rstrip("/")
     written = {"stats": f"{base}/{STATS_NAME}", "report": f"{base}/{REPORT_NAME}"}

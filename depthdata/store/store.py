@@ -54,6 +54,12 @@ def compressors_for(codec: str, level: int) -> Any:
     raise StoreError(f"unknown compressor codec {codec!r} (zstd, blosc-lz4, none)")
 
 
+def is_remote(url: str) -> bool:
+    """Whether ``url`` names an fsspec location other than the local disk (``file://`` and plain
+    paths are local)."""
+    return "://" in url and not url.startswith("file://")
+
+
 @dataclass(frozen=True)
 class ShardStatus:
     group: str
@@ -77,7 +83,7 @@ class Store:
     # -- opening ---------------------------------------------------------------------------
     @staticmethod
     def _zarr_store(url: str, storage_options: dict[str, Any], read_only: bool):
-        if "://" in url and not url.startswith("file://"):
+        if is_remote(url):
             return zarr.storage.FsspecStore.from_url(url, storage_options=storage_options or None, read_only=read_only)
         path = url[len("file://"):] if url.startswith("file://") else url
         return zarr.storage.LocalStore(path, read_only=read_only)

@@ -19,7 +19,7 @@ import zarr
 from zarr.experimental.cache_store import CacheStore
 from zarr.storage import FsspecStore, LocalStore
 
-from depthdata.store import Group, Store
+from depthdata.store import Group, Store, is_remote
 
 
 @dataclass(frozen=True)
@@ -35,10 +35,6 @@ class CacheConfig:
 
     def per_process(self) -> int:
         return max(1, self.max_bytes // max(1, self.processes))
-
-
-def is_remote(url: str) -> bool:
-    return "://" in url and not url.startswith("file://")
 
 
 def open_groups(url: str, paths: Sequence[str], storage_options: dict[str, Any] | None = None,

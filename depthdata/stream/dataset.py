@@ -16,10 +16,10 @@ import numpy as np
 import torch.utils.data as tud
 
 from depthdata.errors import DepthdataError
-from depthdata.store import Group, Store
+from depthdata.store import Group, Store, is_remote
 from depthdata.stream import fastread
 from depthdata.stream import order as od
-from depthdata.stream.cache import CacheConfig, is_remote, open_groups
+from depthdata.stream.cache import CacheConfig, open_groups
 from depthdata.stream.decode import decode
 from depthdata.stream.servable import scan
 from depthdata.stream.topology import resolve_rank
