@@ -29,8 +29,13 @@ def prefect_api() -> Iterator[str]:
     the flow's process, which Dask workers in other processes cannot find (each would try to
     start its own); so the same local server is started here and its URL is handed to every
     worker through the settings and the environment they inherit.
+
+    Flow-run heartbeats are off while the temporary server is used. They let a server mark a
+    run whose process died as crashed; this server dies with the process, so nothing can act
+    on them, and a sync flow run waits up to 1 s at its end for the heartbeat thread (it
+    sleeps in whole seconds), which every ``depthdata build`` and ``demo`` paid.
     """
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
     url = PREFECT_API_URL.value()
     if url:
@@ -47,7 +52,7 @@ def prefect_api() -> Iterator[str]:
     old = os.environ.get("PREFECT_API_URL")
     os.environ["PREFECT_API_URL"] = url
     try:
-        with temporary_settings(updates={PREFECT_API_URL: url}):
+        with temporary_settings(updates={PREFECT_API_URL: url, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
             yield url
     finally:
         if old is None:

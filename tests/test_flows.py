@@ -402,11 +402,13 @@ def test_local_cluster_workers_leave_glibc_malloc_dynamic_and_do_not_profile(pre
     assert omp == "1"  # Dask's other settings stay
 
 
-def test_tasks_on_dask_workers_see_the_flows_prefect_settings(prefect_api):
+def test_tasks_on_dask_workers_see_the_flows_prefect_settings(prefect_api, monkeypatch):
     """The flows' runner ships the run's Prefect settings to workers as the models themselves
     (not re-validated per task): a worker in another process, whose environment has neither
     value, still sees the API URL and a setting changed only in this process, and a setting
-    changed inside the flow reaches the tasks submitted under it."""
+    changed inside the flow reaches the tasks submitted under it. Submitting gives each task a
+    key named after it instead of hashing the call (arguments, settings and all) for one."""
+    import distributed.client
     from prefect import flow, task
     from prefect.settings import PREFECT_UI_URL, get_current_settings, temporary_settings
 
@@ -414,8 +416,10 @@ def test_tasks_on_dask_workers_see_the_flows_prefect_settings(prefect_api):
 
     @task
     def worker_settings():
+        from distributed import get_worker
+
         s = get_current_settings()
-        return os.getpid(), str(s.api.url), s.ui_url, os.environ.get("PREFECT_UI_URL")
+        return os.getpid(), str(s.api.url), s.ui_url, os.environ.get("PREFECT_UI_URL"), get_worker().get_current_task()
 
     @flow(task_runner=make_task_runner(workers=1))
     def probe():
@@ -424,11 +428,52 @@ def test_tasks_on_dask_workers_see_the_flows_prefect_settings(prefect_api):
             inner = worker_settings.submit().result()
         return outer, inner
 
+    hashed = []
+    monkeypatch.setattr(distributed.client, "tokenize", lambda *a, **k: hashed.append(a) or "h")
     with temporary_settings(updates={PREFECT_UI_URL: "http://outer.example"}):
-        (pid, api, ui, env_ui), (_, inner_api, inner_ui, _) = probe()
+        (pid, api, ui, env_ui, key), (_, inner_api, inner_ui, _, inner_key) = probe()
+    assert hashed == []
     assert pid != os.getpid() and env_ui is None and "PREFECT_API_URL" not in os.environ
     assert api == inner_api == prefect_api
     assert ui == "http://outer.example" and inner_ui == "http://inner.example"
+    # Dask keys (what the dashboard shows) name the Prefect task, one key per submission
+    assert key.startswith("worker_settings-") and inner_key.startswith("worker_settings-") and key != inner_key
+
+
+def test_temporary_server_runs_flows_without_heartbeats(prefect_api, tmp_path):
+    """Heartbeats let a server mark a run whose process died as crashed. The temporary server a
+    build starts without ``PREFECT_API_URL`` dies with the process, so they are off there (a
+    sync flow run waits up to 1 s for the heartbeat thread at its end); with a server the user
+    runs they stay on."""
+    from prefect import flow
+    from prefect.settings import get_current_settings
+
+    from flows.runner import prefect_api as run_api
+
+    @flow
+    def heartbeat_seconds():
+        return get_current_settings().flows.heartbeat_frequency
+
+    with run_api() as url:
+        assert url == prefect_api
+        assert heartbeat_seconds() is not None
+
+    script = ("from prefect import flow\n"
+              "from prefect.settings import get_current_settings\n"
+              "from flows.runner import prefect_api\n"
+              "@flow\n"
+              "def heartbeat_seconds():\n"
+              "    return get_current_settings().flows.heartbeat_frequency\n"
+              "with prefect_api() as url:\n"
+              "    print('temporary', url, heartbeat_seconds())\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).parents[1], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("temporary"))
+    _, url, seconds = line.split()
+    assert url.startswith("http://127.0.0.1:") and seconds == "None"
 
 
 def _parts(store: Path, stage: str) -> int:
