@@ -36,14 +36,13 @@ from prefect.cache_policies import NONE
 
 from benchmarks.harness import alternate, goal, rate, summary, write
 
-#: enough samples that the flow run's fixed cost is amortised as in a real build, where it is
-#: paid once for thousands of samples. That cost is ~0.2 s of run creation and closing plus a
-#: wait of 0-1 s at the end of every sync flow run for Prefect's heartbeat thread, which sleeps
-#: in whole seconds: whole-flow times land on whole seconds (+ ~0.1 s) after the run starts, a
-#: 10 % step on the ~10 s a 2-worker run of 160 samples takes, ~5 % at 320. (The README gives
-#: results at 80, 160 and 320.) An even number of equal shards, so 2 workers can split them
-#: evenly (with 5 the best split is 3:2, which caps the 2-worker speed-up at 1.7× whatever the
-#: orchestration).
+#: enough samples that the flow run's fixed cost (~0.2 s of run creation and closing) is
+#: amortised as in a real build, where it is paid once for thousands of samples. (Until the
+#: temporary server ran flows without heartbeats, every sync flow run also waited 0-1 s at its
+#: end for the heartbeat thread, a 10 % step on the ~10 s a 2-worker run of 160 samples takes;
+#: the README gives results at 160 and 320.) An even number of equal shards, so 2 workers can
+#: split them evenly (with 5 the best split is 3:2, which caps the 2-worker speed-up at 1.7×
+#: whatever the orchestration).
 SAMPLES = 320
 #: shards of 20 samples: what ``shard_size: auto`` gives a 480×640 build with every field
 #: (96 MiB); each shard task costs Prefect/Dask orchestration on top of its LiDAR work
