@@ -6,10 +6,10 @@ Why. With every task it submits, Prefect sends the flow's whole settings model a
 worker talks to the same API with the same credentials). Stock, the flow process dumps that
 model to a dict for each task, and each worker validates the dict back into a ``Settings``
 model, which makes pydantic-settings re-read the environment, ``.env`` and the profile and
-TOML files once for each of the model's ~30 sections. Measured on this machine
-(``benchmarks/bench_flows.py``, no-op tasks), this runner takes Prefect's CPU per task from
-40–46 to 23–26 ms in the flow process and from 88–100 to 57–67 ms in the worker; the flows run one task
-per shard, and with two busy workers on two cores the flow process's share is taken from them.
+TOML files once for each of the model's ~30 sections. The flows run one task per shard, and
+with two busy workers on two cores the flow process's share is taken from them. What this
+runner saves per task is measured by ``benchmarks/bench_flows.py`` (stock vs this runner,
+no-op tasks) and given in the README ("Per-task orchestration").
 
 How. While the runner is open, the current settings context serializes to the ``Profile`` and
 ``Settings`` objects themselves; they pickle as plain model state, and a worker rebuilds its
@@ -22,8 +22,7 @@ Keys. prefect-dask submits every task as a "pure" Dask call without a key, so Da
 by hashing the call: it cloudpickles the wrapper closure and walks every argument, the
 serialized settings included, only to get a key that is unique anyway (each submission carries
 a fresh task-run id). Keys here are ``<task name>-<uuid>`` (``shard-3f2a...``; the dashboard
-groups by the same prefix as before). About 8 ms less CPU per task in the flow's process
-(no-op tasks, measured side by side with ``pure=False``).
+groups by the same prefix as before).
 """
 
 from __future__ import annotations
