@@ -1,9 +1,10 @@
 """The ingest stage: source items → canonical records → ``rgb``/``depth``/``pairs`` shards.
 
-Planning (:func:`plan_groups`) lists every split once and fixes the order of its samples in
-the store; a shard task (:func:`run_shard`) then loads only its own items, so shards can run
-anywhere, in any order, and be redone alone. A sample that cannot be read is quarantined: its
-slot keeps the fill value, its manifest row says ``status="quarantined"`` and why.
+Planning (:meth:`IngestStage.prepare`) lists every split once and fixes the order of its
+samples in the store; a shard task (:meth:`IngestStage.run_shard`) then loads only its own
+items, so shards can run anywhere, in any order, and be redone alone. A sample that cannot be
+read is quarantined: its slot keeps the fill value, its manifest row says
+``status="quarantined"`` and why.
 """
 
 from __future__ import annotations
@@ -11,115 +12,156 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from depthdata.catalog import Catalog
+from depthdata.catalog import Catalog, DatasetConfig
 from depthdata.errors import CatalogError, DepthdataError, SampleError
 from depthdata.sample import Sample, make_sample_id, valid_depth
-from depthdata.sources.registry import SourceItem
-from depthdata.stage import Quarantined, ShardResult
+from depthdata.sources.registry import Source, SourceItem, get_source_class
+from depthdata.stage import Quarantined, ShardResult, Stage
 from depthdata.store import Group, Store, auto_shard_size
+from depthdata.store.manifest import Column
 
 log = logging.getLogger(__name__)
 
-STAGE = "ingest"
 #: fields a build will eventually hold besides the source's own; they size ``auto`` shards
 LATER_FIELDS = ("teacher", "teacher_conf", "sparse")
 
 
-def open_build_store(catalog: Catalog) -> Store:
-    """The catalog's store, made if needed, with the catalog recorded in its metadata."""
-    return Store.create(catalog.store_url, catalog=catalog.to_dict(), storage_options=catalog.store.storage_options)
+@dataclass(frozen=True)
+class IngestSettings:
+    """What ingest needs of the catalog for one dataset: its section and its resolved root."""
+
+    dataset: str
+    config: DatasetConfig
+    #: the dataset's folder or file URL, made absolute against the catalog's folder
+    root: str
+
+    def source(self) -> Source:
+        return get_source_class(self.config.kind)(self.dataset, self.config, self.root)
+
+    def hashed(self) -> dict[str, Any]:
+        """Settings that change what ingest writes; hashed into each manifest part."""
+        cfg = self.config
+        return {"kind": cfg.kind, "resolution": list(cfg.resolution), "resize": cfg.resize, "options": cfg.options}
 
 
-def ingest_config(catalog: Catalog, name: str) -> dict[str, Any]:
-    """Settings that change what ingest writes; hashed into each manifest part."""
-    cfg = catalog.datasets[name]
-    return {"kind": cfg.kind, "resolution": list(cfg.resolution), "resize": cfg.resize, "options": cfg.options}
+class IngestStage(Stage):
+    name = "ingest"
+    doc = "sources → rgb, depth, pairs"
+    settings_key = "datasets.<name>"
+    columns = (
+        Column("status", "string", "`ok`: read and stored; `quarantined`: the item could not be read "
+               "(its slot keeps the fill value)"),
+        Column("reason", "string", "why the item was quarantined (names the file and the problem)"),
+        Column("source_uri", "string", "the file the sample was read from"),
+        Column("dataset", "string", "dataset name in the catalog"),
+        Column("split", "string", "split name"),
+        Column("scene", "string", "scene or sequence the source reports (null when unknown)"),
+        Column("original_height", "int64", "height of the source image in pixels, before resizing"),
+        Column("original_width", "int64", "width of the source image in pixels, before resizing"),
+        Column("fx", "double", "focal length x in pixels of the *stored* image (NaN = unknown)"),
+        Column("fy", "double", "focal length y in pixels of the stored image (NaN = unknown)"),
+        Column("cx", "double", "principal point x, 0-based pixels of the stored image (NaN = unknown)"),
+        Column("cy", "double", "principal point y, 0-based pixels of the stored image (NaN = unknown)"),
+        Column("depth_valid_fraction", "double", "fraction of pixels with valid depth (groups with `depth`)"),
+        Column("depth_min", "double", "smallest valid depth, metres (groups with `depth`; NaN when none)"),
+        Column("depth_median", "double", "median valid depth, metres (groups with `depth`)"),
+        Column("depth_max", "double", "largest valid depth, metres (groups with `depth`)"),
+        Column("n_pairs", "int64", "ordinal pairs stored for the sample (groups with `pairs`)"),
+        Column("meta_json", "string", "every other per-source field of the record, as JSON"),
+    )
 
+    def settings(self, catalog: Catalog, dataset: str) -> IngestSettings:
+        if dataset not in catalog.datasets:
+            raise CatalogError(f"no dataset {dataset!r} in the catalog (datasets: {', '.join(catalog.datasets)})")
+        return IngestSettings(dataset, catalog.datasets[dataset], catalog.dataset_root(dataset))
 
-def plan_groups(catalog: Catalog, name: str, store: Store | None = None) -> list[Group]:
-    """Create (or reopen, on a re-run) the ``name/<split>`` groups with all their fields' arrays."""
-    if name not in catalog.datasets:
-        raise CatalogError(f"no dataset {name!r} in the catalog (datasets: {', '.join(catalog.datasets)})")
-    store = store or open_build_store(catalog)
-    cfg = catalog.datasets[name]
-    source = catalog.source(name)
-    available = source.splits()
-    splits = cfg.splits or available
-    unknown = [s for s in splits if s not in available]
-    if unknown:
-        raise CatalogError(f"datasets.{name}.splits: {unknown} not found under {catalog.dataset_root(name)} "
-                           f"(found: {available})")
-    height, width = cfg.resolution
-    fields = ["rgb", *source.fields]
-    max_pairs = source.max_pairs if "pairs" in fields else 0
-    if catalog.store.shard_size == "auto":
-        shard_size = auto_shard_size(height, width, fields + list(LATER_FIELDS), max_pairs)
-    else:
-        shard_size = int(catalog.store.shard_size)
-    groups = []
-    for split in splits:
-        items = source.items(split)
-        if cfg.limit is not None:
-            items = items[: cfg.limit]
-        ids = [make_sample_id(name, split, it.key) for it in items]
-        group = store.create_group(
-            name, split, ids, [it.uri for it in items], height, width, shard_size, max_pairs=max_pairs,
-            compressor=(catalog.store.compressor.codec, catalog.store.compressor.level),
-            locators=[json.dumps(it.locator, sort_keys=True) for it in items],
-        )
-        group.ensure_fields(fields)
-        log.info("planned %s: %d samples in %d shards of %d", group.path, len(group), group.num_shards, shard_size)
-        groups.append(group)
-    return groups
+    def prepare(self, store: Store, catalog: Catalog, dataset: str) -> list[Group]:
+        """Create (or reopen, on a re-run) the ``dataset/<split>`` groups with all their fields' arrays."""
+        settings = self.settings(catalog, dataset)
+        cfg = settings.config
+        source = settings.source()
+        available = source.splits()
+        splits = cfg.splits or available
+        unknown = [s for s in splits if s not in available]
+        if unknown:
+            raise CatalogError(f"datasets.{dataset}.splits: {unknown} not found under {settings.root} "
+                               f"(found: {available})")
+        height, width = cfg.resolution
+        fields = ["rgb", *source.fields]
+        max_pairs = source.max_pairs if "pairs" in fields else 0
+        if catalog.store.shard_size == "auto":
+            shard_size = auto_shard_size(height, width, fields + list(LATER_FIELDS), max_pairs)
+        else:
+            shard_size = int(catalog.store.shard_size)
+        groups = []
+        for split in splits:
+            items = source.items(split)
+            if cfg.limit is not None:
+                items = items[: cfg.limit]
+            ids = [make_sample_id(dataset, split, it.key) for it in items]
+            group = store.create_group(
+                dataset, split, ids, [it.uri for it in items], height, width, shard_size, max_pairs=max_pairs,
+                compressor=(catalog.store.compressor.codec, catalog.store.compressor.level),
+                locators=[json.dumps(it.locator, sort_keys=True) for it in items],
+            )
+            group.ensure_fields(fields)
+            log.info("planned %s: %d samples in %d shards of %d", group.path, len(group), group.num_shards,
+                     shard_size)
+            groups.append(group)
+        return groups
 
+    def run_shard(self, group: Group, shard: int, settings: IngestSettings, *, threads: int = 0,
+                  force: bool = False) -> ShardResult:
+        """Ingest one shard of ``group`` (a group of ``settings.dataset``). Skips a complete shard."""
+        from depthdata.sources.resize import resize_sample
 
-def run_shard(group: Group, shard: int, catalog: Catalog, name: str, force: bool = False) -> ShardResult:
-    """Ingest one shard of ``group`` (a group of dataset ``name``). Skips a complete shard."""
-    from depthdata.sources.resize import resize_sample
-
-    t0 = time.perf_counter()
-    config = ingest_config(catalog, name)
-    result = ShardResult(group.path, STAGE, shard)
-    if not force and group.is_complete(shard, STAGE, config):
-        result.skipped = True
+        t0 = time.perf_counter()
+        config = settings.hashed()
+        result = ShardResult(group.path, self.name, shard)
+        if not force and group.is_complete(shard, self.name, config):
+            result.skipped = True
+            return result
+        name, cfg = settings.dataset, settings.config
+        source = settings.source()
+        split = group.path.split("/", 1)[1]
+        fields = [f for f in ("rgb", "depth", "pairs") if f in group.fields()]
+        n = len(group.shard_range(shard))
+        h, w, max_pairs = group.height, group.width, int(group.plan["max_pairs"])
+        data: dict[str, np.ndarray] = {"rgb": np.zeros((n, h, w, 3), np.uint8)}
+        if "depth" in fields:
+            data["depth"] = np.full((n, h, w), np.nan, np.float32)
+        if "pairs" in fields:
+            data["pairs"] = np.full((n, max_pairs, 5), np.nan, np.float32)
+        rows = []
+        for j, plan_row in enumerate(group.plan_rows(shard)):
+            item = SourceItem(key=plan_row["sample_id"].split("/", 2)[2], uri=plan_row["source_uri"],
+                              locator=json.loads(plan_row["locator"] or "{}"))
+            try:
+                sample = resize_sample(source.load(split, item), (h, w), cfg.resize)
+                if sample.sample_id != plan_row["sample_id"]:
+                    raise SampleError(sample.sample_id, f"the plan expected {plan_row['sample_id']!r} here")
+                rows.append(_fill(data, j, sample, max_pairs))
+            except Exception as exc:  # noqa: BLE001 - any failure of one file quarantines that file only
+                reason = str(exc) if isinstance(exc, DepthdataError) else f"{type(exc).__name__}: {exc}"
+                if not isinstance(exc, DepthdataError):
+                    log.warning("unexpected error reading %s", item.uri, exc_info=True)
+                log.warning("quarantined %s: %s", plan_row["sample_id"], reason)
+                for name_, arr in data.items():  # a half-filled slot goes back to the fill value
+                    arr[j] = 0 if name_ == "rgb" else np.nan
+                result.quarantined.append(Quarantined(plan_row["sample_id"], item.uri, reason))
+                rows.append(_quarantine_row(plan_row["source_uri"], reason, name, split))
+        group.write_shard(shard, self.name, data, rows, config=config)
+        result.written = n - len(result.quarantined)
+        result.seconds = time.perf_counter() - t0
         return result
-    cfg = catalog.datasets[name]
-    source = catalog.source(name)
-    split = group.path.split("/", 1)[1]
-    fields = [f for f in ("rgb", "depth", "pairs") if f in group.fields()]
-    n = len(group.shard_range(shard))
-    h, w, max_pairs = group.height, group.width, int(group.plan["max_pairs"])
-    data: dict[str, np.ndarray] = {"rgb": np.zeros((n, h, w, 3), np.uint8)}
-    if "depth" in fields:
-        data["depth"] = np.full((n, h, w), np.nan, np.float32)
-    if "pairs" in fields:
-        data["pairs"] = np.full((n, max_pairs, 5), np.nan, np.float32)
-    rows = []
-    for j, plan_row in enumerate(group.plan_rows(shard)):
-        item = SourceItem(key=plan_row["sample_id"].split("/", 2)[2], uri=plan_row["source_uri"],
-                          locator=json.loads(plan_row["locator"] or "{}"))
-        try:
-            sample = resize_sample(source.load(split, item), (h, w), cfg.resize)
-            if sample.sample_id != plan_row["sample_id"]:
-                raise SampleError(sample.sample_id, f"the plan expected {plan_row['sample_id']!r} here")
-            rows.append(_fill(data, j, sample, max_pairs))
-        except Exception as exc:  # noqa: BLE001 - any failure of one file quarantines that file only
-            reason = str(exc) if isinstance(exc, DepthdataError) else f"{type(exc).__name__}: {exc}"
-            if not isinstance(exc, DepthdataError):
-                log.warning("unexpected error reading %s", item.uri, exc_info=True)
-            log.warning("quarantined %s: %s", plan_row["sample_id"], reason)
-            for name_, arr in data.items():  # a half-filled slot goes back to the fill value
-                arr[j] = 0 if name_ == "rgb" else np.nan
-            result.quarantined.append(Quarantined(plan_row["sample_id"], item.uri, reason))
-            rows.append(_quarantine_row(plan_row["source_uri"], reason, name, split))
-    group.write_shard(shard, STAGE, data, rows, config=config)
-    result.written = n - len(result.quarantined)
-    result.seconds = time.perf_counter() - t0
-    return result
+
+
+stage = IngestStage()
 
 
 def _fill(data: dict[str, np.ndarray], j: int, sample: Sample, max_pairs: int) -> dict[str, Any]:

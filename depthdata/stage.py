@@ -1,14 +1,35 @@
-"""What every shard-sized unit of work returns, whatever the stage.
+"""The stage contract: what every stage of the pipeline is, and what a shard of work returns.
 
-A stage function has the shape ``run_shard(group, shard, config, ...) -> ShardResult``: it
-reads what it needs from the group, writes its fields of that one shard with
-:meth:`depthdata.store.Group.write_shard` (data, then the manifest part), and reports. Flows
-collect these to print the closing summary.
+A *stage* (ingest, teacher, lidar) turns some fields of a group into others, one shard at a
+time. Each is one object implementing :class:`Stage`; :mod:`depthdata.pipeline` lists them in
+pipeline order and runs them in one process, and ``flows`` runs the same objects as Prefect
+tasks on Dask. A new stage is one module with one :class:`Stage` subclass, listed in
+:data:`depthdata.pipeline.STAGES`.
+
+The contract a stage keeps (what makes resume and parallel writers correct):
+
+* :meth:`Stage.prepare` runs once per dataset in the orchestrating process, before any shard
+  task: it returns the groups the stage works on with the stage's arrays created (Zarr array
+  creation from several workers at once is not safe);
+* :meth:`Stage.run_shard` reads what it needs of one shard, writes *all* of the stage's fields
+  of that shard with :meth:`depthdata.store.Group.write_shard` (data, then the manifest part),
+  and returns a :class:`ShardResult`. It skips a shard already complete with the same settings
+  (unless ``force``), so a re-run after a kill redoes exactly the missing shards;
+* the stage's manifest part holds one row per sample with the columns in :attr:`Stage.columns`
+  (besides the store's own, :data:`depthdata.store.manifest.PART_COLUMNS`).
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from depthdata.store.manifest import Column
+
+if TYPE_CHECKING:
+    from depthdata.catalog import Catalog
+    from depthdata.store import Group, Store
 
 
 @dataclass(frozen=True)
@@ -31,6 +52,62 @@ class ShardResult:
     #: the shard was already complete and was left alone
     skipped: bool = False
     seconds: float = 0.0
+
+
+class Stage(ABC):
+    """One stage of the pipeline (see the module doc for the contract)."""
+
+    #: the stage's one name: command line, flows, store (manifest folder) and docs
+    name: ClassVar[str]
+    #: one line for ``--help``, summaries and the docs
+    doc: ClassVar[str]
+    #: the catalog section holding its settings (``datasets.<name>``, ``teacher``, ``lidar``)
+    settings_key: ClassVar[str]
+    #: stages whose completion of a shard this one needs before it runs that shard
+    requires: ClassVar[tuple[str, ...]] = ()
+    #: manifest columns this stage adds to each row, besides the store's own
+    columns: ClassVar[tuple[Column, ...]]
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The fields this stage writes (the store's field table says which stage owns each)."""
+        from depthdata.store import STAGES
+
+        return STAGES[self.name]
+
+    @abstractmethod
+    def settings(self, catalog: Catalog, dataset: str) -> Any:
+        """The settings this stage runs dataset ``dataset`` with, taken from ``catalog``."""
+
+    def prepare(self, store: Store, catalog: Catalog, dataset: str) -> list[Group]:
+        """The groups of ``dataset`` this stage works on, with its arrays created.
+
+        Later stages work on whatever groups ingest made; ingest overrides this to plan the
+        groups from the source."""
+        groups = [store.group(p) for p in store.group_paths() if p.split("/", 1)[0] == dataset]
+        for g in groups:
+            g.ensure_fields(self.fields)
+        return groups
+
+    @abstractmethod
+    def run_shard(self, group: Group, shard: int, settings: Any, *, threads: int = 0,
+                  force: bool = False) -> ShardResult:
+        """Process one shard of ``group`` with ``settings`` (from :meth:`settings`).
+
+        ``threads``: CPU threads the shard may use (0 = the libraries' own choice; a Dask
+        worker running one task per core passes 1)."""
+
+    def __repr__(self) -> str:
+        return f"<stage {self.name}>"
+
+    def check_prepared(self, group: Group) -> None:
+        """Raise :class:`~depthdata.errors.StoreError` when ``group`` lacks this stage's arrays."""
+        from depthdata.errors import StoreError
+
+        missing = [f for f in self.fields if f not in group.fields()]
+        if missing:
+            raise StoreError(f"{group.store.url}: group {group.path} has no {missing} arrays: the {self.name} "
+                             f"stage was not prepared for it (Stage.prepare, or run it through depthdata.pipeline)")
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The flows: ``ingest``, ``label``, ``lidar``, ``eda`` and ``build`` (all of them, in order).
+"""The flows: ``ingest``, ``teacher``, ``lidar``, ``eda`` and ``build`` (all of them, in order).
 
 Each flow is thin: it plans the groups through the library, submits one task per shard of each
 group to the task runner (Dask by default, see :mod:`flows.runner`), collects the
@@ -28,6 +28,8 @@ from prefect.runtime import flow_run
 
 from depthdata.catalog import Catalog, load_catalog
 from depthdata.errors import DepthdataError
+from depthdata.pipeline import STAGES, open_store
+from depthdata.stage import Stage
 from depthdata.store import is_remote
 from flows import progress, stages
 from flows.runner import make_task_runner, runner_from_env
@@ -106,36 +108,39 @@ def _outcome(fut: Any) -> tuple[Any, str]:
         return None, f"{type(exc).__name__}: {exc}"
 
 
-def run_stage(stage: str, catalog: Catalog, datasets: list[str],
+def run_stage(stage: Stage, catalog: Catalog, datasets: list[str],
               resources: dict[str, float] | None = None) -> StageSummary:
     """Every shard of ``stage`` over ``datasets``, in parallel on the current task runner."""
     logger = _logger()
     t0 = time.perf_counter()
-    summary = StageSummary(stage)
+    summary = StageSummary(stage.name)
     jobs: list[tuple[str, str, int]] = []
+    store = open_store(catalog, create=True)
     for ds in datasets:
         try:
-            groups = stages.plan(stage, catalog, ds)
+            groups = stage.prepare(store, catalog, ds)
         except DepthdataError as exc:
-            logger.error("%s: cannot plan dataset %s: %s", stage, ds, exc)
+            logger.error("%s: cannot plan dataset %s: %s", stage.name, ds, exc)
             summary.failures.append(ShardFailure(ds, -1, f"planning failed: {exc}"))
             continue
-        if not groups and stage != "ingest":
+        if not groups and stage.requires:
             summary.failures.append(ShardFailure(ds, -1, "the store has no group of this dataset: run ingest first"))
         for g in groups:
             for k in range(g.num_shards):
-                # A later stage reads ingest's fields; running it on a shard ingest did not
-                # finish would label fill values.
-                if stage != "ingest" and not g.is_complete(k, "ingest"):
-                    summary.failures.append(ShardFailure(g.path, k, "ingest is not complete for this shard"))
+                # A later stage reads its upstream fields; running it on a shard whose
+                # upstream did not finish would process fill values.
+                missing = [req for req in stage.requires if not g.is_complete(k, req)]
+                if missing:
+                    summary.failures.append(ShardFailure(g.path, k, f"{', '.join(missing)} is not complete for "
+                                                                    "this shard"))
                     continue
                 jobs.append((ds, g.path, k))
-    logger.info("%s: %d shard task(s) over %d dataset(s)", stage, len(jobs), len(datasets))
-    progress.emit(progress.Event("stage_start", stage, total=len(jobs)))
+    logger.info("%s: %d shard task(s) over %d dataset(s)", stage.name, len(jobs), len(datasets))
+    progress.emit(progress.Event("stage_start", stage.name, total=len(jobs)))
     payload = catalog_payload(catalog)
     annotate = dask.annotate(resources=resources) if resources else contextlib.nullcontext()
     with annotate:
-        futures = {shard_task.submit(stage, payload, ds, path, k): (path, k) for ds, path, k in jobs}
+        futures = {shard_task.submit(stage.name, payload, ds, path, k): (path, k) for ds, path, k in jobs}
     for fut in as_completed(list(futures)):
         path, k = futures[fut]
         result, reason = _outcome(fut)
@@ -143,16 +148,16 @@ def run_stage(stage: str, catalog: Catalog, datasets: list[str],
             summary.add(result)
             outcome = "skipped" if result.skipped else "written"
             for q in result.quarantined:
-                logger.warning("%s: quarantined %s (%s): %s", stage, q.sample_id, q.source_uri, q.reason)
+                logger.warning("%s: quarantined %s (%s): %s", stage.name, q.sample_id, q.source_uri, q.reason)
         else:
-            logger.error("%s: %s shard %d FAILED: %s", stage, path, k, reason)
+            logger.error("%s: %s shard %d FAILED: %s", stage.name, path, k, reason)
             summary.failures.append(ShardFailure(path, k, reason))
             outcome = "failed"
-        progress.emit(progress.Event("shard_done", stage, outcome=outcome))
+        progress.emit(progress.Event("shard_done", stage.name, outcome=outcome))
     summary.failures.sort(key=lambda f: (f.group, f.shard))
     summary.seconds = time.perf_counter() - t0
-    progress.emit(progress.Event("stage_end", stage))
-    logger.info("%s: %d shard(s) written, %d skipped, %d failed, %d sample(s), %.1f s", stage,
+    progress.emit(progress.Event("stage_end", stage.name))
+    logger.info("%s: %d shard(s) written, %d skipped, %d failed, %d sample(s), %.1f s", stage.name,
                 summary.shards_written, summary.shards_skipped, len(summary.failures), summary.samples_written,
                 summary.seconds)
     return summary
@@ -161,30 +166,18 @@ def run_stage(stage: str, catalog: Catalog, datasets: list[str],
 def run_pipeline(catalog_path: str, only: list[str] | None = None, stages_: list[str] | str | None = None,
                  store_url: str | None = None, report_dir: str | None = None,
                  teacher_gpu: float = 0.0) -> BuildSummary:
-    """The body of every flow: the chosen stages over the chosen datasets, then the artifact.
-
-    Stages named explicitly must be available; with the default (every stage) a stage whose
-    module is missing is reported as not available and skipped, loudly.
-    """
-    logger = _logger()
+    """The body of every flow: the chosen stages over the chosen datasets, then the artifact."""
     catalog = load_run_catalog(catalog_path, store_url)
     datasets = select_datasets(catalog, only)
     names = stages.parse_stages(stages_)
-    stages.open_store(catalog, create=True)
+    open_store(catalog, create=True)
     summary = BuildSummary(catalog.store_url)
     for name in names:
-        reason = stages.check_available(name)
-        if reason:
-            if stages_ is not None:
-                raise stages.StageUnavailable(f"stage {name}: {reason}")
-            logger.warning("STAGE %s IS NOT AVAILABLE and was skipped: %s", name, reason)
-            summary.stages.append(StageSummary(name, unavailable=reason))
-            continue
-        if name == "eda":
+        if name == stages.EDA:
             summary.stages.append(_eda(catalog, resolve_report_dir(report_dir, catalog)))
             continue
-        resources = {"GPU": teacher_gpu} if name == "label" and teacher_gpu > 0 else None
-        summary.stages.append(run_stage(name, catalog, datasets, resources))
+        resources = {"GPU": teacher_gpu} if name == "teacher" and teacher_gpu > 0 else None
+        summary.stages.append(run_stage(STAGES[name], catalog, datasets, resources))
     _publish(summary)
     if not summary.ok:
         raise BuildFailed(summary)
@@ -248,11 +241,11 @@ def _stage_flow(stage: str, doc: str):
 
 
 ingest = _stage_flow("ingest", "Sources → rgb, depth, pairs for every dataset (or ``only``).")
-label = _stage_flow("label", "Teacher pseudo-labels → teacher, teacher_conf.")
+teacher = _stage_flow("teacher", "Teacher pseudo-labels → teacher, teacher_conf.")
 lidar = _stage_flow("lidar", "Synthetic sparse LiDAR → sparse.")
 eda = _stage_flow("eda", "The EDA report of the store.")
 
-FLOWS = {"build": build, "ingest": ingest, "label": label, "lidar": lidar, "eda": eda}
+FLOWS = {"build": build, "ingest": ingest, "teacher": teacher, "lidar": lidar, "eda": eda}
 
 
 def with_runner(flow_obj, dask_address: str | None = None, workers: int | None = None):
@@ -260,4 +253,4 @@ def with_runner(flow_obj, dask_address: str | None = None, workers: int | None =
     return flow_obj.with_options(task_runner=make_task_runner(dask_address, workers))
 
 
-__all__ = ["FLOWS", "BuildFailed", "build", "eda", "ingest", "label", "lidar", "run_pipeline", "with_runner"]
+__all__ = ["FLOWS", "BuildFailed", "build", "eda", "ingest", "lidar", "run_pipeline", "teacher", "with_runner"]

@@ -1,7 +1,7 @@
 """``depthdata demo``: the embedded demo data built end to end through the real flows.
 
 Writes small copies of every source format (``depthdata.demo``), a catalog for them, runs the
-``build`` flow (ingest → label → lidar → eda) on a local Dask cluster and prints where every
+``build`` flow (ingest → teacher → lidar → eda) on a local Dask cluster and prints where every
 output is. Without real teacher weights on the machine the catalog is switched to the tiny
 randomly initialised teacher, and a banner says so: its labels only exercise the pipeline.
 """

@@ -36,8 +36,6 @@ class StageSummary:
     failures: list[ShardFailure] = field(default_factory=list)
     samples_written: int = 0
     quarantined: list[Quarantined] = field(default_factory=list)
-    #: why the stage did not run at all (module missing); empty when it ran
-    unavailable: str = ""
     #: files the stage produced outside the store (the EDA report)
     outputs: list[str] = field(default_factory=list)
 
@@ -77,9 +75,6 @@ class BuildSummary:
             "|---|---:|---:|---:|---:|---:|---:|",
         ]
         for s in self.stages:
-            if s.unavailable:
-                lines.append(f"| {s.stage} | not available: {s.unavailable} | | | | | |")
-                continue
             lines.append(f"| {s.stage} | {s.shards_written} | {s.shards_skipped} | {len(s.failures)} | "
                          f"{s.samples_written} | {len(s.quarantined)} | {s.seconds:.1f} |")
         failures = self.failures
@@ -99,9 +94,6 @@ class BuildSummary:
     def to_text(self) -> str:
         lines = [f"build {'complete' if self.ok else 'FAILED'} — store {self.store_url}"]
         for s in self.stages:
-            if s.unavailable:
-                lines.append(f"  {s.stage:<7} NOT AVAILABLE: {s.unavailable}")
-                continue
             if s.stage == "eda":
                 state = "FAILED" if s.failures else "report written"
                 lines.append(f"  {s.stage:<7} {state}; {s.seconds:.1f} s")

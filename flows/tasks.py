@@ -65,8 +65,8 @@ def shard_task(stage: str, catalog: dict[str, Any], dataset: str, group_path: st
       retry_condition_fn=_retry_on_transient, cache_policy=NONE)
 def eda_task(catalog: dict[str, Any], out_dir: str) -> list[str]:
     """Write the EDA report of the whole store into ``out_dir``; returns the files written."""
+    from depthdata.eda import write_report
+
     cat = catalog_from_payload(catalog)
-    write_report = stages.resolve(stages.STAGE_SPECS["eda"].entry)
-    result = write_report(cat.store_url, out_dir, storage_options=cat.store.storage_options,
-                          progress=False)
-    return stages.report_outputs(result, out_dir)
+    written = write_report(cat.store_url, out_dir, storage_options=cat.store.storage_options, progress=False)
+    return list(written.values())

@@ -127,7 +127,7 @@ def test_summary_counts_written_skipped_quarantined():
 
 def test_parse_stages_keeps_pipeline_order_and_rejects_unknown():
     assert flow_stages.parse_stages("lidar,ingest") == ["ingest", "lidar"]
-    assert flow_stages.parse_stages(None) == ["ingest", "label", "lidar", "eda"]
+    assert flow_stages.parse_stages(None) == ["ingest", "teacher", "lidar", "eda"]
     with pytest.raises(Exception, match="unknown stage.*teach"):
         flow_stages.parse_stages("ingest,teach")
 
@@ -139,13 +139,6 @@ def test_only_transient_io_errors_are_retried():
     assert not is_transient(FileNotFoundError("gone"))
     assert not is_transient(PermissionError("denied"))
     assert not is_transient(ValueError("bad data"))
-
-
-def test_missing_stage_module_is_reported_as_unavailable():
-    with pytest.raises(flow_stages.StageUnavailable, match="depthdata.no_such_stage"):
-        flow_stages.resolve("depthdata.no_such_stage:run_shard")
-    with pytest.raises(flow_stages.StageUnavailable, match="no_such_function"):
-        flow_stages.resolve("depthdata.ingest:no_such_function")
 
 
 def test_serve_parameters_are_absolute_and_checked(tmp_path, monkeypatch):
@@ -178,15 +171,17 @@ def test_report_goes_beside_the_store_local_or_remote(tmp_path, monkeypatch):
 
 def test_teacher_is_loaded_once_per_worker_process_with_dask_thread_count(monkeypatch):
     from depthdata.teacher import model
+    from depthdata.teacher import stage as teacher_stage
     from depthdata.teacher.config import TeacherConfig
 
     loaded = []
     monkeypatch.setattr(model, "load_teacher", lambda cfg: loaded.append(cfg) or object())
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # what a Dask nanny gives each worker process
-    flow_stages.cached_teacher.cache_clear()
-    key = TeacherConfig(model="/nonexistent/ckpt").model_dump_json()
-    first, second = flow_stages.cached_teacher(key), flow_stages.cached_teacher(key)
-    flow_stages.cached_teacher.cache_clear()
+    teacher_stage._load_cached.cache_clear()
+    config = TeacherConfig(model="/nonexistent/ckpt")
+    threads = flow_stages.task_threads()
+    first, second = teacher_stage.loaded_teacher(config, threads), teacher_stage.loaded_teacher(config, threads)
+    teacher_stage._load_cached.cache_clear()
     assert first is second and len(loaded) == 1
     assert loaded[0].threads == 1 and loaded[0].model == "/nonexistent/ckpt"
 
@@ -314,8 +309,8 @@ def test_cli_build_prints_summary_and_exit_status(prefect_api, tmp_path, capsys,
 # -- end to end: subprocess kill and resume, a 2-worker Dask cluster, an S3 store --------------
 
 def test_teacher_tasks_run_only_on_workers_with_the_gpu_resource(prefect_api, tmp_path, monkeypatch):
-    """``--teacher-gpu 1``: label shards go to workers that declare a ``GPU`` resource, others
-    take the rest. Two in-process workers, one declaring ``GPU=1``; 6 label shards."""
+    """``--teacher-gpu 1``: teacher shards go to workers that declare a ``GPU`` resource, others
+    take the rest. Two in-process workers, one declaring ``GPU=1``; 6 teacher shards."""
     from distributed import Scheduler, SpecCluster, Worker, get_worker
     from prefect_dask import DaskTaskRunner
 
@@ -329,9 +324,9 @@ def test_teacher_tasks_run_only_on_workers_with_the_gpu_resource(prefect_api, tm
                "gpu": {"cls": Worker, "options": {"nthreads": 1, "name": "gpu", "resources": {"GPU": 1}}}}
     with SpecCluster(scheduler={"cls": Scheduler, "options": {"dashboard_address": None}}, workers=workers) as cluster:
         runner = DaskTaskRunner(address=cluster.scheduler_address)
-        summary = build.with_options(task_runner=runner)(cat, stages=["ingest", "label"], teacher_gpu=1)
+        summary = build.with_options(task_runner=runner)(cat, stages=["ingest", "teacher"], teacher_gpu=1)
     assert [st.shards_written for st in summary.stages] == [6, 6]
-    assert sorted(w for st, w in ran_on if st == "label") == ["gpu"] * 6
+    assert sorted(w for st, w in ran_on if st == "teacher") == ["gpu"] * 6
     assert len([w for st, w in ran_on if st == "ingest"]) == 6
 
 

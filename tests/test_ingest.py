@@ -6,7 +6,8 @@ import pytest
 
 from depthdata.catalog import load_catalog
 from depthdata.errors import StoreError
-from depthdata.ingest import plan_groups, run_shard
+from depthdata.ingest import stage as ingest
+from depthdata.pipeline import open_store
 from depthdata.store import Store
 from depthdata.store.verify import verify_store
 
@@ -39,9 +40,9 @@ def image_catalog(tmp_path):
 
 def test_ingest_writes_good_samples_and_quarantines_bad_ones(image_catalog, tmp_path):
     catalog = load_catalog(image_catalog)
-    [group] = plan_groups(catalog, "photos")
+    [group] = ingest.prepare(open_store(catalog, create=True), catalog, "photos")
     assert (group.path, len(group), group.num_shards) == ("photos/train", 7, 3)
-    results = [run_shard(group, k, catalog, "photos") for k in range(group.num_shards)]
+    results = [ingest.run_shard(group, k, ingest.settings(catalog, "photos")) for k in range(group.num_shards)]
     assert sum(r.written for r in results) == 5
     bad = {q.sample_id: q for r in results for q in r.quarantined}
     assert sorted(bad) == ["photos/train/img5.jpg", "photos/train/img6.png"]
@@ -64,22 +65,22 @@ def test_ingest_writes_good_samples_and_quarantines_bad_ones(image_catalog, tmp_
 
 def test_rerun_skips_complete_shards_and_redoes_changed_settings(image_catalog, tmp_path):
     catalog = load_catalog(image_catalog)
-    [group] = plan_groups(catalog, "photos")
-    first = run_shard(group, 0, catalog, "photos")
+    [group] = ingest.prepare(open_store(catalog, create=True), catalog, "photos")
+    first = ingest.run_shard(group, 0, ingest.settings(catalog, "photos"))
     assert not first.skipped
-    [group] = plan_groups(catalog, "photos")  # a re-run plans the same group again
-    assert run_shard(group, 0, catalog, "photos").skipped
-    assert not run_shard(group, 1, catalog, "photos").skipped
+    [group] = ingest.prepare(open_store(catalog, create=True), catalog, "photos")  # a re-run plans the same group again
+    assert ingest.run_shard(group, 0, ingest.settings(catalog, "photos")).skipped
+    assert not ingest.run_shard(group, 1, ingest.settings(catalog, "photos")).skipped
     text = image_catalog.read_text().replace("resolution: [30, 45]", "resolution: [30, 45]\n    resize: center_crop")
     image_catalog.write_text(text)
     changed = load_catalog(image_catalog)
-    assert not run_shard(group, 0, changed, "photos").skipped
+    assert not ingest.run_shard(group, 0, ingest.settings(changed, "photos")).skipped
 
 
 def test_a_source_that_changed_is_refused_not_misaligned(image_catalog, tmp_path):
     catalog = load_catalog(image_catalog)
-    plan_groups(catalog, "photos")
+    ingest.prepare(open_store(catalog, create=True), catalog, "photos")
     extra = np.zeros((10, 10, 3), np.uint8)
     cv2.imwrite(str(tmp_path / "photos" / "img7.png"), extra)
     with pytest.raises(StoreError, match="different plan"):
-        plan_groups(catalog, "photos")
+        ingest.prepare(open_store(catalog, create=True), catalog, "photos")

@@ -9,7 +9,7 @@ import pytest
 
 from depthdata.errors import StoreError
 from depthdata.lidar.config import LidarConfig
-from depthdata.lidar.stage import prepare_group, run_shard
+from depthdata.lidar.stage import stage as lidar_stage
 from depthdata.lidar.synth import sample_seed, synthesize
 from depthdata.sample import Intrinsics
 from depthdata.store import Store
@@ -53,12 +53,12 @@ def make_group(tmp_path, shard_size: int, name: str = "s.zarr", teacher: bool = 
             t = np.broadcast_to(disparity, (len(idx), H, W)).astype(np.float16)
             group.write_shard(shard, "teacher", {"teacher": t, "teacher_conf": np.ones_like(t)},
                               [{"status": "ok"} for _ in idx])
-    prepare_group(group)
+    group.ensure_fields(lidar_stage.fields)
     return group
 
 
 def run_all(group, config=CFG):
-    return [run_shard(group, k, config, threads=1) for k in range(group.num_shards)]
+    return [lidar_stage.run_shard(group, k, config, threads=1) for k in range(group.num_shards)]
 
 
 def test_stage_writes_sparse_rows_and_reports(tmp_path):
@@ -111,9 +111,9 @@ def test_results_do_not_depend_on_the_shard_layout(tmp_path):
 def test_rerun_skips_done_shards_and_redoes_them_with_new_settings(tmp_path):
     group = make_group(tmp_path, shard_size=5)
     run_all(group)
-    assert run_shard(group, 0, CFG).skipped
+    assert lidar_stage.run_shard(group, 0, CFG).skipped
     other = CFG.model_copy(update={"beam_model": "vlp16"})
-    again = run_shard(group, 0, other, threads=1)
+    again = lidar_stage.run_shard(group, 0, other, threads=1)
     assert not again.skipped
     assert set(group.manifest("lidar").column("beam_model").to_pylist()) == {"vlp16"}
 
@@ -141,8 +141,8 @@ def test_stage_refuses_shards_before_ingest_or_without_the_field(tmp_path):
     store = Store.create(str(tmp_path / "s.zarr"))
     group = store.create_group("demo", "train", ["demo/train/0"], ["file:///0.png"], H, W, 1)
     group.ensure_fields(["rgb", "depth"])
-    with pytest.raises(StoreError, match="prepare_group"):
-        run_shard(group, 0, CFG)
-    prepare_group(group)
+    with pytest.raises(StoreError, match="lidar stage was not prepared"):
+        lidar_stage.run_shard(group, 0, CFG)
+    group.ensure_fields(lidar_stage.fields)
     with pytest.raises(StoreError, match="ingest is not complete"):
-        run_shard(group, 0, CFG)
+        lidar_stage.run_shard(group, 0, CFG)

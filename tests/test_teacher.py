@@ -21,7 +21,7 @@ from depthdata.teacher import TeacherConfig, pseudo_metric, pseudo_metric_range
 from depthdata.teacher.align import aligned_depth, align_disparity_to_depth, fit_scale_shift
 from depthdata.teacher.model import TeacherError, load_teacher
 from depthdata.teacher.predict import agreement_confidence, normalise01, predict_raw
-from depthdata.teacher.stage import prepare_group, run_shard
+from depthdata.teacher.stage import stage as teacher_stage
 from depthdata.teacher.tiny import save_tiny_teacher
 
 H, W = 24, 40  # stored resolution: non-square and not a multiple of 14
@@ -66,7 +66,7 @@ def _store_with_ingest(tmp_path, images, depth=None, statuses=None, shard_size=4
             data["depth"] = depth[idx.start: idx.stop]
         rows = [{"status": statuses[i], "reason": "" if statuses[i] == "ok" else "unreadable PNG"} for i in idx]
         group.write_shard(shard, "ingest", data, rows)
-    prepare_group(group)
+    group.ensure_fields(teacher_stage.fields)
     return group
 
 
@@ -76,7 +76,7 @@ def test_stage_writes_normalised_disparity_and_confidence(tmp_path, teacher):
     images = _images(5)
     group = _store_with_ingest(tmp_path, images)
     cfg = TeacherConfig(model=teacher.directory, batch_size=2)
-    results = [run_shard(group, k, cfg, teacher=teacher) for k in range(group.num_shards)]
+    results = [teacher_stage.run_shard(group, k, cfg) for k in range(group.num_shards)]
     assert sum(r.written for r in results) == 5 and not any(r.quarantined for r in results)
 
     disp = group.array("teacher")[:]
@@ -98,7 +98,7 @@ def test_stage_writes_normalised_disparity_and_confidence(tmp_path, teacher):
 def test_raw_range_in_manifest_restores_model_units(tmp_path, teacher):
     images = _images(3)
     group = _store_with_ingest(tmp_path, images)
-    run_shard(group, 0, TeacherConfig(model=teacher.directory, tta=False), teacher=teacher)
+    teacher_stage.run_shard(group, 0, TeacherConfig(model=teacher.directory, tta=False))
     raw = predict_raw(teacher, images)
     rows = group.manifest("teacher").to_pylist()
     for i, row in enumerate(rows):
@@ -171,7 +171,7 @@ def test_confidence_drops_as_exp_of_disagreement():
 
 def test_tta_off_fills_nan_and_says_so(tmp_path, teacher):
     group = _store_with_ingest(tmp_path, _images(2))
-    run_shard(group, 0, TeacherConfig(model=teacher.directory, tta=False), teacher=teacher)
+    teacher_stage.run_shard(group, 0, TeacherConfig(model=teacher.directory, tta=False))
     assert np.isnan(group.array("teacher_conf")[:]).all()
     assert np.isfinite(group.array("teacher")[:]).all()
     rows = group.manifest("teacher").to_pylist()
@@ -233,7 +233,7 @@ def test_stage_aligns_to_ground_truth_and_skips_bad_ingest_rows(tmp_path, teache
     depth = (1.0 / (3.0 * stored + 0.2)).astype(np.float32)
     depth[:, :2, :] = np.nan  # holes
     group = _store_with_ingest(tmp_path, images, depth=depth, statuses=["ok", "ok", "failed", "ok"])
-    res = run_shard(group, 0, TeacherConfig(model=teacher.directory), teacher=teacher)
+    res = teacher_stage.run_shard(group, 0, TeacherConfig(model=teacher.directory))
     assert res.written == 3 and res.quarantined == []
     rows = group.manifest("teacher").to_pylist()
     assert [r["status"] for r in rows] == ["ok", "ok", "skipped", "ok"]
@@ -251,18 +251,18 @@ def test_stage_aligns_to_ground_truth_and_skips_bad_ingest_rows(tmp_path, teache
 def test_stage_skips_complete_shards_and_redoes_on_new_settings(tmp_path, teacher):
     group = _store_with_ingest(tmp_path, _images(2))
     cfg = TeacherConfig(model=teacher.directory, tta=False)
-    assert not run_shard(group, 0, cfg, teacher=teacher).skipped
-    assert run_shard(group, 0, cfg, teacher=teacher).skipped
+    assert not teacher_stage.run_shard(group, 0, cfg).skipped
+    assert teacher_stage.run_shard(group, 0, cfg).skipped
     # batch size changes nothing that is written; TTA does
-    assert run_shard(group, 0, cfg.model_copy(update={"batch_size": 1}), teacher=teacher).skipped
-    assert not run_shard(group, 0, cfg.model_copy(update={"tta": True}), teacher=teacher).skipped
+    assert teacher_stage.run_shard(group, 0, cfg.model_copy(update={"batch_size": 1})).skipped
+    assert not teacher_stage.run_shard(group, 0, cfg.model_copy(update={"tta": True})).skipped
 
 
 # -- lineage and loading -------------------------------------------------------------------
 
 def test_lineage_recorded_per_sample(tmp_path, tiny_dir, teacher):
     group = _store_with_ingest(tmp_path, _images(2))
-    run_shard(group, 0, TeacherConfig(model=str(tiny_dir), tta=False), teacher=teacher)
+    teacher_stage.run_shard(group, 0, TeacherConfig(model=str(tiny_dir), tta=False))
     sha = hashlib.sha256((tiny_dir / "model.safetensors").read_bytes()).hexdigest()
     for r in group.manifest("teacher").to_pylist():
         assert r["teacher_id"] == str(tiny_dir)

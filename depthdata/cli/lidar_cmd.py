@@ -113,12 +113,10 @@ def _preview(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from depthdata.catalog import load_catalog
     from depthdata.lidar.config import LidarConfig
-    from depthdata.lidar.stage import prepare_group, run_shard
-    from depthdata.stage import StageTotals
+    from depthdata.lidar.stage import stage
+    from depthdata.pipeline import run_local
     from depthdata.store import Store
 
     store = Store.open(args.store, mode="r+")
@@ -128,12 +126,7 @@ def _run(args: argparse.Namespace) -> int:
         recorded = (store.meta.get("catalog") or {}).get("lidar")
         config = LidarConfig.model_validate(recorded) if recorded else LidarConfig()
     groups = [store.group(g) for g in (args.group or store.group_paths())]
-    for g in groups:
-        prepare_group(g)
-    tasks = [(g, k) for g in groups for k in range(g.num_shards)]
-    totals = StageTotals()
-    for g, k in tqdm(tasks, desc="lidar shards", unit="shard"):
-        totals.add(run_shard(g, k, config, force=args.force, threads=args.threads))
+    totals = run_local(stage, groups, config, force=args.force, threads=args.threads)
     print(f"lidar ({config.beam_model}, {config.mesher}): {totals.written} samples written, {totals.skipped} "
           f"shard(s) already done, {len(totals.quarantined)} quarantined")
     for line in totals.quarantine_lines():

@@ -86,10 +86,9 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from depthdata.stage import StageTotals
+    from depthdata.pipeline import run_local
     from depthdata.store import Store
-    from depthdata.teacher.model import load_teacher
-    from depthdata.teacher.stage import prepare_group, run_shard
+    from depthdata.teacher.stage import loaded_teacher, stage
 
     store = Store.open(args.store, mode="r+")
     catalog = store.meta.get("catalog") or {}
@@ -99,13 +98,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.allow_random_init:
         settings["allow_random_init"] = True
     config = TeacherConfig(**settings)
-    teacher = load_teacher(config)
+    teacher = loaded_teacher(config)  # loaded once here; the stage's shards reuse it
     groups = [store.group(g) for g in (args.group or store.group_paths())]
-    totals = StageTotals()
-    for group in groups:
-        prepare_group(group)
-        for shard in tqdm(range(group.num_shards), desc=f"teacher {group.path}", unit="shard"):
-            totals.add(run_shard(group, shard, config, teacher=teacher, force=args.force))
+    totals = run_local(stage, groups, config, force=args.force)
     print(f"teacher {teacher.model_id} ({teacher.revision}, sha256 {teacher.weights_sha256[:12]}…): "
           f"{totals.written} sample(s) labelled, {totals.skipped} complete shard(s) skipped, "
           f"{len(totals.quarantined)} quarantined")

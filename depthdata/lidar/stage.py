@@ -1,16 +1,10 @@
-"""The LiDAR stage: one shard of one group → the ``sparse`` field + manifest rows.
+"""The LiDAR stage: one shard of one group → the ``sparse`` field + manifest rows (the columns
+are :attr:`LidarStage.columns`).
 
 Per sample it meshes ground-truth ``depth`` (metres) or, for samples without any valid ground
 truth (unlabeled images), the teacher's disparity turned into pseudo-metric depth by
 :func:`depthdata.teacher.pseudo_metric` (seeded per sample). Intrinsics come from the ingest
 manifest's ``fx, fy, cx, cy`` (pixels of the stored image; NaN = unknown → sampled).
-
-Manifest columns besides the store's own: ``status`` (``ok``: returns written; ``empty``: no
-usable depth or no beam hit, ``reason`` says which, the slot is all zeros; ``skipped``: the
-ingest row is not ``ok``; ``quarantined``: the sample could not be processed), ``reason``,
-``depth_source`` (``gt`` / ``teacher`` / ""), ``pseudo_near_m``/``pseudo_far_m`` (the drawn
-pseudo-metric range, NaN for ground truth) and every :class:`~depthdata.lidar.synth.SynthStats`
-column (returns, coverage, mean_range_m, seeds, intrinsics, ...).
 """
 
 from __future__ import annotations
@@ -22,24 +16,67 @@ from typing import Any
 
 import numpy as np
 
-from depthdata.errors import DepthdataError, StoreError
+from typing import TYPE_CHECKING
+
+from depthdata.errors import DepthdataError
 from depthdata.lidar.beams import beam_model_for
 from depthdata.lidar.config import LidarConfig
 from depthdata.lidar.synth import SynthStats, sample_seed, synthesize
 from depthdata.sample import Intrinsics, valid_depth
-from depthdata.stage import Quarantined, ShardResult
+from depthdata.stage import Quarantined, ShardResult, Stage
 from depthdata.store import Group
+from depthdata.store.manifest import Column
 from depthdata.teacher.pseudo import disparity01_to_depth, pseudo_metric_range
+
+if TYPE_CHECKING:
+    from depthdata.catalog import Catalog
 
 log = logging.getLogger(__name__)
 
-STAGE = "lidar"
 FIELD = "sparse"
 
 
-def prepare_group(group: Group) -> None:
-    """Create the ``sparse`` array in ``group``; call once before shard tasks run in parallel."""
-    group.ensure_fields([FIELD])
+def _synth_columns() -> tuple[Column, ...]:
+    """The :class:`SynthStats` columns, typed and documented from the dataclass itself."""
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(SynthStats)
+    arrow = {int: "int64", float: "double", str: "string", bool: "bool"}
+    return tuple(Column(f.name, arrow[hints[f.name]], f.metadata.get("doc", ""))
+                 for f in dataclasses.fields(SynthStats) if f.name != "reason")
+
+
+class LidarStage(Stage):
+    name = "lidar"
+    doc = "synthetic LiDAR → sparse"
+    settings_key = "lidar"
+    requires = ("ingest",)
+    columns = (
+        Column("status", "string", "`ok`: returns written; `empty`: no usable depth or no beam hit (`reason` "
+               "says which; the slot is all zeros); `skipped`: the ingest row is not `ok`; `quarantined`: the "
+               "sample could not be processed"),
+        Column("reason", "string", "why there are no returns, or why the sample was skipped or quarantined"),
+        Column("depth_source", "string", "what was meshed: `gt` (ground truth), `teacher` (pseudo-metric depth "
+               "from the teacher's disparity) or empty"),
+        Column("pseudo_near_m", "double", "near end of the drawn pseudo-metric range, metres (NaN for GT)"),
+        Column("pseudo_far_m", "double", "far end of the drawn pseudo-metric range, metres (NaN for GT)"),
+        *_synth_columns(),
+    )
+
+    def settings(self, catalog: Catalog, dataset: str) -> LidarConfig:
+        return catalog.lidar
+
+    def run_shard(self, group: Group, shard: int, settings: LidarConfig, *, threads: int = 0,
+                  force: bool = False) -> ShardResult:
+        """Synthesise sparse LiDAR for one shard of ``group``.
+
+        Skips a shard already complete with the same settings unless ``force``. ``threads``:
+        Open3D threads per sample (0 = Open3D's choice; 1 when workers run in parallel)."""
+        return _run_shard(group, shard, settings, force, threads)
+
+
+stage = LidarStage()
 
 
 
@@ -60,19 +97,12 @@ def _blank_row(config: LidarConfig, seed: int, status: str, reason: str) -> dict
     return {**stats.row(), "status": status, "depth_source": "", "pseudo_near_m": nan, "pseudo_far_m": nan}
 
 
-def run_shard(group: Group, shard: int, config: LidarConfig, force: bool = False, threads: int = 0) -> ShardResult:
-    """Synthesise sparse LiDAR for one shard of ``group`` (see the module doc for the rows).
-
-    Skips a shard already complete with the same settings unless ``force``. ``threads``:
-    Open3D threads per sample (0 = Open3D's choice; 1 when workers run in parallel).
-    """
+def _run_shard(group: Group, shard: int, config: LidarConfig, force: bool, threads: int) -> ShardResult:
     t0 = time.perf_counter()
     settings = config.model_dump(mode="json")
-    if not force and group.is_complete(shard, STAGE, settings):
-        return ShardResult(group.path, STAGE, shard, skipped=True, seconds=time.perf_counter() - t0)
-    if FIELD not in group.fields():
-        raise StoreError(f"{group.store.url}: group {group.path} has no {FIELD!r} array yet; call "
-                         "depthdata.lidar.stage.prepare_group(group) once before running shards")
+    if not force and group.is_complete(shard, stage.name, settings):
+        return ShardResult(group.path, stage.name, shard, skipped=True, seconds=time.perf_counter() - t0)
+    stage.check_prepared(group)
     ingest = group.shard_rows(shard, "ingest", needed_by="the LiDAR stage")
     idx = group.shard_range(shard)
     plan = group.plan_rows(shard)
@@ -106,9 +136,9 @@ def run_shard(group: Group, shard: int, config: LidarConfig, force: bool = False
             log.info("%s: no returns: %s", sid, stats.reason)
         rows.append({**stats.row(), "status": status, "depth_source": source,
                      "pseudo_near_m": pseudo[0], "pseudo_far_m": pseudo[1]})
-    group.write_shard(shard, STAGE, {FIELD: sparse}, rows, config=settings)
+    group.write_shard(shard, stage.name, {FIELD: sparse}, rows, config=settings)
     written = sum(r["status"] in ("ok", "empty") for r in rows)
-    return ShardResult(group.path, STAGE, shard, written=written, quarantined=quarantined,
+    return ShardResult(group.path, stage.name, shard, written=written, quarantined=quarantined,
                        seconds=time.perf_counter() - t0)
 
 

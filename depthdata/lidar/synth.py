@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -28,34 +28,34 @@ class LidarInputError(DepthdataError):
     """The depth map handed to the synthesiser cannot be used (wrong shape or type)."""
 
 
+def _doc(text: str) -> Any:
+    # the manifest column's description, read by the stage's column table (docs are generated)
+    return field(metadata={"doc": text})
+
+
 @dataclass(frozen=True)
 class SynthStats:
     """Per-sample statistics and lineage of one scan (manifest row columns)."""
 
-    #: pixels of the sparse image holding a return
-    returns: int
-    #: returns / (H·W)
-    coverage: float
-    #: mean sensor range (metres) of the returns in the image; NaN without returns
-    mean_range_m: float
-    #: beams cast (inside the camera's view), beams that hit the mesh, hits lost to dropout
-    rays: int
-    hits: int
-    dropped: int
-    triangles: int
-    #: why there are no returns ("" when there are)
-    reason: str
-    seed: int
-    beam_model: str
-    mesher: str
-    fx: float
-    fy: float
-    cx: float
-    cy: float
-    #: the intrinsics were drawn from ``hfov_deg`` / ``principal_jitter`` (unknown at the source)
-    intrinsics_sampled: bool
-    azimuth_phase_deg: float
-    seconds: float
+    returns: int = _doc("pixels of the sparse image holding a return")
+    coverage: float = _doc("returns / (H·W)")
+    mean_range_m: float = _doc("mean sensor range of the returns, metres; NaN without returns")
+    rays: int = _doc("beams cast inside the camera's view")
+    hits: int = _doc("beams that hit the mesh")
+    dropped: int = _doc("hits lost to dropout")
+    triangles: int = _doc("triangles of the mesh")
+    reason: str = _doc("why there are no returns (empty when there are)")
+    seed: int = _doc("the sample's own seed (from `lidar.seed` and the sample id)")
+    beam_model: str = _doc("beam-model preset name")
+    mesher: str = _doc("meshing method (`grid` or `poisson`)")
+    fx: float = _doc("focal length x used, pixels of the stored image")
+    fy: float = _doc("focal length y used, pixels")
+    cx: float = _doc("principal point x used, 0-based pixels")
+    cy: float = _doc("principal point y used, 0-based pixels")
+    intrinsics_sampled: bool = _doc("the intrinsics were drawn from `hfov_deg` / `principal_jitter` "
+                                    "(unknown at the source)")
+    azimuth_phase_deg: float = _doc("azimuth phase of the scan, degrees")
+    seconds: float = _doc("time to synthesise the sample, seconds")
 
     def row(self) -> dict[str, Any]:
         return asdict(self)

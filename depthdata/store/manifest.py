@@ -13,6 +13,7 @@ import io
 import json
 import os
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import fsspec
@@ -22,6 +23,35 @@ import pyarrow.parquet as pq
 
 MANIFEST_DIR = "_manifest"
 PLAN_FILE = "_plan.parquet"
+
+
+@dataclass(frozen=True)
+class Column:
+    """One manifest column, described once: the reference docs are generated from these."""
+
+    name: str
+    #: Arrow type as written (``string``, ``int64``, ``double``, ``bool``)
+    dtype: str
+    #: meaning, with units
+    doc: str
+
+
+#: the plan of a group (``_plan.parquet``): which sample sits at which index, read from where
+PLAN_COLUMNS = (
+    Column("index", "int64", "0-based position of the sample in the group (the sample axis of every field)"),
+    Column("sample_id", "string", "stable id `<dataset>/<split>/<source key>`"),
+    Column("source_uri", "string", "the file (or file + record) the sample was read from"),
+    Column("locator", "string", "JSON the source needs to load the item again (record number, ...); may be empty"),
+)
+
+#: columns the store adds to every row of every stage's manifest part
+PART_COLUMNS = (
+    Column("index", "int64", "0-based position of the sample in the group"),
+    Column("sample_id", "string", "stable id `<dataset>/<split>/<source key>`"),
+    Column("shard", "int64", "shard the sample belongs to (`index // shard_size`)"),
+    Column("checksum_<field>", "string", "BLAKE2b-64 of the sample's stored value of each field the stage "
+           "wrote (dtype, shape and C-order bytes): what `depthdata verify` recomputes"),
+)
 
 
 def checksum(array: np.ndarray) -> str:

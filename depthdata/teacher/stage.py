@@ -1,54 +1,99 @@
-"""The teacher stage: one shard of one group → ``teacher`` + ``teacher_conf`` + manifest rows.
+"""The teacher stage: one shard of one group → ``teacher`` + ``teacher_conf`` + manifest rows
+(the columns are :attr:`TeacherStage.columns`).
 
-Per sample the manifest part holds (besides the store's own index/id/checksums):
-
-* ``status`` (``ok`` / ``skipped`` / ``quarantined``) and ``reason``;
-* lineage: ``teacher_id``, ``teacher_revision``, ``weights_sha256``, ``teacher_random_init``;
-* ``raw_min``/``raw_max``: the model's disparity range before normalisation (model units);
-* ``conf_method`` (``none (tta: false)`` when ``teacher_conf`` is NaN by choice) and ``conf_mean``;
-* alignment to ground-truth depth where the group has it (NaN / 0 otherwise):
-  ``align_scale``/``align_shift`` (metres⁻¹, of the *stored* float16 disparity),
-  ``align_cap_m``, ``align_absrel``, ``align_delta1``, ``align_pixels``, ``align_inliers``.
+torch and transformers load with the first shard, not with this module, so that listing the
+stages (``depthdata --help``, planning a build) stays light.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from depthdata.errors import StoreError
-from depthdata.stage import Quarantined, ShardResult
-from depthdata.store import STAGES, Group
-from depthdata.store import manifest as mf
+from depthdata.stage import Quarantined, ShardResult, Stage
+from depthdata.store import Group
+from depthdata.store.manifest import Column
 from depthdata.teacher.align import align_disparity_to_depth
 from depthdata.teacher.config import TeacherConfig
-from depthdata.teacher.model import Teacher, load_teacher
-from depthdata.teacher.predict import normalise01, predict_confidence, predict_raw, tta_size
+
+if TYPE_CHECKING:
+    from depthdata.catalog import Catalog
+    from depthdata.teacher.model import Teacher
 
 log = logging.getLogger(__name__)
 
-STAGE = "teacher"
-FIELDS = STAGES[STAGE]
+
+class TeacherStage(Stage):
+    name = "teacher"
+    doc = "teacher → teacher, teacher_conf"
+    settings_key = "teacher"
+    requires = ("ingest",)
+    columns = (
+        Column("status", "string", "`ok`: labelled; `skipped`: the ingest row is not `ok`; `quarantined`: the "
+               "teacher's output is non-finite or constant"),
+        Column("reason", "string", "why the sample was skipped or quarantined"),
+        Column("teacher_id", "string", "model id (Hugging Face id or directory) of the teacher"),
+        Column("teacher_revision", "string", "Hub commit of the weights, or `local`"),
+        Column("weights_sha256", "string", "SHA-256 of the weights (`sha256sum` of model.safetensors)"),
+        Column("teacher_random_init", "bool", "the weights were randomly initialised (demo only: labels are noise)"),
+        Column("raw_min", "double", "the model's smallest disparity before normalisation (model units)"),
+        Column("raw_max", "double", "the model's largest disparity before normalisation (model units)"),
+        Column("conf_method", "string", "how `teacher_conf` was computed (`none (tta: false)` when it is NaN by "
+               "choice)"),
+        Column("conf_mean", "double", "mean of `teacher_conf` over the image, in [0, 1]"),
+        Column("align_scale", "double", "least-squares scale fitting the stored disparity to 1/GT depth "
+               "(metres⁻¹; NaN without ground truth)"),
+        Column("align_shift", "double", "the fit's shift (metres⁻¹)"),
+        Column("align_cap_m", "double", "depth cap of the aligned prediction, metres"),
+        Column("align_absrel", "double", "AbsRel of the aligned teacher against GT depth"),
+        Column("align_delta1", "double", "δ1 (max ratio < 1.25) of the aligned teacher against GT depth"),
+        Column("align_pixels", "int64", "GT pixels the fit used"),
+        Column("align_inliers", "int64", "of those, inliers of the robust fit"),
+    )
+
+    def settings(self, catalog: Catalog, dataset: str) -> TeacherConfig:
+        return catalog.teacher
+
+    def run_shard(self, group: Group, shard: int, settings: TeacherConfig, *, threads: int = 0,
+                  force: bool = False) -> ShardResult:
+        """Pseudo-label one shard (the teacher loads once per process and configuration).
+
+        A shard already complete with the same settings and weights is skipped unless
+        ``force``. Samples whose ingest row is not ``ok`` are skipped (NaN fields)."""
+        return _run_shard(group, shard, settings, loaded_teacher(settings, threads), force)
 
 
-def prepare_group(group: Group) -> None:
-    """Create the teacher's arrays in ``group``; call once before shard tasks run in parallel."""
-    group.ensure_fields(FIELDS)
+stage = TeacherStage()
+
+
+def loaded_teacher(config: TeacherConfig, threads: int = 0) -> Teacher:
+    """The teacher of ``config``, loaded once per process (a worker labels many shards).
+
+    ``threads`` (when the config leaves ``threads`` unset): torch threads for this process;
+    a Dask worker running one task per core passes 1, or torch would take every core in every
+    worker and oversubscribe the machine."""
+    if config.threads is None and threads > 0:
+        config = config.model_copy(update={"threads": threads})
+    return _load_cached(config.model_dump_json())
+
+
+@functools.lru_cache(maxsize=2)
+def _load_cached(config_json: str) -> Teacher:
+    from depthdata.teacher.model import load_teacher
+
+    config = TeacherConfig.model_validate_json(config_json)
+    log.info("loading the teacher once in this process (%s threads)", config.threads or "all")
+    return load_teacher(config)
 
 
 def stage_settings(config: TeacherConfig, teacher: Teacher) -> dict[str, Any]:
     """What is hashed into each manifest part: output-changing settings and the weights' lineage."""
     return {**config.output_settings(), **teacher.lineage()}
-
-
-
-def _source_uris(group: Group, idx: range) -> list[str]:
-    table, _ = mf.read_table(group.store.fs, f"{group.store.fs_root}/{mf.plan_path(group.path)}")
-    return table.column("source_uri").to_pylist()[idx.start: idx.stop]
 
 
 def _empty_row(teacher: Teacher, conf_method: str, status: str, reason: str) -> dict[str, Any]:
@@ -71,23 +116,14 @@ def _align_into(row: dict[str, Any], disparity: np.ndarray, depth: np.ndarray, s
                align_delta1=a.delta1, align_pixels=a.fit.n, align_inliers=a.fit.inliers)
 
 
-def run_shard(group: Group, shard: int, config: TeacherConfig, teacher: Teacher | None = None,
-              force: bool = False) -> ShardResult:
-    """Pseudo-label one shard (see the module doc for what is written).
+def _run_shard(group: Group, shard: int, config: TeacherConfig, teacher: Teacher, force: bool) -> ShardResult:
+    from depthdata.teacher.predict import normalise01, predict_confidence, predict_raw, tta_size
 
-    ``teacher`` is a loaded :class:`Teacher` (so a worker loads weights once); without one the
-    config's teacher is loaded. A shard already complete with the same settings and weights is
-    skipped unless ``force``. Samples whose ingest row is not ``ok`` are skipped (NaN fields).
-    """
     t0 = time.perf_counter()
-    teacher = teacher or load_teacher(config)
     settings = stage_settings(config, teacher)
-    if not force and group.is_complete(shard, STAGE, settings):
-        return ShardResult(group.path, STAGE, shard, skipped=True, seconds=time.perf_counter() - t0)
-    missing = [f for f in FIELDS if f not in group.fields()]
-    if missing:
-        raise StoreError(f"{group.store.url}: group {group.path} has no {missing} arrays yet; call "
-                         "depthdata.teacher.stage.prepare_group(group) once before running shards")
+    if not force and group.is_complete(shard, stage.name, settings):
+        return ShardResult(group.path, stage.name, shard, skipped=True, seconds=time.perf_counter() - t0)
+    stage.check_prepared(group)
     ingest = group.shard_rows(shard, "ingest", needed_by="the teacher")
     idx = group.shard_range(shard)
     ids = group.sample_ids[idx.start: idx.stop]
@@ -124,7 +160,7 @@ def run_shard(group: Group, shard: int, config: TeacherConfig, teacher: Teacher 
                 why = "teacher output is non-finite" if not np.isfinite(norm.raw_min[k]) else \
                     "teacher output is constant (no relative depth to normalise)"
                 row.update(status="quarantined", reason=why)
-                uris = uris or _source_uris(group, idx)
+                uris = uris or group.source_uris(shard)
                 quarantined.append(Quarantined(ids[j], uris[j], why))
                 log.warning("%s: quarantined: %s", ids[j], why)
                 continue
@@ -134,7 +170,7 @@ def run_shard(group: Group, shard: int, config: TeacherConfig, teacher: Teacher 
             if "depth" in data:
                 _align_into(row, stored[k].astype(np.float32), data["depth"][j], ids[j])
 
-    group.write_shard(shard, STAGE, {"teacher": disparity, "teacher_conf": conf}, rows, config=settings)
+    group.write_shard(shard, stage.name, {"teacher": disparity, "teacher_conf": conf}, rows, config=settings)
     written = sum(r["status"] == "ok" for r in rows)
-    return ShardResult(group.path, STAGE, shard, written=written, quarantined=quarantined,
+    return ShardResult(group.path, stage.name, shard, written=written, quarantined=quarantined,
                        seconds=time.perf_counter() - t0)

@@ -1,0 +1,61 @@
+"""The pipeline's stages in order, and the in-process runner the ``depthdata <stage> run``
+commands use. ``flows`` runs the same :class:`~depthdata.stage.Stage` objects as Prefect tasks.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from depthdata.errors import DepthdataError
+from depthdata.ingest import stage as ingest
+from depthdata.lidar.stage import stage as lidar
+from depthdata.stage import Stage, StageTotals
+from depthdata.teacher.stage import stage as teacher
+
+if TYPE_CHECKING:
+    from depthdata.catalog import Catalog
+    from depthdata.store import Group, Store
+
+log = logging.getLogger(__name__)
+
+#: every stage, in pipeline order
+STAGES: dict[str, Stage] = {s.name: s for s in (ingest, teacher, lidar)}
+
+
+def get_stage(name: str) -> Stage:
+    try:
+        return STAGES[name]
+    except KeyError:
+        raise DepthdataError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}") from None
+
+
+def open_store(catalog: Catalog, create: bool = False) -> Store:
+    """The catalog's store; ``create`` makes it when missing and records the catalog in it."""
+    from depthdata.store import Store
+
+    opts = catalog.store.storage_options
+    if create:
+        return Store.create(catalog.store_url, catalog=catalog.to_dict(), storage_options=opts)
+    return Store.open(catalog.store_url, mode="r+", storage_options=opts)
+
+
+def run_local(stage: Stage, groups: Iterable[Group], settings: Any, *, force: bool = False, threads: int = 0,
+              progress: bool = True) -> StageTotals:
+    """Every shard of ``groups`` through ``stage`` in this process, one after another.
+
+    The groups get the stage's arrays first (what :meth:`Stage.prepare` does in a build). A
+    shard whose required stages (:attr:`Stage.requires`) are not complete stops the run with
+    a :class:`~depthdata.errors.StoreError` naming it.
+    """
+    from tqdm import tqdm
+
+    groups = list(groups)
+    for g in groups:
+        g.ensure_fields(stage.fields)
+    tasks = [(g, k) for g in groups for k in range(g.num_shards)]
+    totals = StageTotals()
+    for g, k in tqdm(tasks, desc=f"{stage.name} shards", unit="shard", disable=not progress):
+        totals.add(stage.run_shard(g, k, settings, threads=threads, force=force))
+    return totals
