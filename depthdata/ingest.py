@@ -115,6 +115,10 @@ class IngestStage(Stage):
             groups.append(group)
         return groups
 
+    def prepare_group(self, group: Group) -> None:
+        """Nothing to add: which of ingest's fields a group has depends on its source, so they
+        are created when :meth:`prepare` plans the group."""
+
     def run_shard(self, group: Group, shard: int, settings: IngestSettings, *, threads: int = 0,
                   force: bool = False) -> ShardResult:
         """Ingest one shard of ``group`` (a group of ``settings.dataset``). Skips a complete shard."""

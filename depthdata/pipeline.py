@@ -53,7 +53,7 @@ def run_local(stage: Stage, groups: Iterable[Group], settings: Any, *, force: bo
 
     groups = list(groups)
     for g in groups:
-        g.ensure_fields(stage.fields)
+        stage.prepare_group(g)
     tasks = [(g, k) for g in groups for k in range(g.num_shards)]
     totals = StageTotals()
     for g, k in tqdm(tasks, desc=f"{stage.name} shards", unit="shard", disable=not progress):

@@ -9,8 +9,8 @@ tasks on Dask. A new stage is one module with one :class:`Stage` subclass, liste
 The contract a stage keeps (what makes resume and parallel writers correct):
 
 * :meth:`Stage.prepare` runs once per dataset in the orchestrating process, before any shard
-  task: it returns the groups the stage works on with the stage's arrays created (Zarr array
-  creation from several workers at once is not safe);
+  task: it returns the groups the stage works on with the stage's arrays created
+  (:meth:`Stage.prepare_group`; Zarr array creation from several workers at once is not safe);
 * :meth:`Stage.run_shard` reads what it needs of one shard, writes *all* of the stage's fields
   of that shard with :meth:`depthdata.store.Group.write_shard` (data, then the manifest part),
   and returns a :class:`ShardResult`. It skips a shard already complete with the same settings
@@ -86,8 +86,12 @@ class Stage(ABC):
         groups from the source."""
         groups = [store.group(p) for p in store.group_paths() if p.split("/", 1)[0] == dataset]
         for g in groups:
-            g.ensure_fields(self.fields)
+            self.prepare_group(g)
         return groups
+
+    def prepare_group(self, group: Group) -> None:
+        """Create this stage's arrays in an existing ``group`` (once, before its shard tasks)."""
+        group.ensure_fields(self.fields)
 
     @abstractmethod
     def run_shard(self, group: Group, shard: int, settings: Any, *, threads: int = 0,

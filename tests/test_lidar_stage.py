@@ -53,7 +53,7 @@ def make_group(tmp_path, shard_size: int, name: str = "s.zarr", teacher: bool = 
             t = np.broadcast_to(disparity, (len(idx), H, W)).astype(np.float16)
             group.write_shard(shard, "teacher", {"teacher": t, "teacher_conf": np.ones_like(t)},
                               [{"status": "ok"} for _ in idx])
-    group.ensure_fields(lidar_stage.fields)
+    lidar_stage.prepare_group(group)
     return group
 
 
@@ -143,6 +143,6 @@ def test_stage_refuses_shards_before_ingest_or_without_the_field(tmp_path):
     group.ensure_fields(["rgb", "depth"])
     with pytest.raises(StoreError, match="lidar stage was not prepared"):
         lidar_stage.run_shard(group, 0, CFG)
-    group.ensure_fields(lidar_stage.fields)
+    lidar_stage.prepare_group(group)
     with pytest.raises(StoreError, match="ingest is not complete"):
         lidar_stage.run_shard(group, 0, CFG)

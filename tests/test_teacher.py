@@ -66,7 +66,7 @@ def _store_with_ingest(tmp_path, images, depth=None, statuses=None, shard_size=4
             data["depth"] = depth[idx.start: idx.stop]
         rows = [{"status": statuses[i], "reason": "" if statuses[i] == "ok" else "unreadable PNG"} for i in idx]
         group.write_shard(shard, "ingest", data, rows)
-    group.ensure_fields(teacher_stage.fields)
+    teacher_stage.prepare_group(group)
     return group
 
 
