@@ -12,7 +12,7 @@ import zarr
 
 from depthdata.cli import main as cli_main
 from depthdata.errors import StoreError
-from depthdata.store import Store, auto_shard_size
+from depthdata.store import Store, auto_shard_size, select_groups
 from depthdata.store.verify import verify_store
 
 H, W = 6, 8
@@ -90,6 +90,19 @@ def test_part_path_is_the_file_write_shard_leaves(tmp_path):
                if f != "_plan.parquet"}
     assert before == set() and written == {group.part_path("ingest", 1)}
     assert group.part_path("ingest", 1) == f"{url}/_manifest/nyu/train/ingest/shard-000001.parquet"
+
+
+def test_select_groups_checks_names_and_defaults_to_every_group(tmp_path):
+    url = str(tmp_path / "s.zarr")
+    store, _ = make_group(url)
+    store.create_group("nyu", "test", ["nyu/test/0"], ["/src/t0.png"], H, W, 1)
+    assert select_groups(url) == select_groups(url, []) == ["nyu/test", "nyu/train"]
+    assert select_groups(url, ["nyu/train"]) == ["nyu/train"]
+    with pytest.raises(StoreError, match=r"no group 'nyu/val' \(groups: nyu/test, nyu/train\)"):
+        select_groups(url, ["nyu/train", "nyu/val"])
+    Store.create(str(tmp_path / "empty.zarr"))
+    with pytest.raises(StoreError, match="the store has no groups"):
+        select_groups(str(tmp_path / "empty.zarr"))
 
 
 def test_zarr_layout_is_sharded_one_sample_per_chunk(tmp_path):

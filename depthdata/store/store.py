@@ -236,6 +236,20 @@ class Store:
         return out
 
 
+def select_groups(url: str, groups: Iterable[str] | None = None,
+                  storage_options: dict[str, Any] | None = None) -> list[str]:
+    """``groups`` (``dataset/split`` paths) checked against the store at ``url``, or every group
+    of the store when none are named; a store without groups is refused (nothing to read)."""
+    known = Store.open(url, storage_options=storage_options).group_paths()
+    chosen = list(groups) if groups else known
+    for path in chosen:
+        if path not in known:
+            raise StoreError(f"{url}: no group {path!r} (groups: {', '.join(known) or 'none'})")
+    if not chosen:
+        raise StoreError(f"{url}: the store has no groups")
+    return chosen
+
+
 class Group:
     """One ``dataset/split``: writing whole shards, reading samples, shards and the manifest."""
 
