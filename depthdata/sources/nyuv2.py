@@ -36,8 +36,8 @@ from pydantic import BaseModel, ConfigDict
 
 from depthdata.errors import SourceError
 from depthdata.sample import Intrinsics, Sample, make_sample_id
-from depthdata.sources.files import (check_depth_values, check_same_size, decode_rgb, decode_unchanged,
-                                     depth_from_units, expect_dtype, read_bytes, single_channel)
+from depthdata.sources.files import (check_depth_values, check_same_size, decode_depth_png, decode_rgb, read_bytes,
+                                     read_depth_png)
 from depthdata.sources.registry import Source, SourceItem, register
 
 log = logging.getLogger(__name__)
@@ -347,13 +347,12 @@ class NyuV2Source(Source):
         rgb_bytes, rgb_name = self._dd_read(loc["rgb"])
         d_bytes, d_name = self._dd_read(loc["depth"])
         rgb = decode_rgb(rgb_bytes, rgb_name, exif=False)
-        raw = single_channel(decode_unchanged(d_bytes, d_name), d_name)
         if split == "train":
-            expect_dtype(raw, np.uint8, d_name, "DenseDepth train depth PNG, 0–255 = 0–10 m")
-            depth = depth_from_units(raw, DEPTH8_METRES_PER_UNIT, d_name)
+            depth = decode_depth_png(d_bytes, d_name, np.uint8, DEPTH8_METRES_PER_UNIT,
+                                     "DenseDepth train depth PNG, 0–255 = 0–10 m")
         else:
-            expect_dtype(raw, np.uint16, d_name, "DenseDepth test depth PNG in millimetres")
-            depth = depth_from_units(raw, DEPTH16_METRES_PER_UNIT, d_name)
+            depth = decode_depth_png(d_bytes, d_name, np.uint16, DEPTH16_METRES_PER_UNIT,
+                                     "DenseDepth test depth PNG in millimetres")
         check_same_size(rgb, depth, rgb_name, d_name)
         extra = {}
         parent = os.path.basename(os.path.dirname(loc["rgb"]))
@@ -365,9 +364,7 @@ class NyuV2Source(Source):
         rgb_path = os.path.join(self.root, item.locator["rgb"])
         d_path = os.path.join(self.root, item.locator["depth"])
         rgb = decode_rgb(read_bytes(rgb_path), rgb_path, exif=False)
-        raw = single_channel(decode_unchanged(read_bytes(d_path), d_path), d_path)
-        expect_dtype(raw, np.uint8, d_path, "8-bit depth PNG, 0–255 = 0–10 m")
-        depth = depth_from_units(raw, DEPTH8_METRES_PER_UNIT, d_path)
+        depth = read_depth_png(d_path, np.uint8, DEPTH8_METRES_PER_UNIT, "8-bit depth PNG, 0–255 = 0–10 m")
         check_same_size(rgb, depth, rgb_path, d_path)
         scene = os.path.dirname(item.locator["rgb"])[:-4]
         return (rgb, depth, kinect_intrinsics(*rgb.shape[:2]),
@@ -378,9 +375,7 @@ class NyuV2Source(Source):
         if not loc["depth"]:
             raise SourceError(loc["where"] or item.uri, "file list line lacks the depth path ('rgb depth focal')")
         rgb = decode_rgb(read_bytes(loc["rgb"]), loc["rgb"], exif=False)
-        raw = single_channel(decode_unchanged(read_bytes(loc["depth"]), loc["depth"]), loc["depth"])
-        expect_dtype(raw, np.uint16, loc["depth"], "16-bit depth PNG in millimetres")
-        depth = depth_from_units(raw, DEPTH16_METRES_PER_UNIT, loc["depth"])
+        depth = read_depth_png(loc["depth"], np.uint16, DEPTH16_METRES_PER_UNIT, "16-bit depth PNG in millimetres")
         check_same_size(rgb, depth, loc["rgb"], loc["depth"])
         intr = kinect_intrinsics(*rgb.shape[:2])
         if loc["focal"] is not None:
