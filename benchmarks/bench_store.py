@@ -62,24 +62,19 @@ def write_store(url: str, samples: dict[str, np.ndarray], codec: str, level: int
         g.write_shard(k, "lidar", {"sparse": samples["sparse"][idx.start: idx.stop]}, [{}] * len(idx))
 
 
+def read_group(store: Store) -> int:
+    """Samples read, shard by shard, every field."""
+    g = store.group("bench/train")
+    return sum(len(g.read_shard(k, FIELDS)["rgb"]) for k in range(g.num_shards))
+
+
 def read_store(url: str) -> int:
-    g = Store.open(url).group("bench/train")
-    n = 0
-    for k in range(g.num_shards):
-        shard = g.read_shard(k, FIELDS)
-        n += len(shard["rgb"])
-    return n
+    return read_group(Store.open(url))
 
 
 def read_memory_copy(mem: zarr.storage.MemoryStore) -> int:
     """The same read code (``Group.read_shard``) over the same encoded bytes held in memory."""
-    store = Store("memory-copy", zarr.open_group(mem, mode="r"), fs=None, fs_root="", storage_options={})
-    g = store.group("bench/train")
-    n = 0
-    for k in range(g.num_shards):
-        shard = g.read_shard(k, FIELDS)
-        n += len(shard["rgb"])
-    return n
+    return read_group(Store("memory-copy", zarr.open_group(mem, mode="r"), fs=None, fs_root="", storage_options={}))
 
 
 def read_folder(folder: Path) -> int:

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
 import platform
 import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from depthdata._system import usable_cpus
 
 RESULTS_DIR = Path(__file__).parent / "results"
 
@@ -52,7 +53,8 @@ def goal(what: str, ratio: float, target: str) -> dict[str, Any]:
 def machine(**extra: str) -> dict[str, Any]:
     import torch
 
-    info: dict[str, Any] = {"cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__}
+    # the CPUs the benchmark may use (its affinity), which is what the timings depend on
+    info: dict[str, Any] = {"cpus": usable_cpus(), "python": platform.python_version(), "torch": torch.__version__}
     if extra:
         info["extra"] = ", ".join(f"{k} {v}" for k, v in extra.items())
     return info

@@ -18,10 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from depthdata.errors import CatalogError
 from depthdata.lidar.config import LidarConfig
+from depthdata.sources.resize import ResizeMode
 from depthdata.teacher.config import TeacherConfig
 
 CATALOG_VERSION = 1
-ResizeMode = Literal["resize", "fit_pad", "center_crop"]
 
 
 class CompressorConfig(BaseModel):

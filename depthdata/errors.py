@@ -1,7 +1,22 @@
 """Exception types. Every user-facing problem is a :class:`DepthdataError`.
 
 The CLI prints a ``DepthdataError`` as one line without a traceback; anything else is a bug
-and keeps its traceback.
+and keeps its traceback. The whole tree, with where a class lives when it is not in this
+module (``tests/test_errors.py`` keeps it in step with the code)::
+
+    DepthdataError         the user's input, data or settings are wrong (raised as is where no subclass fits)
+    ├── SampleError        a record breaks the canonical-sample contract; names the sample
+    ├── SourceError        a source file is missing, unreadable or malformed; names the file
+    ├── CatalogError       the catalog is invalid; quotes the YAML path (``datasets.nyu.root``)
+    ├── StoreError         a store cannot be opened or written, or lacks the group, field or stage asked for
+    ├── MetricError        [depthdata.metrics] inputs cannot be evaluated (shapes, predictions, pairs)
+    │   └── EmptyMaskError [depthdata.metrics] no pixel is left to evaluate after masking
+    ├── LidarInputError    [depthdata.lidar.synth] the depth map given to the synthesiser is unusable
+    ├── TeacherError       [depthdata.teacher.model] the teacher cannot be loaded or run
+    ├── StageUnavailable   [flows.stages] a stage's module is not importable on this machine
+    └── BuildFailed        [flows.build] some shards of a build failed (the others completed)
+
+Checksum mismatches found by ``depthdata verify`` are findings in its report, not exceptions.
 """
 
 from __future__ import annotations
@@ -35,7 +50,3 @@ class CatalogError(DepthdataError):
 
 class StoreError(DepthdataError):
     """A store cannot be opened or written (foreign path, unknown schema version, ...)."""
-
-
-class IntegrityError(StoreError):
-    """Stored data does not match its manifest (checksum mismatch, missing data)."""

@@ -21,18 +21,6 @@ OPTIONAL_FIELDS = ("sparse", "pairs")
 _SMOOTH = ("rgb", "teacher", "teacher_conf")
 
 
-def select_groups(store_url: str, groups: Sequence[str] | None) -> list[str]:
-    store = Store.open(store_url)
-    known = store.group_paths()
-    chosen = list(groups) if groups else known
-    for g in chosen:
-        if g not in known:
-            raise DepthdataError(f"{store_url}: no group {g!r} (groups: {', '.join(known) or 'none'})")
-    if not chosen:
-        raise DepthdataError(f"{store_url}: the store has no groups")
-    return chosen
-
-
 def training_fields(store_url: str, groups: Sequence[str]) -> list[str]:
     """``rgb``, ``teacher``, ``teacher_conf``, plus ``sparse`` / ``pairs`` when every group has
     them (the stream serves a group only if it has every requested field)."""

@@ -23,10 +23,9 @@ import torch
 from tqdm import tqdm
 
 from depthdata import metrics
-from depthdata.store import Store
+from depthdata.store import Store, select_groups
 from depthdata.stream import ShardMapDataset
 from student import export
-from student.data import select_groups
 from student.model import DEFAULT_EPS, Student, disparity_to_relative_depth
 
 log = logging.getLogger(__name__)

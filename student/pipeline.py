@@ -22,11 +22,10 @@ from typing import Any
 import numpy as np
 
 from depthdata.errors import DepthdataError
-from depthdata.store import Store
+from depthdata.store import Store, select_groups
 from student import evaluate as ev
 from student import export
 from student.checkpoint import param_count, save_model
-from student.data import select_groups
 from student.model import DEFAULT_EPS
 from student.prune import prune
 from student.train import TrainConfig, train

@@ -20,8 +20,9 @@ import torch
 from tqdm import tqdm
 
 from depthdata.errors import DepthdataError
+from depthdata.store import select_groups
 from student.checkpoint import load_model, save_model
-from student.data import select_groups, training_loader
+from student.data import training_loader
 from student.losses import LossWeights, distill_loss
 from student.model import Student, StudentConfig, load_encoder_weights
 

@@ -43,6 +43,21 @@ def test_preview_reads_16bit_millimetre_pngs(tmp_path, capsys):
     np.testing.assert_allclose(sparse[sparse > 0], 2.5, atol=1e-4)
 
 
+def test_preview_png_errors_name_the_file_and_an_empty_map_has_no_returns(tmp_path, capsys):
+    eight = tmp_path / "eight.png"
+    cv2.imwrite(str(eight), np.full((20, 30), 200, np.uint8))
+    assert main(["lidar", "preview", str(eight), "--out", str(tmp_path / "o.npy")]) == 2
+    assert f"{eight}: wrong bit depth: expected depth PNG (16-bit), got 8-bit" in capsys.readouterr().err
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"not a png at all")
+    assert main(["lidar", "preview", str(junk), "--out", str(tmp_path / "o.npy")]) == 2
+    assert f"{junk}: cannot decode image" in capsys.readouterr().err
+    empty = tmp_path / "empty.png"
+    cv2.imwrite(str(empty), np.zeros((20, 30), np.uint16))
+    assert main(["lidar", "preview", str(empty), "--out", str(tmp_path / "o.npy")]) == 0
+    assert json.loads(capsys.readouterr().out)["returns"] == 0
+
+
 def test_preview_errors_name_the_file(tmp_path, capsys):
     missing = tmp_path / "nope.npy"
     assert main(["lidar", "preview", str(missing), "--out", str(tmp_path / "o.npy")]) == 2

@@ -122,3 +122,19 @@ def test_pairs_and_intrinsics_still_index_the_same_scene_points(mode):
     for (y0, x0), (y1, x1, *_) in zip(pts, out.pairs):
         want = r.depth[y0, x0]
         assert abs(direct.depth[round(float(y1)), round(float(x1))] - want) < 0.03 * want
+
+
+def test_the_catalog_offers_the_resize_modes_and_sources_stay_below_store_and_catalog():
+    import subprocess
+    import sys
+    from typing import get_args
+
+    from depthdata.catalog import DatasetConfig
+    from depthdata.sources.resize import MODES
+
+    assert get_args(DatasetConfig.model_fields["resize"].annotation) == MODES
+    # the catalog imports the sources' ResizeMode, so the sources must not import the catalog (a cycle)
+    code = ("import sys, depthdata.sources; "
+            "print(sorted(m for m in sys.modules if m.startswith(('depthdata.store', 'depthdata.catalog'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

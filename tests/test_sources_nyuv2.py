@@ -14,7 +14,7 @@ from depthdata.catalog import DatasetConfig
 from depthdata.demo.formats import write_densedepth, write_nyu_labeled, write_nyu_splits
 from depthdata.errors import SourceError
 from depthdata.sample import Intrinsics
-from depthdata.sources import get_source_class
+from depthdata.sources import SourceItem, get_source_class
 
 H, W = 12, 16
 
@@ -257,6 +257,30 @@ def test_auto_detection_refuses_ambiguous_roots(tmp_path):
     empty.mkdir()
     with pytest.raises(SourceError, match="none of the known layouts"):
         make(empty).splits()
+
+
+def test_layouts_are_one_table_that_detection_and_the_option_follow(tmp_path, monkeypatch):
+    from typing import get_args
+
+    from depthdata.sources import nyuv2
+
+    assert get_args(nyuv2.NyuOptions.model_fields["layout"].annotation) == ("auto", *nyuv2.LAYOUTS)
+    assert "set options.layout to one of labeled_mat, densedepth, scene_folders, bts" in _detect_error(tmp_path)
+    # a layout added to the table is detected, listed and loaded with no other change
+    rgb, depth = frames(1)
+    fake = nyuv2._Layout(found=lambda src: True, splits=lambda src: ["only"],
+                         items=lambda src, split: [SourceItem(key="k", uri="mem://k")],
+                         load=lambda src, split, item: (rgb[0], depth[0], nyuv2.kinect_intrinsics(H, W), {}))
+    monkeypatch.setitem(nyuv2.LAYOUTS, "fake", fake)
+    src = make(tmp_path)
+    assert (src.layout, src.splits()) == ("fake", ["only"])
+    assert src.load("only", src.items("only")[0]).sample_id == "nyu/only/k"
+
+
+def _detect_error(root) -> str:
+    with pytest.raises(SourceError) as info:
+        make(root).splits()
+    return str(info.value)
 
 
 def test_kinect_intrinsics_constant_is_0_based():

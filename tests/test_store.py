@@ -12,7 +12,7 @@ import zarr
 
 from depthdata.cli import main as cli_main
 from depthdata.errors import StoreError
-from depthdata.store import Store, auto_shard_size
+from depthdata.store import Store, auto_shard_size, select_groups
 from depthdata.store.verify import verify_store
 
 H, W = 6, 8
@@ -59,6 +59,50 @@ def test_round_trip_random_access_and_shards(tmp_path, kind):
     assert manifest["sample_id"].tolist() == [f"nyu/train/{i:03d}" for i in range(5)]
     assert manifest["status"].eq("ok").all()
     assert verify_store(url).ok
+
+
+def test_plan_accessors_return_what_create_group_was_given(tmp_path):
+    url = str(tmp_path / "s.zarr")
+    ids = [f"nyu/train/{i:03d}" for i in range(5)]
+    uris = [f"/src/{i}.png" for i in range(5)]
+    locators = [f'{{"n": {i}}}' for i in range(5)]
+    Store.create(url).create_group("nyu", "train", ids, uris, H, W, 2, locators=locators)
+    g = Store.open(url).group("nyu/train")
+    assert g.source_uris() == uris
+    assert [g.source_uris(k) for k in range(3)] == [uris[0:2], uris[2:4], uris[4:5]]
+    assert g.plan_rows(1) == [{"index": i, "sample_id": ids[i], "source_uri": uris[i], "locator": locators[i]}
+                              for i in (2, 3)]
+    table = g.plan_table()
+    assert table.column_names == ["index", "sample_id", "source_uri", "locator"]
+    assert table.column("sample_id").to_pylist() == ids == g.sample_ids
+    assert g.plan_table() is table  # read once per Group
+    with pytest.raises(IndexError, match="shard 3 out of range"):
+        g.source_uris(3)
+
+
+def test_part_path_is_the_file_write_shard_leaves(tmp_path):
+    url = str(tmp_path / "s.zarr")
+    _, group = make_group(url)
+    before = {p for p in (group.part_path("ingest", k) for k in range(3)) if os.path.exists(p)}
+    data, rows = shard_data(group, 1)
+    group.write_shard(1, "ingest", data, rows)
+    written = {os.path.join(d, f) for d, _, files in os.walk(f"{url}/_manifest") for f in files
+               if f != "_plan.parquet"}
+    assert before == set() and written == {group.part_path("ingest", 1)}
+    assert group.part_path("ingest", 1) == f"{url}/_manifest/nyu/train/ingest/shard-000001.parquet"
+
+
+def test_select_groups_checks_names_and_defaults_to_every_group(tmp_path):
+    url = str(tmp_path / "s.zarr")
+    store, _ = make_group(url)
+    store.create_group("nyu", "test", ["nyu/test/0"], ["/src/t0.png"], H, W, 1)
+    assert select_groups(url) == select_groups(url, []) == ["nyu/test", "nyu/train"]
+    assert select_groups(url, ["nyu/train"]) == ["nyu/train"]
+    with pytest.raises(StoreError, match=r"no group 'nyu/val' \(groups: nyu/test, nyu/train\)"):
+        select_groups(url, ["nyu/train", "nyu/val"])
+    Store.create(str(tmp_path / "empty.zarr"))
+    with pytest.raises(StoreError, match="the store has no groups"):
+        select_groups(str(tmp_path / "empty.zarr"))
 
 
 def test_zarr_layout_is_sharded_one_sample_per_chunk(tmp_path):

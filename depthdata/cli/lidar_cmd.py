@@ -79,18 +79,10 @@ def _read_depth(path: str, png_scale: float) -> np.ndarray:
             raise SourceError(path, f"expected an H×W float array of metres, got {depth.dtype} {depth.shape}")
         return depth.astype(np.float32)
     if p.suffix.lower() == ".png":
-        import cv2
+        from depthdata.sources.files import read_depth_png
 
-        raw = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
-        if raw is None:
-            raise SourceError(path, "not a readable PNG")
-        if raw.ndim == 3:  # SYNTHIA stores the same value in every channel
-            raw = raw[..., 0]
-        if raw.dtype != np.uint16:
-            raise SourceError(path, f"expected a 16-bit depth PNG, got {raw.dtype}")
-        depth = raw.astype(np.float32) * np.float32(png_scale)
-        depth[raw == 0] = np.nan
-        return depth
+        # a map without valid pixels previews as 0 returns with a reason, as an all-NaN .npy does
+        return read_depth_png(path, np.uint16, png_scale, "depth PNG", allow_empty=True)
     raise SourceError(path, "unsupported depth file (use .npy metres or a 16-bit .png)")
 
 

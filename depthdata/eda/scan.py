@@ -17,7 +17,6 @@ import pyarrow as pa
 
 from depthdata.eda import stats as st
 from depthdata.store import STAGES, Group
-from depthdata.store import manifest as mf
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +115,7 @@ def scan_group(group: Group, samples_per_grid: int = 8, seed: int = 0,
     chosen = set(rng.choice(sorted(ok_indices), size=min(samples_per_grid, len(ok_indices)), replace=False).tolist()) \
         if ok_indices else set()
     present = set(group.fields())
-    uris = _plan_uris(group)
+    uris = group.source_uris()  # from the plan: known even for samples whose shard is not built
     scan = GroupScan(group.path, [], sorted(present))
     complete = {s: set(group.complete_shards(s)) for s in stages}
     scan.completeness = {s: (len(complete[s]), group.num_shards) for s in stages}
@@ -142,12 +141,6 @@ def scan_group(group: Group, samples_per_grid: int = 8, seed: int = 0,
         if on_shard is not None:
             on_shard()
     return scan
-
-
-def _plan_uris(group: Group) -> list[str]:
-    """Source URIs from the group's plan: known even for samples whose shard is not built."""
-    table, _ = mf.read_table(group.store.fs, f"{group.store.fs_root}/{mf.plan_path(group.path)}")
-    return table.column("source_uri").to_pylist()
 
 
 def _sample_row(group: Group, i: int, uris: list[str], manifests: dict[str, dict[int, dict[str, Any]]],

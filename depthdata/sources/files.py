@@ -134,16 +134,36 @@ def check_depth_values(depth: np.ndarray, name: str) -> np.ndarray:
     return depth
 
 
-def depth_from_units(raw: np.ndarray, metres_per_unit: float, name: str) -> np.ndarray:
+def depth_from_units(raw: np.ndarray, metres_per_unit: float, name: str, allow_empty: bool = False) -> np.ndarray:
     """float32 metres from an unsigned-integer depth image; 0 → NaN (no depth).
 
-    Unsigned codes cannot be negative or infinite, so only "is anything valid" is checked.
+    Unsigned codes cannot be negative or infinite, so only "is anything valid" is checked,
+    unless ``allow_empty`` (a map without any valid pixel is then all NaN).
     """
-    if not raw.any():
+    if not allow_empty and not raw.any():
         raise SourceError(name, "depth has no valid pixel (all 0)")
     depth = np.multiply(raw, np.float32(metres_per_unit), dtype=np.float32)
     np.copyto(depth, np.float32(np.nan), where=raw == 0)
     return depth
+
+
+def decode_depth_png(data: bytes, name: str, dtype: type, metres_per_unit: float, what: str,
+                     allow_empty: bool = False) -> np.ndarray:
+    """float32 metres from an encoded integer depth image (0 → NaN, see :func:`depth_from_units`).
+
+    The image holds one value per pixel, or the same value in every channel (the first is
+    taken); its samples must be ``dtype`` (``what`` describes the expected file in the
+    wrong-bit-depth error). Every error names ``name``.
+    """
+    raw = single_channel(decode_unchanged(data, name), name)
+    expect_dtype(raw, dtype, name, what)
+    return depth_from_units(raw, metres_per_unit, name, allow_empty)
+
+
+def read_depth_png(path: str, dtype: type, metres_per_unit: float, what: str,
+                   allow_empty: bool = False) -> np.ndarray:
+    """float32 metres of an integer depth image file (see :func:`decode_depth_png`)."""
+    return decode_depth_png(read_bytes(path), path, dtype, metres_per_unit, what, allow_empty)
 
 
 def is_image_name(name: str) -> bool:

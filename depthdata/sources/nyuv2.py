@@ -26,7 +26,9 @@ import logging
 import os
 import re
 import zipfile
-from typing import Literal
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import cv2
 import h5py
@@ -36,8 +38,8 @@ from pydantic import BaseModel, ConfigDict
 
 from depthdata.errors import SourceError
 from depthdata.sample import Intrinsics, Sample, make_sample_id
-from depthdata.sources.files import (check_depth_values, check_same_size, decode_rgb, decode_unchanged,
-                                     depth_from_units, expect_dtype, read_bytes, single_channel)
+from depthdata.sources.files import (check_depth_values, check_same_size, decode_depth_png, decode_rgb, read_bytes,
+                                     read_depth_png)
 from depthdata.sources.registry import Source, SourceItem, register
 
 log = logging.getLogger(__name__)
@@ -53,24 +55,6 @@ DENSEDEPTH_ZIP = "nyu_data.zip"
 DEPTH8_METRES_PER_UNIT = 10.0 / 255.0
 #: DenseDepth test and BTS PNGs: 16-bit millimetres
 DEPTH16_METRES_PER_UNIT = 1.0 / 1000.0
-
-Layout = Literal["auto", "labeled_mat", "densedepth", "scene_folders", "bts"]
-
-
-class NyuOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    #: which layout the root holds; ``auto`` detects it when exactly one matches
-    layout: Layout = "auto"
-    #: labeled_mat: file name of the labeled .mat inside the root (or the root itself is the file)
-    mat_file: str = LABELED_MAT
-    #: labeled_mat: file name of the official split file inside the root
-    splits_file: str = SPLITS_MAT
-    #: labeled_mat: use ``rawDepths`` (holes as 0 → NaN) instead of the filled ``depths``
-    raw_depth: bool = False
-    #: bts: split → file list (relative to the root), lines ``rgb depth focal``
-    file_lists: dict[str, str] = {}
-    #: bts: split → folder (relative to the root) the list's paths are relative to
-    data_dirs: dict[str, str] = {}
 
 
 def kinect_intrinsics(h: int, w: int) -> Intrinsics:
@@ -91,6 +75,247 @@ def _mat_string(f: h5py.File, ref: h5py.Reference) -> str:
 def _ref_at(ds: h5py.Dataset, i: int) -> h5py.Reference:
     # scenes/sceneTypes are 1×N (as MATLAB writes them) or N×1
     return ds[0, i] if ds.shape[0] == 1 else ds[i, 0]
+
+
+# -- the layouts ------------------------------------------------------------------------------
+# Each layout is four functions of the source (its root, options and open files): whether the
+# root holds it, its splits, a split's items, and one item's (rgb, depth, intrinsics, meta).
+
+_Loaded = tuple[np.ndarray, np.ndarray, Intrinsics, dict[str, Any]]
+
+
+def _mat_found(src: NyuV2Source) -> bool:
+    return src.root.endswith(".mat") or os.path.isfile(os.path.join(src.root, src.options.mat_file))
+
+
+def _mat_splits(src: NyuV2Source) -> list[str]:
+    return ["train", "test"] if os.path.isfile(src._splits_path()) else ["all"]
+
+
+def _mat_items(src: NyuV2Source, split: str) -> list[SourceItem]:
+    path = src._mat_path()
+    f = src._h5file()
+    if "images" not in f:
+        raise SourceError(path, "the .mat file lacks the 'images' dataset")
+    n = f["images"].shape[0]
+    if split == "all":
+        idx = np.arange(n)
+    else:
+        sp = src._splits_path()
+        try:
+            m = scipy.io.loadmat(sp)
+        except (OSError, ValueError) as exc:
+            raise SourceError(sp, f"cannot read split file: {exc}") from None
+        key = f"{split}Ndxs"
+        if key not in m:
+            raise SourceError(sp, f"split file lacks {key!r}")
+        idx = np.asarray(m[key]).astype(np.int64).ravel() - 1  # 1-based → 0-based
+        if idx.size and (idx.min() < 0 or idx.max() >= n):
+            raise SourceError(sp, f"{key} has indices outside 1..{n} (1-based)")
+    return [SourceItem(key=f"{i:05d}", uri=path, locator={"index": int(i)}) for i in idx]
+
+
+def _mat_load(src: NyuV2Source, split: str, item: SourceItem) -> _Loaded:
+    f = src._h5file()
+    path = src._mat_path()
+    i = int(item.locator["index"])
+    depth_name = "rawDepths" if src.options.raw_depth else "depths"
+    for needed in ("images", depth_name):
+        if needed not in f:
+            raise SourceError(path, f"the .mat file lacks the {needed!r} dataset")
+    try:
+        chw = f["images"][i]
+        wh = f[depth_name][i]
+    except (OSError, ValueError, IndexError) as exc:
+        raise SourceError(path, f"cannot read sample {i} (0-based): {exc}") from None
+    if chw.dtype != np.uint8 or chw.ndim != 3 or chw.shape[0] != 3:
+        raise SourceError(path, f"'images' must be uint8 N×3×W×H, got {chw.dtype} {(f['images'].shape)}")
+    # C×W×H → H×W×C and W×H → H×W; OpenCV's blocked transpose is ~10× faster than numpy's
+    # strided copy on these arrays (benchmarks/bench_sources.py)
+    rgb = cv2.merge([cv2.transpose(chw[c]) for c in range(3)])
+    depth = cv2.transpose(np.asarray(wh, np.float32))
+    where = f"{path}[{depth_name}][{i}]"
+    check_same_size(rgb, depth, path, where)
+    depth = check_depth_values(depth, where)
+    extra = {"mat_index": i + 1}
+    for key, names in src._scene_names(f).items():
+        extra[key] = names[i]
+    return rgb, depth, kinect_intrinsics(*rgb.shape[:2]), extra
+
+
+def _dd_found(src: NyuV2Source) -> bool:
+    root = src.root
+    return (root.endswith(".zip") or os.path.isfile(os.path.join(root, DENSEDEPTH_ZIP))
+            or any(os.path.isfile(os.path.join(root, "data", f"nyu2_{s}.csv")) for s in ("train", "test")))
+
+
+def _dd_splits(src: NyuV2Source) -> list[str]:
+    names = src._dd_names()
+    return [s for s in ("train", "test") if f"data/nyu2_{s}.csv" in names]
+
+
+def _dd_items(src: NyuV2Source, split: str) -> list[SourceItem]:
+    rel = f"data/nyu2_{split}.csv"
+    data, name = src._dd_read(rel)
+    items = []
+    for no, line in enumerate(data.decode("utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = [p.strip() for p in line.split(",")]
+        # a malformed line is reported when that item is loaded, not for the whole split
+        rgb, depth = (parts + [""])[:2] if len(parts) <= 2 else ("", "")
+        key = os.path.splitext(rgb)[0].removeprefix(f"data/nyu2_{split}/") if rgb else f"line{no:06d}"
+        uri = f"{name.rsplit('!', 1)[0]}!{rgb}" if "!" in name else os.path.join(src.root, rgb)
+        items.append(SourceItem(key=key, uri=uri, locator={"rgb": rgb, "depth": depth, "csv": name,
+                                                             "line": no, "fields": len(parts)}))
+    return items
+
+
+def _dd_load(src: NyuV2Source, split: str, item: SourceItem) -> _Loaded:
+    loc = item.locator
+    if loc["fields"] != 2 or not loc["rgb"] or not loc["depth"]:
+        raise SourceError(f"{loc['csv']}:{loc['line']}",
+                          f"expected 2 comma-separated fields 'rgb_path,depth_path', got {loc['fields']}")
+    rgb_bytes, rgb_name = src._dd_read(loc["rgb"])
+    d_bytes, d_name = src._dd_read(loc["depth"])
+    rgb = decode_rgb(rgb_bytes, rgb_name, exif=False)
+    if split == "train":
+        depth = decode_depth_png(d_bytes, d_name, np.uint8, DEPTH8_METRES_PER_UNIT,
+                                 "DenseDepth train depth PNG, 0–255 = 0–10 m")
+    else:
+        depth = decode_depth_png(d_bytes, d_name, np.uint16, DEPTH16_METRES_PER_UNIT,
+                                 "DenseDepth test depth PNG in millimetres")
+    check_same_size(rgb, depth, rgb_name, d_name)
+    extra = {}
+    parent = os.path.basename(os.path.dirname(loc["rgb"]))
+    if parent.endswith("_out"):
+        extra = {"scene": parent[:-4], "scene_type": scene_type(parent[:-4])}
+    return rgb, depth, kinect_intrinsics(*rgb.shape[:2]), extra
+
+
+def _folders_found(src: NyuV2Source) -> bool:
+    root = src.root
+    return os.path.isdir(root) and any(d.endswith("_out") and os.path.isdir(os.path.join(root, d))
+                                       for d in os.listdir(root))
+
+
+def _folders_items(src: NyuV2Source, split: str) -> list[SourceItem]:
+    items = []
+    for scene_dir in sorted(d for d in os.listdir(src.root) if d.endswith("_out")):
+        folder = os.path.join(src.root, scene_dir)
+        stems = [f[:-4] for f in os.listdir(folder) if f.endswith(".jpg")]
+        for stem in sorted(stems, key=lambda s: (len(s), s)):
+            rgb = os.path.join(scene_dir, f"{stem}.jpg")
+            items.append(SourceItem(key=f"{scene_dir}/{stem}", uri=os.path.join(src.root, rgb),
+                                    locator={"rgb": rgb, "depth": os.path.join(scene_dir, f"{stem}.png")}))
+    return items
+
+
+def _folders_load(src: NyuV2Source, split: str, item: SourceItem) -> _Loaded:
+    rgb_path = os.path.join(src.root, item.locator["rgb"])
+    d_path = os.path.join(src.root, item.locator["depth"])
+    rgb = decode_rgb(read_bytes(rgb_path), rgb_path, exif=False)
+    depth = read_depth_png(d_path, np.uint8, DEPTH8_METRES_PER_UNIT, "8-bit depth PNG, 0–255 = 0–10 m")
+    check_same_size(rgb, depth, rgb_path, d_path)
+    scene = os.path.dirname(item.locator["rgb"])[:-4]
+    return (rgb, depth, kinect_intrinsics(*rgb.shape[:2]),
+            {"scene": scene, "scene_type": scene_type(scene)})
+
+
+def _bts_found(src: NyuV2Source) -> bool:
+    return os.path.isdir(os.path.join(src.root, "sync"))
+
+
+def _bts_splits(src: NyuV2Source) -> list[str]:
+    return sorted(src.options.file_lists) or ["train"]
+
+
+def _bts_items(src: NyuV2Source, split: str) -> list[SourceItem]:
+    lists = src.options.file_lists
+    data_dir = os.path.join(src.root, src.options.data_dirs.get(split, "sync"))
+    if not lists:
+        items = []
+        for scene in sorted(os.listdir(data_dir)):
+            folder = os.path.join(data_dir, scene)
+            if not os.path.isdir(folder):
+                continue
+            for f in sorted(os.listdir(folder)):
+                if f.startswith("rgb_") and f.endswith(".jpg"):
+                    num = f[4:-4]
+                    items.append(_bts_item(data_dir, f"{scene}/{f}", f"{scene}/sync_depth_{num}.png", None))
+        return items
+    list_path = os.path.join(src.root, lists[split])
+    items = []
+    for no, line in enumerate(read_bytes(list_path).decode("utf-8").splitlines(), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        rgb = parts[0].lstrip("/")
+        depth = parts[1].lstrip("/") if len(parts) > 1 else ""
+        focal = parts[2] if len(parts) > 2 else None
+        items.append(_bts_item(data_dir, rgb, depth, focal, f"{list_path}:{no}"))
+    return items
+
+
+def _bts_item(data_dir: str, rgb: str, depth: str, focal: str | None, where: str = "") -> SourceItem:
+    return SourceItem(key=os.path.splitext(rgb)[0], uri=os.path.join(data_dir, rgb),
+                      locator={"rgb": os.path.join(data_dir, rgb),
+                               "depth": os.path.join(data_dir, depth) if depth else "",
+                               "focal": focal, "where": where})
+
+
+def _bts_load(src: NyuV2Source, split: str, item: SourceItem) -> _Loaded:
+    loc = item.locator
+    if not loc["depth"]:
+        raise SourceError(loc["where"] or item.uri, "file list line lacks the depth path ('rgb depth focal')")
+    rgb = decode_rgb(read_bytes(loc["rgb"]), loc["rgb"], exif=False)
+    depth = read_depth_png(loc["depth"], np.uint16, DEPTH16_METRES_PER_UNIT, "16-bit depth PNG in millimetres")
+    check_same_size(rgb, depth, loc["rgb"], loc["depth"])
+    intr = kinect_intrinsics(*rgb.shape[:2])
+    if loc["focal"] is not None:
+        try:
+            focal = float(loc["focal"])
+        except ValueError:
+            raise SourceError(loc["where"], f"focal {loc['focal']!r} is not a number") from None
+        intr = Intrinsics(fx=focal, fy=focal, cx=intr.cx, cy=intr.cy)
+    scene = item.key.split("/")[0]
+    return rgb, depth, intr, {"scene": scene, "scene_type": scene_type(scene)}
+
+
+@dataclass(frozen=True)
+class _Layout:
+    found: Callable[[NyuV2Source], bool]
+    splits: Callable[[NyuV2Source], list[str]]
+    items: Callable[[NyuV2Source, str], list[SourceItem]]
+    load: Callable[[NyuV2Source, str, SourceItem], _Loaded]
+
+
+#: Every layout under its ``options.layout`` name (``auto`` tries them in this order); a new
+#: layout is one entry here.
+LAYOUTS: dict[str, _Layout] = {
+    "labeled_mat": _Layout(_mat_found, _mat_splits, _mat_items, _mat_load),
+    "densedepth": _Layout(_dd_found, _dd_splits, _dd_items, _dd_load),
+    "scene_folders": _Layout(_folders_found, lambda src: ["train"], _folders_items, _folders_load),
+    "bts": _Layout(_bts_found, _bts_splits, _bts_items, _bts_load),
+}
+#: the ``layout`` option's values (``depthdata sources list`` shows them)
+Layout = Literal[("auto", *LAYOUTS)]
+
+
+class NyuOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    #: which layout the root holds; ``auto`` detects it when exactly one matches
+    layout: Layout = "auto"
+    #: labeled_mat: file name of the labeled .mat inside the root (or the root itself is the file)
+    mat_file: str = LABELED_MAT
+    #: labeled_mat: file name of the official split file inside the root
+    splits_file: str = SPLITS_MAT
+    #: labeled_mat: use ``rawDepths`` (holes as 0 → NaN) instead of the filled ``depths``
+    raw_depth: bool = False
+    #: bts: split → file list (relative to the root), lines ``rgb depth focal``
+    file_lists: dict[str, str] = {}
+    #: bts: split → folder (relative to the root) the list's paths are relative to
+    data_dirs: dict[str, str] = {}
 
 
 @register
@@ -120,48 +345,36 @@ class NyuV2Source(Source):
             self._layout = self._detect() if self.options.layout == "auto" else self.options.layout
         return self._layout
 
-    def _mat_path(self) -> str:
-        return self.root if os.path.isfile(self.root) else os.path.join(self.root, self.options.mat_file)
-
     def _detect(self) -> str:
-        root = self.root
-        found = []
-        if root.endswith(".mat") or os.path.isfile(os.path.join(root, self.options.mat_file)):
-            found.append("labeled_mat")
-        if (root.endswith(".zip") or os.path.isfile(os.path.join(root, DENSEDEPTH_ZIP))
-                or any(os.path.isfile(os.path.join(root, "data", f"nyu2_{s}.csv")) for s in ("train", "test"))):
-            found.append("densedepth")
-        if os.path.isdir(os.path.join(root, "sync")):
-            found.append("bts")
-        if os.path.isdir(root) and any(d.endswith("_out") and os.path.isdir(os.path.join(root, d))
-                                       for d in os.listdir(root)):
-            found.append("scene_folders")
+        found = [name for name, layout in LAYOUTS.items() if layout.found(self)]
         if len(found) != 1:
             what = "none of the known layouts" if not found else f"several layouts ({', '.join(found)})"
-            raise SourceError(root, f"cannot detect the NYU layout: found {what}; set options.layout to one of "
-                              "labeled_mat, densedepth, scene_folders, bts")
-        log.info("dataset %s: detected NYU layout %r under %s", self.name, found[0], root)
+            raise SourceError(self.root, f"cannot detect the NYU layout: found {what}; set options.layout to one of "
+                              f"{', '.join(LAYOUTS)}")
+        log.info("dataset %s: detected NYU layout %r under %s", self.name, found[0], self.root)
         return found[0]
 
-    # -- listing --------------------------------------------------------------------------
+    # -- listing and loading --------------------------------------------------------------
     def splits(self) -> list[str]:
-        layout = self.layout
-        if layout == "labeled_mat":
-            return ["train", "test"] if os.path.isfile(self._splits_path()) else ["all"]
-        if layout == "densedepth":
-            names = self._dd_names()
-            return [s for s in ("train", "test") if f"data/nyu2_{s}.csv" in names]
-        if layout == "bts":
-            return sorted(self.options.file_lists) or ["train"]
-        return ["train"]
+        return LAYOUTS[self.layout].splits(self)
 
     def items(self, split: str) -> list[SourceItem]:
         if split not in self.splits():
             raise SourceError(self.root, f"unknown split {split!r}; found {', '.join(self.splits())}")
-        items = getattr(self, f"_items_{self.layout}")(split)
+        items = LAYOUTS[self.layout].items(self, split)
         if not items:
             raise SourceError(self.root, f"split {split!r} has no samples ({self.layout} layout)")
         return items
+
+    def load(self, split: str, item: SourceItem) -> Sample:
+        rgb, depth, intr, extra = LAYOUTS[self.layout].load(self, split, item)
+        meta = {"dataset": self.name, "split": split, "source_uri": item.uri, "layout": self.layout,
+                "original_size": [int(rgb.shape[0]), int(rgb.shape[1])], **extra}
+        return Sample(make_sample_id(self.name, split, item.key), rgb, depth=depth, intrinsics=intr, meta=meta)
+
+    # -- paths and open files of the layouts (opened once per process) ---------------------
+    def _mat_path(self) -> str:
+        return self.root if os.path.isfile(self.root) else os.path.join(self.root, self.options.mat_file)
 
     def _splits_path(self) -> str:
         base = os.path.dirname(self.root) if os.path.isfile(self.root) else self.root
@@ -177,28 +390,6 @@ class NyuV2Source(Source):
             except OSError as exc:
                 raise SourceError(path, f"not a MATLAB v7.3 (HDF5) file: {exc}") from None
         return self._h5
-
-    def _items_labeled_mat(self, split: str) -> list[SourceItem]:
-        path = self._mat_path()
-        f = self._h5file()
-        if "images" not in f:
-            raise SourceError(path, "the .mat file lacks the 'images' dataset")
-        n = f["images"].shape[0]
-        if split == "all":
-            idx = np.arange(n)
-        else:
-            sp = self._splits_path()
-            try:
-                m = scipy.io.loadmat(sp)
-            except (OSError, ValueError) as exc:
-                raise SourceError(sp, f"cannot read split file: {exc}") from None
-            key = f"{split}Ndxs"
-            if key not in m:
-                raise SourceError(sp, f"split file lacks {key!r}")
-            idx = np.asarray(m[key]).astype(np.int64).ravel() - 1  # 1-based → 0-based
-            if idx.size and (idx.min() < 0 or idx.max() >= n):
-                raise SourceError(sp, f"{key} has indices outside 1..{n} (1-based)")
-        return [SourceItem(key=f"{i:05d}", uri=path, locator={"index": int(i)}) for i in idx]
 
     def _dd_names(self) -> set[str]:
         if self._dd_zip_path():
@@ -236,99 +427,6 @@ class NyuV2Source(Source):
         path = os.path.join(self.root, rel)
         return read_bytes(path), path
 
-    def _items_densedepth(self, split: str) -> list[SourceItem]:
-        rel = f"data/nyu2_{split}.csv"
-        data, name = self._dd_read(rel)
-        items = []
-        for no, line in enumerate(data.decode("utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            parts = [p.strip() for p in line.split(",")]
-            # a malformed line is reported when that item is loaded, not for the whole split
-            rgb, depth = (parts + [""])[:2] if len(parts) <= 2 else ("", "")
-            key = os.path.splitext(rgb)[0].removeprefix(f"data/nyu2_{split}/") if rgb else f"line{no:06d}"
-            uri = f"{name.rsplit('!', 1)[0]}!{rgb}" if "!" in name else os.path.join(self.root, rgb)
-            items.append(SourceItem(key=key, uri=uri, locator={"rgb": rgb, "depth": depth, "csv": name,
-                                                                 "line": no, "fields": len(parts)}))
-        return items
-
-    def _items_scene_folders(self, split: str) -> list[SourceItem]:
-        items = []
-        for scene_dir in sorted(d for d in os.listdir(self.root) if d.endswith("_out")):
-            folder = os.path.join(self.root, scene_dir)
-            stems = [f[:-4] for f in os.listdir(folder) if f.endswith(".jpg")]
-            for stem in sorted(stems, key=lambda s: (len(s), s)):
-                rgb = os.path.join(scene_dir, f"{stem}.jpg")
-                items.append(SourceItem(key=f"{scene_dir}/{stem}", uri=os.path.join(self.root, rgb),
-                                        locator={"rgb": rgb, "depth": os.path.join(scene_dir, f"{stem}.png")}))
-        return items
-
-    def _items_bts(self, split: str) -> list[SourceItem]:
-        lists = self.options.file_lists
-        data_dir = os.path.join(self.root, self.options.data_dirs.get(split, "sync"))
-        if not lists:
-            items = []
-            for scene in sorted(os.listdir(data_dir)):
-                folder = os.path.join(data_dir, scene)
-                if not os.path.isdir(folder):
-                    continue
-                for f in sorted(os.listdir(folder)):
-                    if f.startswith("rgb_") and f.endswith(".jpg"):
-                        num = f[4:-4]
-                        items.append(self._bts_item(data_dir, f"{scene}/{f}", f"{scene}/sync_depth_{num}.png", None))
-            return items
-        list_path = os.path.join(self.root, lists[split])
-        items = []
-        for no, line in enumerate(read_bytes(list_path).decode("utf-8").splitlines(), 1):
-            parts = line.split()
-            if not parts:
-                continue
-            rgb = parts[0].lstrip("/")
-            depth = parts[1].lstrip("/") if len(parts) > 1 else ""
-            focal = parts[2] if len(parts) > 2 else None
-            items.append(self._bts_item(data_dir, rgb, depth, focal, f"{list_path}:{no}"))
-        return items
-
-    def _bts_item(self, data_dir: str, rgb: str, depth: str, focal: str | None, where: str = "") -> SourceItem:
-        return SourceItem(key=os.path.splitext(rgb)[0], uri=os.path.join(data_dir, rgb),
-                          locator={"rgb": os.path.join(data_dir, rgb),
-                                   "depth": os.path.join(data_dir, depth) if depth else "",
-                                   "focal": focal, "where": where})
-
-    # -- loading --------------------------------------------------------------------------
-    def load(self, split: str, item: SourceItem) -> Sample:
-        rgb, depth, intr, extra = getattr(self, f"_load_{self.layout}")(split, item)
-        meta = {"dataset": self.name, "split": split, "source_uri": item.uri, "layout": self.layout,
-                "original_size": [int(rgb.shape[0]), int(rgb.shape[1])], **extra}
-        return Sample(make_sample_id(self.name, split, item.key), rgb, depth=depth, intrinsics=intr, meta=meta)
-
-    def _load_labeled_mat(self, split: str, item: SourceItem):
-        f = self._h5file()
-        path = self._mat_path()
-        i = int(item.locator["index"])
-        depth_name = "rawDepths" if self.options.raw_depth else "depths"
-        for needed in ("images", depth_name):
-            if needed not in f:
-                raise SourceError(path, f"the .mat file lacks the {needed!r} dataset")
-        try:
-            chw = f["images"][i]
-            wh = f[depth_name][i]
-        except (OSError, ValueError, IndexError) as exc:
-            raise SourceError(path, f"cannot read sample {i} (0-based): {exc}") from None
-        if chw.dtype != np.uint8 or chw.ndim != 3 or chw.shape[0] != 3:
-            raise SourceError(path, f"'images' must be uint8 N×3×W×H, got {chw.dtype} {(f['images'].shape)}")
-        # C×W×H → H×W×C and W×H → H×W; OpenCV's blocked transpose is ~10× faster than numpy's
-        # strided copy on these arrays (benchmarks/bench_sources.py)
-        rgb = cv2.merge([cv2.transpose(chw[c]) for c in range(3)])
-        depth = cv2.transpose(np.asarray(wh, np.float32))
-        where = f"{path}[{depth_name}][{i}]"
-        check_same_size(rgb, depth, path, where)
-        depth = check_depth_values(depth, where)
-        extra = {"mat_index": i + 1}
-        for key, names in self._scene_names(f).items():
-            extra[key] = names[i]
-        return rgb, depth, kinect_intrinsics(*rgb.shape[:2]), extra
-
     def _scene_names(self, f: h5py.File) -> dict[str, list[str]]:
         if self._scenes is None:
             self._scenes = {}
@@ -338,56 +436,3 @@ class NyuV2Source(Source):
                     n = max(ds.shape)
                     self._scenes[key] = [_mat_string(f, _ref_at(ds, i)) for i in range(n)]
         return self._scenes
-
-    def _load_densedepth(self, split: str, item: SourceItem):
-        loc = item.locator
-        if loc["fields"] != 2 or not loc["rgb"] or not loc["depth"]:
-            raise SourceError(f"{loc['csv']}:{loc['line']}",
-                              f"expected 2 comma-separated fields 'rgb_path,depth_path', got {loc['fields']}")
-        rgb_bytes, rgb_name = self._dd_read(loc["rgb"])
-        d_bytes, d_name = self._dd_read(loc["depth"])
-        rgb = decode_rgb(rgb_bytes, rgb_name, exif=False)
-        raw = single_channel(decode_unchanged(d_bytes, d_name), d_name)
-        if split == "train":
-            expect_dtype(raw, np.uint8, d_name, "DenseDepth train depth PNG, 0–255 = 0–10 m")
-            depth = depth_from_units(raw, DEPTH8_METRES_PER_UNIT, d_name)
-        else:
-            expect_dtype(raw, np.uint16, d_name, "DenseDepth test depth PNG in millimetres")
-            depth = depth_from_units(raw, DEPTH16_METRES_PER_UNIT, d_name)
-        check_same_size(rgb, depth, rgb_name, d_name)
-        extra = {}
-        parent = os.path.basename(os.path.dirname(loc["rgb"]))
-        if parent.endswith("_out"):
-            extra = {"scene": parent[:-4], "scene_type": scene_type(parent[:-4])}
-        return rgb, depth, kinect_intrinsics(*rgb.shape[:2]), extra
-
-    def _load_scene_folders(self, split: str, item: SourceItem):
-        rgb_path = os.path.join(self.root, item.locator["rgb"])
-        d_path = os.path.join(self.root, item.locator["depth"])
-        rgb = decode_rgb(read_bytes(rgb_path), rgb_path, exif=False)
-        raw = single_channel(decode_unchanged(read_bytes(d_path), d_path), d_path)
-        expect_dtype(raw, np.uint8, d_path, "8-bit depth PNG, 0–255 = 0–10 m")
-        depth = depth_from_units(raw, DEPTH8_METRES_PER_UNIT, d_path)
-        check_same_size(rgb, depth, rgb_path, d_path)
-        scene = os.path.dirname(item.locator["rgb"])[:-4]
-        return (rgb, depth, kinect_intrinsics(*rgb.shape[:2]),
-                {"scene": scene, "scene_type": scene_type(scene)})
-
-    def _load_bts(self, split: str, item: SourceItem):
-        loc = item.locator
-        if not loc["depth"]:
-            raise SourceError(loc["where"] or item.uri, "file list line lacks the depth path ('rgb depth focal')")
-        rgb = decode_rgb(read_bytes(loc["rgb"]), loc["rgb"], exif=False)
-        raw = single_channel(decode_unchanged(read_bytes(loc["depth"]), loc["depth"]), loc["depth"])
-        expect_dtype(raw, np.uint16, loc["depth"], "16-bit depth PNG in millimetres")
-        depth = depth_from_units(raw, DEPTH16_METRES_PER_UNIT, loc["depth"])
-        check_same_size(rgb, depth, loc["rgb"], loc["depth"])
-        intr = kinect_intrinsics(*rgb.shape[:2])
-        if loc["focal"] is not None:
-            try:
-                focal = float(loc["focal"])
-            except ValueError:
-                raise SourceError(loc["where"], f"focal {loc['focal']!r} is not a number") from None
-            intr = Intrinsics(fx=focal, fy=focal, cx=intr.cx, cy=intr.cy)
-        scene = item.key.split("/")[0]
-        return rgb, depth, intr, {"scene": scene, "scene_type": scene_type(scene)}

@@ -20,7 +20,7 @@ output pixel's footprint and leaves the output NaN when fewer than half of them 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import cv2
 import numpy as np
@@ -29,8 +29,8 @@ from depthdata.sample import Sample, valid_depth
 
 ResizeMode = Literal["resize", "fit_pad", "center_crop"]
 DepthFilter = Literal["nearest", "valid_mean"]
-MODES = ("resize", "fit_pad", "center_crop")
-DEPTH_FILTERS = ("nearest", "valid_mean")
+MODES: tuple[str, ...] = get_args(ResizeMode)
+DEPTH_FILTERS: tuple[str, ...] = get_args(DepthFilter)
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from depthdata.errors import SourceError
 from depthdata.sample import Intrinsics, Sample, make_sample_id
-from depthdata.sources.files import (check_depth_values, check_same_size, decode_unchanged, depth_from_units,
-                                     expect_dtype, read_bytes, read_rgb, single_channel)
+from depthdata.sources.files import (check_depth_values, check_same_size, decode_depth_png, decode_unchanged,
+                                     expect_dtype, read_bytes, read_rgb)
 from depthdata.sources.registry import Source, SourceItem, register
 
 log = logging.getLogger(__name__)
@@ -101,12 +101,11 @@ class SynthiaSource(Source):
         return items
 
     def _depth(self, path: str) -> np.ndarray:
-        raw = decode_unchanged(read_bytes(path), path)
+        data = read_bytes(path)
         if self.options.depth_encoding == "cm16":
-            raw = single_channel(raw, path)
-            expect_dtype(raw, np.uint16, path, "16-bit depth PNG in centimetres")
-            depth = depth_from_units(raw, 1 / CM_PER_METRE, path)
+            depth = decode_depth_png(data, path, np.uint16, 1 / CM_PER_METRE, "16-bit depth PNG in centimetres")
         else:
+            raw = decode_unchanged(data, path)
             if raw.ndim != 3 or raw.shape[2] < 3:
                 raise SourceError(path, f"rgb24 depth needs a 3-channel PNG, got shape {raw.shape}")
             expect_dtype(raw, np.uint8, path, "8-bit RGB-packed depth PNG")

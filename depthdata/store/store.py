@@ -236,6 +236,20 @@ class Store:
         return out
 
 
+def select_groups(url: str, groups: Iterable[str] | None = None,
+                  storage_options: dict[str, Any] | None = None) -> list[str]:
+    """``groups`` (``dataset/split`` paths) checked against the store at ``url``, or every group
+    of the store when none are named; a store without groups is refused (nothing to read)."""
+    known = Store.open(url, storage_options=storage_options).group_paths()
+    chosen = list(groups) if groups else known
+    for path in chosen:
+        if path not in known:
+            raise StoreError(f"{url}: no group {path!r} (groups: {', '.join(known) or 'none'})")
+    if not chosen:
+        raise StoreError(f"{url}: the store has no groups")
+    return chosen
+
+
 class Group:
     """One ``dataset/split``: writing whole shards, reading samples, shards and the manifest."""
 
@@ -244,6 +258,7 @@ class Group:
         self.path = path
         self.zgroup = zgroup
         self.plan: dict[str, Any] = dict(zgroup.attrs["plan"])
+        self._plan_table: pa.Table | None = None
         self._ids: list[str] | None = None
         self._index: dict[str, int] | None = None
         self._arrays: dict[str, zarr.Array] = {}
@@ -281,18 +296,33 @@ class Group:
         return index // self.shard_size
 
     # -- plan ------------------------------------------------------------------------------
+    def plan_table(self) -> pa.Table:
+        """The plan: one row per sample in index order (``index``, ``sample_id``, ``source_uri``,
+        ``locator``). Read once per Group object: a group's plan never changes after
+        :meth:`Store.create_group` (a different plan is refused there)."""
+        if self._plan_table is None:
+            self._plan_table, _ = mf.read_table(self.store.fs, f"{self.store.fs_root}/{mf.plan_path(self.path)}")
+        return self._plan_table
+
     @property
     def sample_ids(self) -> list[str]:
         if self._ids is None:
-            table, _ = mf.read_table(self.store.fs, f"{self.store.fs_root}/{mf.plan_path(self.path)}")
-            self._ids = table.column("sample_id").to_pylist()
+            self._ids = self.plan_table().column("sample_id").to_pylist()
         return self._ids
+
+    def source_uris(self, shard: int | None = None) -> list[str]:
+        """Source URIs from the plan in index order: every sample's, or ``shard``'s. Known for
+        samples whose shard is not built yet."""
+        column = self.plan_table().column("source_uri")
+        if shard is None:
+            return column.to_pylist()
+        idx = self.shard_range(shard)
+        return column.slice(idx.start, len(idx)).to_pylist()
 
     def plan_rows(self, shard: int) -> list[dict[str, Any]]:
         """The plan's rows (index, sample_id, source_uri, locator) of ``shard``."""
         idx = self.shard_range(shard)
-        table, _ = mf.read_table(self.store.fs, f"{self.store.fs_root}/{mf.plan_path(self.path)}")
-        return table.slice(idx.start, len(idx)).to_pylist()
+        return self.plan_table().slice(idx.start, len(idx)).to_pylist()
 
     def index_of(self, sample_id: str) -> int:
         if self._index is None:
@@ -381,9 +411,11 @@ class Group:
             "config_hash": mf.config_hash(config or {}), "config": config or {},
             "written": _now(), "package_version": depthdata.__version__,
         }
-        mf.atomic_write(self.store.fs, self._part(stage, shard), mf.table_bytes(full_rows, meta))
+        mf.atomic_write(self.store.fs, self.part_path(stage, shard), mf.table_bytes(full_rows, meta))
 
-    def _part(self, stage: str, shard: int) -> str:
+    def part_path(self, stage: str, shard: int) -> str:
+        """Filesystem path (in ``store.fs``) of ``stage``'s manifest part for ``shard``; the part
+        exists once :meth:`write_shard` has completed that shard."""
         return f"{self.store.fs_root}/{mf.part_path(self.path, stage, shard)}"
 
     # -- completion ------------------------------------------------------------------------
@@ -396,7 +428,7 @@ class Group:
         def status(ok: bool, reason: str = "") -> ShardStatus:
             return ShardStatus(self.path, stage, shard, ok, reason)
 
-        path = self._part(stage, shard)
+        path = self.part_path(stage, shard)
         if not self.store.fs.exists(path):
             return status(False, "no manifest part")
         try:
@@ -420,7 +452,7 @@ class Group:
         if not self.is_complete(shard, stage):
             raise StoreError(f"{self.store.url}: group {self.path} shard {shard}: {stage} is not complete "
                              f"(run {stage} before {needed_by})")
-        table, _ = mf.read_table(self.store.fs, self._part(stage, shard))
+        table, _ = mf.read_table(self.store.fs, self.part_path(stage, shard))
         return table.sort_by("index").to_pylist()
 
     def stages(self) -> list[str]:
@@ -479,8 +511,8 @@ class Group:
         stages = [stage] if stage else self.stages()
         merged: pa.Table | None = None
         for st in stages:
-            parts = [mf.read_table(self.store.fs, self._part(st, k))[0]
-                     for k in range(self.num_shards) if self.store.fs.exists(self._part(st, k))]
+            parts = [mf.read_table(self.store.fs, self.part_path(st, k))[0]
+                     for k in range(self.num_shards) if self.store.fs.exists(self.part_path(st, k))]
             if not parts:
                 continue
             table = pa.concat_tables(parts, promote_options="permissive").sort_by("index")

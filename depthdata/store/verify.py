@@ -66,7 +66,7 @@ def verify_store(url: str, storage_options: dict[str, Any] | None = None, groups
 
         iterator = tqdm(work, desc="verify", unit="shard")
     for group, stage, k in iterator:
-        part = group._part(stage, k)
+        part = group.part_path(stage, k)
         if not store.fs.exists(part):
             report.incomplete.append(Problem(group.path, stage, k, "no manifest part (not written or interrupted)"))
             continue

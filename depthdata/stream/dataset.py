@@ -16,7 +16,7 @@ import numpy as np
 import torch.utils.data as tud
 
 from depthdata.errors import DepthdataError
-from depthdata.store import Group, Store, is_remote
+from depthdata.store import Group, is_remote, select_groups
 from depthdata.stream import fastread
 from depthdata.stream import order as od
 from depthdata.stream.cache import CacheConfig, open_groups
@@ -31,17 +31,11 @@ DEFAULT_FIELDS = ("rgb", "teacher", "teacher_conf")
 Transform = Callable[[dict[str, Any], np.random.Generator], dict[str, Any]]
 
 
-def _select_groups(url: str, groups: Sequence[str] | Mapping[str, float] | None,
-                   storage_options: dict[str, Any] | None) -> tuple[list[str], list[float] | None]:
-    store = Store.open(url, storage_options=storage_options)
-    known = store.group_paths()
-    if groups is None:
-        return known, None
-    paths = list(groups)
-    weights = [float(groups[p]) for p in paths] if isinstance(groups, Mapping) else None
-    for p in paths:
-        if p not in known:
-            raise DepthdataError(f"{url}: no group {p!r} (groups: {', '.join(known) or 'none'})")
+def _weighted_groups(url: str, groups: Sequence[str] | Mapping[str, float] | None,
+                     storage_options: dict[str, Any] | None) -> tuple[list[str], list[float] | None]:
+    """The chosen group paths and, when ``groups`` maps paths to sampling weights, their weights."""
+    paths = select_groups(url, groups, storage_options)
+    weights = [float(groups[p]) for p in paths] if isinstance(groups, Mapping) and groups else None
     return paths, weights
 
 
@@ -157,7 +151,7 @@ class ShardDataset(tud.IterableDataset):
         self.transform = transform
         self.batch_size, self.streams, self.window = int(batch_size), int(streams), int(shuffle_window)
         self.tail, self.samples_per_epoch, self.rgb_float = tail, samples_per_epoch, rgb_float
-        paths, self.weights = _select_groups(self.store_url, groups, storage_options)
+        paths, self.weights = _weighted_groups(self.store_url, groups, storage_options)
         cache = CacheConfig(cache_dir, cache_bytes, max(1, num_workers)) if cache_dir else None
         self._source = _Source(self.store_url, paths, storage_options, cache)
         self.shards = scan(self._source.uncached_groups(), self.fields)
@@ -292,7 +286,7 @@ class ShardMapDataset(tud.Dataset):
         self.store_url = str(store_url)
         self.fields = tuple(fields)
         self.transform, self.seed, self.rgb_float = transform, int(seed), rgb_float
-        paths, _ = _select_groups(self.store_url, groups, storage_options)
+        paths = select_groups(self.store_url, groups, storage_options)
         cache = CacheConfig(cache_dir, cache_bytes, max(1, num_workers)) if cache_dir else None
         self._source = _Source(self.store_url, paths, storage_options, cache)
         refs = scan(self._source.uncached_groups(), self.fields)

@@ -24,6 +24,7 @@ from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
 from safetensors import SafetensorError
 from transformers import AutoImageProcessor, AutoModelForDepthEstimation
 
+from depthdata._system import usable_cpus
 from depthdata.errors import DepthdataError
 from depthdata.teacher.config import TeacherConfig
 from depthdata.teacher.tiny import save_tiny_teacher
@@ -99,12 +100,7 @@ def pick_device(name: str) -> tuple[torch.device, torch.dtype]:
 
 def cpu_threads(requested: int | None) -> int:
     """``requested``, or every core this process may run on (its affinity, not the machine's)."""
-    if requested:
-        return requested
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
+    return requested or usable_cpus()
 
 
 def _missing_weights_message(model: str, revision: str | None, why: str) -> str:
