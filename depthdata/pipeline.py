@@ -47,7 +47,8 @@ def run_local(stage: Stage, groups: Iterable[Group], settings: Any, *, force: bo
 
     The groups get the stage's arrays first (what :meth:`Stage.prepare` does in a build). A
     shard whose required stages (:attr:`Stage.requires`) are not complete stops the run with
-    a :class:`~depthdata.errors.StoreError` naming it.
+    a :class:`~depthdata.errors.StoreError` naming it. At the end each group's manifest of the
+    stage is consolidated (:meth:`depthdata.store.Group.consolidate`).
     """
     from tqdm import tqdm
 
@@ -58,4 +59,6 @@ def run_local(stage: Stage, groups: Iterable[Group], settings: Any, *, force: bo
     totals = StageTotals()
     for g, k in tqdm(tasks, desc=f"{stage.name} shards", unit="shard", disable=not progress):
         totals.add(stage.run_shard(g, k, settings, threads=threads, force=force))
+    for g in groups:
+        g.consolidate(stage.name)
     return totals

@@ -30,7 +30,7 @@ from depthdata.catalog import Catalog, load_catalog
 from depthdata.errors import DepthdataError
 from depthdata.pipeline import STAGES, open_store
 from depthdata.stage import Stage
-from depthdata.store import is_remote
+from depthdata.store import Group, is_remote
 from flows import progress, stages
 from flows.runner import make_task_runner, runner_from_env
 from flows.summary import BuildSummary, ShardFailure, StageSummary
@@ -115,6 +115,7 @@ def run_stage(stage: Stage, catalog: Catalog, datasets: list[str],
     t0 = time.perf_counter()
     summary = StageSummary(stage.name)
     jobs: list[tuple[str, str, int]] = []
+    planned: list[Group] = []
     store = open_store(catalog, create=True)
     for ds in datasets:
         try:
@@ -125,6 +126,7 @@ def run_stage(stage: Stage, catalog: Catalog, datasets: list[str],
             continue
         if not groups and stage.requires:
             summary.failures.append(ShardFailure(ds, -1, "the store has no group of this dataset: run ingest first"))
+        planned += groups
         for g in groups:
             for k in range(g.num_shards):
                 # A later stage reads its upstream fields; running it on a shard whose
@@ -155,12 +157,24 @@ def run_stage(stage: Stage, catalog: Catalog, datasets: list[str],
             outcome = "failed"
         progress.emit(progress.Event("shard_done", stage.name, outcome=outcome))
     summary.failures.sort(key=lambda f: (f.group, f.shard))
+    _consolidate(stage, planned)
     summary.seconds = time.perf_counter() - t0
     progress.emit(progress.Event("stage_end", stage.name))
     logger.info("%s: %d shard(s) written, %d skipped, %d failed, %d sample(s), %.1f s", stage.name,
                 summary.shards_written, summary.shards_skipped, len(summary.failures), summary.samples_written,
                 summary.seconds)
     return summary
+
+
+def _consolidate(stage: Stage, groups: list[Group]) -> None:
+    """One consolidated manifest per group for readers. Best effort: the parts are the record,
+    so a failure here costs readers speed, never correctness (``depthdata compact`` redoes it)."""
+    for g in groups:
+        try:
+            g.consolidate(stage.name)
+        except (DepthdataError, OSError) as exc:
+            _logger().warning("%s: could not consolidate the %s manifest (%s); readers use the parts",
+                              g.path, stage.name, exc)
 
 
 def run_pipeline(catalog_path: str, only: list[str] | None = None, stages_: list[str] | str | None = None,

@@ -1,4 +1,4 @@
-"""``depthdata verify STORE`` and ``depthdata inspect STORE``."""
+"""``depthdata verify STORE``, ``depthdata inspect STORE`` and ``depthdata compact STORE``."""
 
 from __future__ import annotations
 
@@ -30,6 +30,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     i.add_argument("--json", action="store_true", help="print JSON instead of a table")
     i.add_argument("--storage-options", help=so_help)
     i.set_defaults(func=_inspect)
+    c = sub.add_parser("compact", help="consolidate a store's manifest parts",
+                       description="Write one consolidated manifest per group and stage from its parts, so "
+                       "readers open the store with a few requests per group and stage instead of one or more "
+                       "per shard. Builds do this when a stage finishes; run it after a build that was "
+                       "killed or after writing shards by other means. Safe while a build runs.")
+    c.add_argument("store", help="store URL")
+    c.add_argument("--group", action="append", help="only this dataset/split (repeatable)")
+    c.add_argument("--storage-options", help=so_help)
+    c.set_defaults(func=_compact)
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -46,6 +55,18 @@ def _verify(args: argparse.Namespace) -> int:
         print(f"{verdict}: {report.shards_checked} shard(s), {report.samples_checked} sample-stage(s) checked; "
               f"{len(report.problems)} problem(s), {len(report.incomplete)} incomplete shard(s)")
     return 0 if report.ok else 1
+
+
+def _compact(args: argparse.Namespace) -> int:
+    from depthdata.store import Store, select_groups
+
+    options = _storage_options(args.storage_options)
+    groups = select_groups(args.store, args.group, options)
+    written = Store.open(args.store, mode="r+", storage_options=options).consolidate(groups)
+    for path, stage, name in written:
+        print(f"{path} ({stage}): {name}")
+    print(f"compacted {len(written)} manifest(s) of {len(groups)} group(s); the others were already consolidated")
+    return 0
 
 
 def _inspect(args: argparse.Namespace) -> int:

@@ -16,6 +16,7 @@ data; fields are created once, before shard tasks start (:meth:`Group.ensure_fie
 from __future__ import annotations
 
 import datetime as _dt
+import logging
 import math
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -33,10 +34,13 @@ from zarr.core.buffer.cpu import NDBuffer
 
 import depthdata
 from depthdata.errors import StoreError
+from depthdata.store import consolidated as cons
 from depthdata.store import manifest as mf
 from depthdata.store.fields import FIELDS, STAGES, field_spec
 
 SCHEMA_VERSION = 1
+
+log = logging.getLogger(__name__)
 
 
 def _now() -> str:
@@ -223,6 +227,18 @@ class Store:
         zg.attrs["created"] = _now()
         return self.group(path)
 
+    def consolidate(self, groups: Iterable[str] | None = None) -> list[tuple[str, str, str]]:
+        """Consolidate the manifest of every stage of ``groups`` (default all): ``(group, stage,
+        file)`` for each consolidated file written (stages already consolidated are left alone)."""
+        written = []
+        for path in groups or self.group_paths():
+            group = self.group(path)
+            for stage in group.stages():
+                name = group.consolidate(stage)
+                if name:
+                    written.append((path, stage, name))
+        return written
+
     def sizes(self) -> dict[str, int]:
         """Bytes on disk per group (data and manifest)."""
         out = {}
@@ -262,6 +278,7 @@ class Group:
         self._ids: list[str] | None = None
         self._index: dict[str, int] | None = None
         self._arrays: dict[str, zarr.Array] = {}
+        self._stage_index: dict[str, cons.StageIndex] = {}
 
     def __repr__(self) -> str:
         return f"Group({self.store.url!r}, {self.path!r}, samples={len(self)}, shards={self.num_shards})"
@@ -419,23 +436,54 @@ class Group:
         return f"{self.store.fs_root}/{mf.part_path(self.path, stage, shard)}"
 
     # -- completion ------------------------------------------------------------------------
+    def stage_dir(self, stage: str) -> str:
+        """Filesystem path of ``stage``'s manifest folder (its parts and consolidated files)."""
+        return f"{self.store.fs_root}/{mf.MANIFEST_DIR}/{self.path}/{stage}"
+
+    def stage_index(self, stage: str) -> cons.StageIndex:
+        """What the manifest says of ``stage`` now: one listing, the newest consolidated file and
+        any parts newer than it (:mod:`depthdata.store.consolidated`). Files read by an earlier
+        call on this Group are not read again unless the listing shows them changed."""
+        index = cons.load(self.store.fs, self.stage_dir(stage), stage, self._stage_index.get(stage))
+        self._stage_index[stage] = index
+        return index
+
     def shard_status(self, shard: int, stage: str, config: dict[str, Any] | None = None) -> ShardStatus:
         """Whether ``stage`` is complete for ``shard``: its part exists, parses, has one row per
         sample, names this shard, and (when ``config`` is given) was written with those settings.
 
-        This is the cheap check a re-run uses; :func:`depthdata.store.verify.verify` re-hashes.
+        This is the cheap check a shard task makes (one part read); for every shard at once use
+        :meth:`shard_statuses`. :func:`depthdata.store.verify.verify_store` re-hashes the data.
         """
-        def status(ok: bool, reason: str = "") -> ShardStatus:
-            return ShardStatus(self.path, stage, shard, ok, reason)
-
         path = self.part_path(stage, shard)
         if not self.store.fs.exists(path):
-            return status(False, "no manifest part")
+            return ShardStatus(self.path, stage, shard, False, "no manifest part")
         try:
             table, meta = mf.read_table(self.store.fs, path)
         except (OSError, pa.ArrowInvalid) as exc:
-            return status(False, f"manifest part unreadable: {exc}")
-        if table.num_rows != len(self.shard_range(shard)) or meta.get("shard") != shard:
+            return ShardStatus(self.path, stage, shard, False, f"manifest part unreadable: {exc}")
+        return self._status(shard, stage, table.num_rows, meta, config)
+
+    def shard_statuses(self, stage: str, config: dict[str, Any] | None = None) -> list[ShardStatus]:
+        """:meth:`shard_status` of every shard, from the stage's index (a handful of requests
+        whatever the number of shards)."""
+        index = self.stage_index(stage)
+        return [self._status_from_index(k, index, config) for k in range(self.num_shards)]
+
+    def _status_from_index(self, shard: int, index: cons.StageIndex, config: dict[str, Any] | None) -> ShardStatus:
+        if shard in index.unreadable:
+            return ShardStatus(self.path, index.stage, shard, False, index.unreadable[shard])
+        rec = index.parts.get(shard)
+        if rec is None:
+            return ShardStatus(self.path, index.stage, shard, False, "no manifest part")
+        return self._status(shard, index.stage, rec.rows, rec.meta, config)
+
+    def _status(self, shard: int, stage: str, rows: int, meta: dict[str, Any],
+                config: dict[str, Any] | None) -> ShardStatus:
+        def status(ok: bool, reason: str = "") -> ShardStatus:
+            return ShardStatus(self.path, stage, shard, ok, reason)
+
+        if rows != len(self.shard_range(shard)) or meta.get("shard") != shard:
             return status(False, "manifest part does not match the shard")
         missing = [f for f in meta.get("fields", []) if f not in self.fields()]
         if missing:
@@ -464,7 +512,22 @@ class Group:
                       if self.store.fs.isdir(p))
 
     def complete_shards(self, stage: str) -> list[int]:
-        return [k for k in range(self.num_shards) if self.is_complete(k, stage)]
+        return [s.shard for s in self.shard_statuses(stage) if s.complete]
+
+    def consolidate(self, stage: str) -> str | None:
+        """Write ``stage``'s consolidated manifest from its parts as they are now; returns the
+        file written (``None`` when there are no parts, or the newest consolidated file already
+        says everything). Safe while shards are still being written: a part written after the
+        listing is simply newer than the file."""
+        index = self.stage_index(stage)
+        extra = {"group": self.path, "num_shards": self.num_shards, "written": _now(),
+                 "package_version": depthdata.__version__}
+        name = cons.write(self.store.fs, self.stage_dir(stage), index, extra)
+        if name:
+            log.info("%s: consolidated %d %s part(s) into %s", self.path, len(index.parts), stage, name)
+            # older files say less; a reader that listed one just before falls back to the parts
+            cons.prune(self.store.fs, self.stage_dir(stage), keep=name)
+        return name
 
     # -- reading ---------------------------------------------------------------------------
     def read_shard(self, shard: int, fields: Sequence[str],
@@ -511,8 +574,9 @@ class Group:
         stages = [stage] if stage else self.stages()
         merged: pa.Table | None = None
         for st in stages:
-            parts = [mf.read_table(self.store.fs, self.part_path(st, k))[0]
-                     for k in range(self.num_shards) if self.store.fs.exists(self.part_path(st, k))]
+            index = self.stage_index(st)
+            parts = [index.rows[k] for k in range(self.num_shards)
+                     if self._status_from_index(k, index, None).complete]
             if not parts:
                 continue
             table = pa.concat_tables(parts, promote_options="permissive").sort_by("index")

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import pyarrow as pa
 
+from depthdata.store import consolidated as cons
 from depthdata.store import manifest as mf
 from depthdata.store.fields import field_spec
-from depthdata.store.store import Store
+from depthdata.store.store import Group, Store
 
 
 @dataclass
@@ -20,7 +22,8 @@ class Problem:
     problem: str
 
     def __str__(self) -> str:
-        return f"{self.group} shard {self.shard} ({self.stage}): {self.problem}"
+        where = f"shard {self.shard}" if self.shard >= 0 else "manifest"
+        return f"{self.group} {where} ({self.stage}): {self.problem}"
 
 
 @dataclass
@@ -99,7 +102,42 @@ def verify_store(url: str, storage_options: dict[str, Any] | None = None, groups
                                                    f"field {name}: checksum mismatch for sample {sid!r} "
                                                    "(data missing or altered after the manifest was written)"))
         report.samples_checked += len(idx)
+    for path in paths:
+        group = store.group(path)
+        for stage in group.stages():
+            _check_consolidated(group, stage, report)
     return report
+
+
+def _check_consolidated(group: Group, stage: str, report: VerifyReport) -> None:
+    """A consolidated manifest that readers would ignore, or whose rows differ from the parts
+    it says it was made from, is a problem (readers trust it for those parts)."""
+    index = cons.load(group.store.fs, group.stage_dir(stage), stage)
+    where = f"{group.stage_dir(stage)}/{index.consolidated}"
+    for warning in index.warnings:
+        report.problems.append(Problem(group.path, stage, -1, warning))
+    if not index.consolidated:
+        return
+    for shard in sorted(set(index.parts) - set(index.read_from_parts)):
+        try:
+            part, _ = mf.read_table(group.store.fs, group.part_path(stage, shard))
+        except (OSError, pa.ArrowInvalid) as exc:
+            report.problems.append(Problem(group.path, stage, shard, f"manifest part unreadable: {exc}"))
+            continue
+        mine = index.rows[shard]
+        missing = [c for c in part.column_names if c not in mine.column_names]
+        if missing or _rows(mine.select(part.column_names)) != _rows(part):
+            report.problems.append(Problem(group.path, stage, shard, f"{where}: its rows for this shard differ "
+                                                                     "from the shard's manifest part"))
+
+
+def _rows(table: pa.Table) -> list[tuple[Any, ...]]:
+    """Rows in index order, comparable with ``==`` (NaN made equal to NaN)."""
+    def norm(v: Any) -> Any:
+        return "NaN" if isinstance(v, float) and math.isnan(v) else v
+
+    table = table.sort_by("index")
+    return [tuple(norm(v) for v in row.values()) for row in table.to_pylist()]
 
 
 def inspect_store(url: str, storage_options: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -52,8 +52,9 @@ def scan_group(group: Group, position: int, fields: Sequence[str]) -> tuple[list
     stages = required_stages(fields)
     complete: list[int] = []
     skipped: list[str] = []
+    statuses = {st: group.shard_statuses(st) for st in stages}
     for k in range(group.num_shards):
-        reasons = [f"{st}: {s.reason}" for st in stages if not (s := group.shard_status(k, st)).complete]
+        reasons = [f"{st}: {s.reason}" for st in stages if not (s := statuses[st][k]).complete]
         if reasons:
             skipped.append(f"{group.path} shard {k}: incomplete ({'; '.join(reasons)}) — skipped")
         else:
