@@ -462,30 +462,31 @@ class Group:
             table, meta = mf.read_table(self.store.fs, path)
         except (OSError, pa.ArrowInvalid) as exc:
             return ShardStatus(self.path, stage, shard, False, f"manifest part unreadable: {exc}")
-        return self._status(shard, stage, table.num_rows, meta, config)
+        return self._status(shard, stage, table.num_rows, meta, config, set(self.fields()))
 
     def shard_statuses(self, stage: str, config: dict[str, Any] | None = None) -> list[ShardStatus]:
         """:meth:`shard_status` of every shard, from the stage's index (a handful of requests
         whatever the number of shards)."""
-        index = self.stage_index(stage)
-        return [self._status_from_index(k, index, config) for k in range(self.num_shards)]
+        index, present = self.stage_index(stage), set(self.fields())
+        return [self._status_from_index(k, index, config, present) for k in range(self.num_shards)]
 
-    def _status_from_index(self, shard: int, index: cons.StageIndex, config: dict[str, Any] | None) -> ShardStatus:
+    def _status_from_index(self, shard: int, index: cons.StageIndex, config: dict[str, Any] | None,
+                           present: set[str]) -> ShardStatus:
         if shard in index.unreadable:
             return ShardStatus(self.path, index.stage, shard, False, index.unreadable[shard])
         rec = index.parts.get(shard)
         if rec is None:
             return ShardStatus(self.path, index.stage, shard, False, "no manifest part")
-        return self._status(shard, index.stage, rec.rows, rec.meta, config)
+        return self._status(shard, index.stage, rec.rows, rec.meta, config, present)
 
     def _status(self, shard: int, stage: str, rows: int, meta: dict[str, Any],
-                config: dict[str, Any] | None) -> ShardStatus:
+                config: dict[str, Any] | None, present: set[str]) -> ShardStatus:
         def status(ok: bool, reason: str = "") -> ShardStatus:
             return ShardStatus(self.path, stage, shard, ok, reason)
 
         if rows != len(self.shard_range(shard)) or meta.get("shard") != shard:
             return status(False, "manifest part does not match the shard")
-        missing = [f for f in meta.get("fields", []) if f not in self.fields()]
+        missing = [f for f in meta.get("fields", []) if f not in present]
         if missing:
             return status(False, f"manifest part names fields without data: {missing}")
         if config is not None and meta.get("config_hash") != mf.config_hash(config):
@@ -575,8 +576,7 @@ class Group:
         merged: pa.Table | None = None
         for st in stages:
             index = self.stage_index(st)
-            parts = [index.rows[k] for k in range(self.num_shards)
-                     if self._status_from_index(k, index, None).complete]
+            parts = [index.rows[s.shard] for s in self.shard_statuses(st) if s.complete]
             if not parts:
                 continue
             table = pa.concat_tables(parts, promote_options="permissive").sort_by("index")
