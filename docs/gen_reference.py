@@ -236,6 +236,17 @@ def page_settings() -> str:
         lines += [f"## `{prefix.rstrip('.') or 'catalog.yaml'}` {{#{anchor}}}", "", intro,
                   f"(`{cls.__module__}.{cls.__name__}`)", "",
                   *table(["key", "type", "default", "meaning"], model_rows(cls, prefix, links)), ""]
+    from depthdata.lidar.beams import PRESETS
+
+    rows = [[f"`{m.name}`", str(m.channels), f"{max(m.elevations_deg):+.2f} .. {min(m.elevations_deg):+.2f}",
+             f"{m.azimuth_step_deg:.4g}", f"{m.min_range_m:g}–{m.max_range_m:g}", f"{m.range_sigma_m:g}", m.description]
+            for m in PRESETS.values()]
+    lines += ["## Beam-model presets {#presets}", "",
+              "Names usable as `lidar.beam_model` (`depthdata.lidar.beams.PRESETS`; `depthdata lidar presets` prints "
+              "the same). Elevation positive up, degrees; azimuth step in degrees per firing; range and noise σ in "
+              "metres.", "",
+              *table(["name", "beams", "elevation (°)", "azimuth step (°)", "range (m)", "σ (m)", "description"],
+                     rows), ""]
     lines += ["## Source options", "",
               "`datasets.<name>.options`, validated by the reader of the dataset's `kind` "
               "(`depthdata sources list` prints the same). See [catalog & sources](../sources.md) for the formats.", ""]
