@@ -1,5 +1,5 @@
 """``depthdata build``, ``depthdata serve`` and ``depthdata demo``: the Prefect flows in
-``flows/`` run from the command line (README: "Building").
+``flows/`` run from the command line (``docs/building.md``).
 
 ``flows`` is imported inside the commands: the library does not depend on it, and the other
 commands stay fast to start.
