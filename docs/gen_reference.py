@@ -53,6 +53,13 @@ def cell(text: str) -> str:
     return md(" ".join(str(text).split())).replace("|", "\\|")
 
 
+def anchor(name: str, heading: str) -> list[str]:
+    """An explicit anchor ``name`` before a heading, unless the heading's own slug is ``name``
+    (works on GitHub too, unlike heading attributes)."""
+    slug = re.sub(r"[-\s]+", "-", re.sub(r"[^\w\s-]", "", heading).strip().lower())
+    return [] if slug == name else [f'<a id="{name}"></a>', ""]
+
+
 def table(header: list[str], rows: list[list[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
@@ -228,12 +235,13 @@ def page_settings() -> str:
          "A beam model defined in the catalog: `elevations_deg`, or `channels` + `elevation_min_deg` + "
          "`elevation_max_deg`."),
     ]
-    links = {cls: f"#{anchor}" for cls, anchor, _, _ in sections}
+    links = {cls: f"#{name}" for cls, name, _, _ in sections}
     lines = ["# Settings", "",
              "Every key of `catalog.yaml`, from the pydantic models that validate it (unknown keys are rejected; "
              "every problem is reported with its YAML path). Check a catalog with `depthdata catalog validate`.", ""]
-    for cls, anchor, prefix, intro in sections:
-        lines += [f"## `{prefix.rstrip('.') or 'catalog.yaml'}` {{#{anchor}}}", "", intro,
+    for cls, name, prefix, intro in sections:
+        heading = f"`{prefix.rstrip('.') or 'catalog.yaml'}`"
+        lines += [*anchor(name, heading), f"## {heading}", "", intro,
                   f"(`{cls.__module__}.{cls.__name__}`)", "",
                   *table(["key", "type", "default", "meaning"], model_rows(cls, prefix, links)), ""]
     from depthdata.lidar.beams import PRESETS
@@ -241,7 +249,7 @@ def page_settings() -> str:
     rows = [[f"`{m.name}`", str(m.channels), f"{max(m.elevations_deg):+.2f} .. {min(m.elevations_deg):+.2f}",
              f"{m.azimuth_step_deg:.4g}", f"{m.min_range_m:g}–{m.max_range_m:g}", f"{m.range_sigma_m:g}", m.description]
             for m in PRESETS.values()]
-    lines += ["## Beam-model presets {#presets}", "",
+    lines += [*anchor("presets", "Beam-model presets"), "## Beam-model presets", "",
               "Names usable as `lidar.beam_model` (`depthdata.lidar.beams.PRESETS`; `depthdata lidar presets` prints "
               "the same). Elevation positive up, degrees; azimuth step in degrees per firing; range and noise σ in "
               "metres.", "",
@@ -253,7 +261,7 @@ def page_settings() -> str:
     for kind, cls in source_kinds().items():
         opts = cls.Options
         fields = ", ".join(("rgb",) + tuple(cls.fields))
-        lines += [f"### `kind: {kind}` {{#kind-{kind}}}", "",
+        lines += [*anchor(f"kind-{kind}", f"kind: {kind}"), f"### `kind: {kind}`", "",
                   f"Reader `{cls.__module__}.{cls.__name__}`; records carry {fields}.", ""]
         rows = model_rows(opts, "", {})
         lines += table(["option", "type", "default", "meaning"], rows) if rows else ["No options."]
