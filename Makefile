@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEMO_OUT ?= demo-out
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test test-fast bench clean
+.PHONY: venv demo test test-fast bench docs clean
 
 venv: $(STAMP)
 
@@ -15,14 +15,15 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -qq --upgrade pip
 	$(BIN)/python -m pip install -qq torch==2.14.1 torchvision==0.29.1
-	$(BIN)/python -m pip install -qq -e '.[test]'
+	$(BIN)/python -m pip install -qq -e '.[test,docs]'
 	@touch $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/depthdata demo --out $(DEMO_OUT)
 
+# DEPTHDATA_DOCS_REQUIRED: tests/test_docs.py fails (instead of skipping) without mkdocs installed
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	DEPTHDATA_DOCS_REQUIRED=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
@@ -30,5 +31,12 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run_all
 
+# Regenerate docs/reference/*.md and benchmarks/RESULTS.md from the code and results, then build
+# the site into site/ (strict: dead links and missing references fail). Commit what changed.
+docs: $(STAMP)
+	$(BIN)/python docs/gen_reference.py
+	$(BIN)/python -m benchmarks.run_all --render
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict -d site
+
 clean:
-	rm -rf $(DEMO_OUT) .pytest_cache
+	rm -rf $(DEMO_OUT) .pytest_cache site

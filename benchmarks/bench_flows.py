@@ -41,7 +41,7 @@ from depthdata._system import usable_cpus
 #: amortised as in a real build, where it is paid once for thousands of samples. (Until the
 #: temporary server ran flows without heartbeats, every sync flow run also waited 0-1 s at its
 #: end for the heartbeat thread, a 10 % step on the ~10 s a 2-worker run of 160 samples takes;
-#: the README gives results at 160 and 320.) An even number of equal shards, so 2 workers can
+#: benchmarks/NOTES.md gives results at 160 and 320.) An even number of equal shards, so 2 workers can
 #: split them evenly (with 5 the best split is 3:2, which caps the 2-worker speed-up at 1.7×
 #: whatever the orchestration).
 SAMPLES = 320

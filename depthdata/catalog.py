@@ -30,6 +30,7 @@ class CompressorConfig(BaseModel):
     #: same size as Zstandard (benchmarks/RESULTS.md, store_read_write); ``zstd``: Zstandard,
     #: ``level`` 1–22; ``none``: raw (twice the bytes)
     codec: Literal["zstd", "blosc-lz4", "none"] = "blosc-lz4"
+    #: compression level: 1–22 for ``zstd``, 1–9 for ``blosc-lz4`` (clamped), ignored for ``none``
     level: int = Field(5, ge=0, le=22)
 
 
@@ -61,10 +62,13 @@ class DatasetConfig(BaseModel):
     splits: list[str] | None = None
     #: stored resolution ``[height, width]`` in pixels
     resolution: tuple[int, int] = (480, 640)
+    #: how a source image becomes ``resolution``: ``resize`` (each axis scaled on its own),
+    #: ``fit_pad`` (uniform scale to fit, padded: RGB 0, depth NaN), ``center_crop`` (uniform
+    #: scale to cover, centre cut out)
     resize: ResizeMode = "resize"
     #: read at most this many items per split (for quick trials); default all
     limit: int | None = Field(None, ge=1)
-    #: per-kind options, validated by the source's own schema
+    #: per-kind options, validated by the source's own schema (see the source options below)
     options: dict[str, Any] = {}
 
     @field_validator("resolution")
@@ -77,6 +81,7 @@ class DatasetConfig(BaseModel):
 
 class Catalog(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    #: catalog format version (only 1 exists)
     version: Literal[1] = 1
     store: StoreConfig = StoreConfig()
     datasets: dict[str, DatasetConfig]

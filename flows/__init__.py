@@ -1,2 +1,2 @@
 """Prefect flows over the depthdata library: ``ingest``, ``teacher``, ``lidar``, ``eda`` and
-``build``, one task per shard on Dask (README: "Building", and :mod:`flows.build`)."""
+``build``, one task per shard on Dask (``docs/building.md``, and :mod:`flows.build`)."""

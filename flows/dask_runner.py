@@ -9,7 +9,7 @@ model, which makes pydantic-settings re-read the environment, ``.env`` and the p
 TOML files once for each of the model's ~30 sections. The flows run one task per shard, and
 with two busy workers on two cores the flow process's share is taken from them. What this
 runner saves per task is measured by ``benchmarks/bench_flows.py`` (stock vs this runner,
-no-op tasks) and given in the README ("Per-task orchestration").
+no-op tasks) and given in ``benchmarks/NOTES.md`` ("Per-task orchestration").
 
 How. While the runner is open, the current settings context serializes to the ``Profile`` and
 ``Settings`` objects themselves; they pickle as plain model state, and a worker rebuilds its

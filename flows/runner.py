@@ -88,7 +88,7 @@ def tune_local_workers() -> None:
       dashboard's profile page; the flows start their clusters without a dashboard, so that is
       CPU taken from the stages for nothing.
 
-    Workers of an external cluster take their own Dask config (see the README).
+    Workers of an external cluster take their own Dask config (see ``docs/operations.md``).
     """
     import dask
 

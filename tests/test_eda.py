@@ -213,3 +213,17 @@ def test_unbuilt_shards_with_store_and_report_on_fsspec_urls():
     assert s.loc["a/b/0"].depth_median == 3.0 and math.isnan(s.loc["a/b/2"].depth_median)
     with fsspec.open(paths["report"], "rt", encoding="utf-8") as f:
         assert "ingest 1/2" in f.read()
+
+
+def test_stats_columns_are_declared(report):
+    """Every column of stats.parquet is one of ``STATS_COLUMNS`` (the docs are generated from it)."""
+    import fnmatch
+
+    from depthdata.eda.report import STATS_COLUMNS
+
+    paths, s = report
+    columns = pd.read_parquet(paths["stats"]).columns
+    patterns = [c.name.replace("<stage>", "*").replace("<column>", "*") for c in STATS_COLUMNS]
+    undeclared = [c for c in columns if not any(fnmatch.fnmatchcase(c, p) for p in patterns)]
+    assert not undeclared
+    assert {c.name for c in STATS_COLUMNS if "<" not in c.name} <= set(columns)

@@ -127,7 +127,7 @@ def clusters(values: np.ndarray, gap: float) -> list[float]:
 TALL_K = Intrinsics(fx=400.0, fy=400.0, cx=31.5, cy=239.5)
 TALL_WALL = np.full((480, 64), 10.0, np.float32)
 
-PRESET_FACTS = {  # FORMATS.md / datasheets: channels, top and bottom beam (degrees)
+PRESET_FACTS = {  # datasheets: channels, top and bottom beam (degrees)
     "hdl64e": (64, 2.0, -24.9),
     "vlp16": (16, 15.0, -15.0),
     "vlp32c": (32, 15.0, -25.0),

@@ -1,6 +1,6 @@
 """Teacher stage: loading by path, prediction geometry, alignment, confidence, lineage, errors.
 
-Everything runs the tiny randomly initialised Depth Anything model (FORMATS.md recipe) saved to
+Everything runs the tiny randomly initialised Depth Anything model (depthdata.teacher.tiny) saved to
 a temporary directory and loaded by path through the same code as a real checkpoint.
 """
 

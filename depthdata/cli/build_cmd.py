@@ -1,5 +1,5 @@
 """``depthdata build``, ``depthdata serve`` and ``depthdata demo``: the Prefect flows in
-``flows/`` run from the command line (README: "Building").
+``flows/`` run from the command line (``docs/building.md``).
 
 ``flows`` is imported inside the commands: the library does not depend on it, and the other
 commands stay fast to start.
@@ -15,7 +15,7 @@ from contextlib import contextmanager
 
 log = logging.getLogger(__name__)
 
-STAGES_HELP = "comma-separated stages to run, in pipeline order: ingest,label,lidar,eda (default: all)"
+STAGES_HELP = "comma-separated stages to run, in pipeline order: ingest,teacher,lidar,eda (default: all)"
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
@@ -36,13 +36,13 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    help="worker processes of the local cluster (default: one per CPU; 0 runs tasks one at a "
                         "time in this process)")
     p.add_argument("--teacher-gpu", type=float, default=0.0, metavar="N",
-                   help="label tasks request N units of the Dask worker resource 'GPU' (start GPU workers with "
+                   help="teacher tasks request N units of the Dask worker resource 'GPU' (start GPU workers with "
                         "`dask worker ADDR --resources GPU=1`); default 0 = no resource request")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     b = sub.add_parser("build", help="build a catalog into a store through the Prefect flows",
-                       description="Run the stages (ingest → label → lidar → eda) for every dataset of a catalog, "
+                       description="Run the stages (ingest → teacher → lidar → eda) for every dataset of a catalog, "
                        "one Prefect task per shard on a Dask cluster. Re-running resumes: complete shards are "
                        "skipped. Exits 1 when any shard failed (the others are complete), 2 on a user error.")
     b.add_argument("catalog", help="catalog YAML file")

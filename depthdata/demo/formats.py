@@ -1,4 +1,4 @@
-"""Writers of each source format's real on-disk layout (see ../shared/FORMATS.md).
+"""Writers of each source format's real on-disk layout (described in ``docs/sources.md``).
 
 The demo data and the tests' fixtures both use these, so a reader is always checked against
 files laid out exactly as the public datasets lay them out. Depth inputs are float32 metres

@@ -22,10 +22,46 @@ from depthdata.eda.outliers import OutlierRules, flag_outliers
 from depthdata.eda.scan import GroupScan, scan_group
 from depthdata.eda.template import REPORT_TEMPLATE
 from depthdata.store import Store
+from depthdata.store.manifest import Column
 
 log = logging.getLogger(__name__)
 
 STATS_NAME = "stats.parquet"
+
+#: The columns of ``stats.parquet``, one row per sample of every group (the docs' reference page
+#: is generated from this). Statistics of a field are NaN when its stage has not completed the
+#: shard, and for samples that are not ``ok`` (their slots hold fill values).
+STATS_COLUMNS = (
+    Column("group", "string", "the sample's group, `<dataset>/<split>`"),
+    Column("index", "int64", "0-based position of the sample in its group"),
+    Column("sample_id", "string", "stable id `<dataset>/<split>/<source key>`"),
+    Column("source_uri", "string", "the file (or file + record) the sample was read from"),
+    Column("status", "string", "`ok`; `quarantined` (a stage's status is not `ok`, `empty` (LiDAR without "
+           "returns) or `skipped`); or `not built` (its ingest shard has no manifest part yet)"),
+    Column("reason", "string", "`<stage>: <reason>` of each stage that quarantined it, `; `-joined"),
+    Column("brightness", "double", "mean of the BT.601 luma of `rgb`, 0–255"),
+    Column("contrast", "double", "standard deviation of the BT.601 luma of `rgb`, 0–255"),
+    *(Column(f"depth_{s}", "double", f"{d} of the valid ground-truth depth, metres (valid = finite and > 0)")
+      for s, d in (("min", "minimum"), ("median", "median"), ("max", "maximum"), ("mean", "mean"),
+                   ("std", "standard deviation"))),
+    Column("depth_valid_fraction", "double", "fraction of pixels with valid ground-truth depth"),
+    *(Column(f"teacher_{s}", "double", f"{d} of the finite teacher relative disparity, [0, 1] (larger = nearer)")
+      for s, d in (("min", "minimum"), ("median", "median"), ("max", "maximum"), ("mean", "mean"),
+                   ("std", "standard deviation"))),
+    Column("teacher_valid_fraction", "double", "fraction of pixels with a finite teacher value"),
+    Column("teacher_absrel", "double", "AbsRel of the teacher vs ground truth after a least-squares scale and "
+           "shift in disparity space, depth in (1e-3, 1000) m; NaN without depth or for a constant teacher"),
+    Column("teacher_delta1", "double", "δ1 (max(p/g, g/p) < 1.25) of the same alignment, [0, 1]"),
+    Column("sparse_coverage", "double", "fraction of pixels with a synthetic LiDAR return"),
+    Column("sparse_returns", "double", "number of pixels with a return"),
+    Column("sparse_median", "double", "median depth of the returns, metres"),
+    Column("sparse_max", "double", "largest depth of the returns, metres"),
+    Column("pairs_count", "double", "ordinal pairs stored for the sample"),
+    Column("<stage>.<column>", "double", "each numeric column of a later stage's manifest row (e.g. "
+           "`teacher.align_absrel`, `lidar.coverage`), copied as is"),
+    Column("outlier", "bool", "flagged by one of the outlier rules (`depthdata.eda.OutlierRules`)"),
+    Column("outlier_reasons", "string", "the rules that flagged it, with values and z-scores, `; `-joined"),
+)
 REPORT_NAME = "report.html"
 #: Longest tables shown in the HTML; the full lists are in stats.parquet.
 MAX_TABLE_ROWS = 200
@@ -81,7 +117,7 @@ def _output_fs(out_dir: str, store_url: str, storage_options: dict[str, Any] | N
 
 def _stats_frame(scans: list[GroupScan]) -> pd.DataFrame:
     rows = [r for s in scans for r in s.rows]
-    return pd.DataFrame(rows, columns=None if rows else ["group", "index", "sample_id", "source_uri", "status", "reason"])
+    return pd.DataFrame(rows, columns=None if rows else [c.name for c in STATS_COLUMNS[:6]])
 
 
 def _group_summary(scan: GroupScan, table: pd.DataFrame) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Synthetic sparse LiDAR (README: "Synthetic sparse LiDAR").
+"""Synthetic sparse LiDAR (``docs/lidar.md``).
 
 Modules: :mod:`.config` (catalog settings), :mod:`.beams` (beam-model presets),
 :mod:`.camera` (intrinsics, back-projection, z-buffer), :mod:`.mesh` (grid and Poisson

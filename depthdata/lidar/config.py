@@ -21,16 +21,23 @@ class BeamModelConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    #: elevation of each beam, degrees (positive up)
     elevations_deg: list[float] | None = None
+    #: number of evenly spaced beams (with ``elevation_min_deg`` and ``elevation_max_deg``)
     channels: int | None = Field(None, ge=1, le=1024)
+    #: elevation of the lowest beam, degrees
     elevation_min_deg: float | None = Field(None, ge=-90, le=90)
+    #: elevation of the highest beam, degrees
     elevation_max_deg: float | None = Field(None, ge=-90, le=90)
     #: horizontal angle between two firings of one beam, degrees
     azimuth_step_deg: float = Field(..., gt=0, le=10)
+    #: closer returns are lost, metres
     min_range_m: float = Field(0.5, ge=0)
+    #: farther returns are lost, metres
     max_range_m: float = Field(..., gt=0)
     #: standard deviation of the Gaussian range noise, metres
     range_sigma_m: float = Field(0.02, ge=0)
+    #: free text describing the model
     description: str = "custom beam model from the catalog"
 
     @model_validator(mode="after")
@@ -59,10 +66,13 @@ class LidarConfig(BaseModel):
     beam_model: str = "hdl64e"
     #: extra beam models defined in the catalog, by name
     custom_beam_models: dict[str, BeamModelConfig] = {}
+    #: ``grid``: two triangles per 2×2 pixel cell, split at depth jumps; ``poisson``: Open3D
+    #: screened Poisson reconstruction (about 50× slower)
     mesher: Literal["grid", "poisson"] = "grid"
     #: which depth is meshed: ground truth where the source has it, else the teacher's
     #: pseudo-metric depth
     depth_source: Literal["auto", "gt", "teacher"] = "auto"
+    #: stage seed; each sample's seed derives from it and the sample id (independent of sharding)
     seed: int = 0
 
     # -- camera ----------------------------------------------------------------------------
@@ -76,6 +86,7 @@ class LidarConfig(BaseModel):
     # -- meshing ---------------------------------------------------------------------------
     #: ``grid``: a triangle is dropped when max/min depth of its corners exceeds 1 + this
     grid_max_rel_jump: float = Field(0.05, gt=0)
+    #: ``poisson``: octree depth of the reconstruction
     poisson_depth: int = Field(8, ge=5, le=12)
     #: ``poisson``: neighbours used to estimate normals
     poisson_normal_knn: int = Field(30, ge=3)

@@ -5,8 +5,8 @@ Layout under the store URL::
     zarr.json                              root; attributes["depthdata"] = schema version, catalog, ...
     <dataset>/<split>/zarr.json            group; attributes = plan (num_samples, shard_size, H, W, ...)
     <dataset>/<split>/<field>/...          one array per field, chunk = 1 sample, shard = S samples
-    _manifest/<dataset>/<split>/_plan.parquet               index → sample_id, source_uri
-    _manifest/<dataset>/<split>/<stage>/shard-000000.parquet completion record + per-sample rows
+    _manifest/<dataset>/<split>/_plan.parquet                 index → sample_id, source_uri, locator
+    _manifest/<dataset>/<split>/<stage>/shard-000000.parquet  completion record + per-sample rows
 
 Write rules that keep parallel writers correct (Zarr has no locking): a task owns whole shards
 and writes each shard of each field once, in one call; the manifest part is written after the

@@ -1,5 +1,5 @@
 """Streaming a depthdata store into PyTorch: shuffled, split across ranks and DataLoader
-workers, resumable mid-epoch, with depth-aware augmentations (README: "Streaming shards")."""
+workers, resumable mid-epoch, with depth-aware augmentations (``docs/streaming.md``)."""
 
 from depthdata.stream import forksafe  # noqa: F401  (registers a fork hook; see its docstring)
 

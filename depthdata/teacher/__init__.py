@@ -1,4 +1,4 @@
-"""Teacher pseudo-labels: Depth Anything V2 through transformers (README: "Teacher pseudo-labels").
+"""Teacher pseudo-labels: Depth Anything V2 through transformers (``docs/teacher.md``).
 
 Light imports only here (numpy): :mod:`.model` and :mod:`.stage` pull in torch/transformers.
 """

@@ -17,7 +17,9 @@ class TeacherConfig(BaseModel):
     model: str = DEFAULT_MODEL
     #: Hub revision (branch, tag or commit) of ``model``; ignored for a local directory
     revision: str | None = None
+    #: ``auto``: CUDA (bf16 where supported, else fp16), else MPS (fp32), else CPU (fp32)
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    #: images per forward pass
     batch_size: int = Field(4, ge=1)
     #: CPU threads for torch; ``None`` = every core this process may use
     threads: int | None = Field(None, ge=1)

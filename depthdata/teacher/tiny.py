@@ -32,7 +32,7 @@ def image_processor(size: int = CHECKPOINT_SIZE) -> DPTImageProcessor:
 
 
 def tiny_config() -> DepthAnythingConfig:
-    """The tiny architecture of FORMATS.md ("An offline tiny model"): 137k parameters."""
+    """The tiny architecture (DINOv2 backbone: hidden size 32, 4 layers, 2 heads): 137k parameters."""
     backbone = Dinov2Config(
         image_size=28, patch_size=14, hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
         intermediate_size=64, out_indices=[1, 2, 3, 4], apply_layernorm=True, reshape_hidden_states=False,
@@ -75,5 +75,5 @@ def save_random_teacher(directory: str | Path, config: DepthAnythingConfig, seed
 
 
 def save_tiny_teacher(directory: str | Path, seed: int = 0, size: int = TINY_SIZE) -> Path:
-    """Write the tiny random teacher (FORMATS.md recipe) to ``directory``; same seed → same bytes."""
+    """Write the tiny random teacher (:func:`tiny_config`) to ``directory``; same seed → same bytes."""
     return save_random_teacher(directory, tiny_config(), seed=seed, size=size)
