@@ -13,7 +13,6 @@ module (``tests/test_errors.py`` keeps it in step with the code)::
     │   └── EmptyMaskError [depthdata.metrics] no pixel is left to evaluate after masking
     ├── LidarInputError    [depthdata.lidar.synth] the depth map given to the synthesiser is unusable
     ├── TeacherError       [depthdata.teacher.model] the teacher cannot be loaded or run
-    ├── StageUnavailable   [flows.stages] a stage's module is not importable on this machine
     └── BuildFailed        [flows.build] some shards of a build failed (the others completed)
 
 Checksum mismatches found by ``depthdata verify`` are findings in its report, not exceptions.
