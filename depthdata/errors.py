@@ -12,7 +12,7 @@ module (``tests/test_errors.py`` keeps it in step with the code)::
     ├── MetricError        [depthdata.metrics] inputs cannot be evaluated (shapes, predictions, pairs)
     │   └── EmptyMaskError [depthdata.metrics] no pixel is left to evaluate after masking
     ├── LidarInputError    [depthdata.lidar.synth] the depth map given to the synthesiser is unusable
-    ├── TeacherError       [depthdata.teacher.model] the teacher cannot be loaded or run
+    ├── TeacherError       [depthdata.teacher.checkpoint] the teacher cannot be found, loaded or run
     └── BuildFailed        [flows.build] some shards of a build failed (the others completed)
 
 Checksum mismatches found by ``depthdata verify`` are findings in its report, not exceptions.

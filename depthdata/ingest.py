@@ -80,6 +80,9 @@ class IngestStage(Stage):
             raise CatalogError(f"no dataset {dataset!r} in the catalog (datasets: {', '.join(catalog.datasets)})")
         return IngestSettings(dataset, catalog.datasets[dataset], catalog.dataset_root(dataset))
 
+    def part_config(self, settings: IngestSettings) -> dict[str, Any]:
+        return settings.hashed()
+
     def prepare(self, store: Store, catalog: Catalog, dataset: str) -> list[Group]:
         """Create (or reopen, on a re-run) the ``dataset/<split>`` groups with all their fields' arrays."""
         settings = self.settings(catalog, dataset)
@@ -125,7 +128,7 @@ class IngestStage(Stage):
         from depthdata.sources.resize import resize_sample
 
         t0 = time.perf_counter()
-        config = settings.hashed()
+        config = self.part_config(settings)
         result = ShardResult(group.path, self.name, shard)
         if not force and group.is_complete(shard, self.name, config):
             result.skipped = True

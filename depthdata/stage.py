@@ -79,6 +79,12 @@ class Stage(ABC):
     def settings(self, catalog: Catalog, dataset: str) -> Any:
         """The settings this stage runs dataset ``dataset`` with, taken from ``catalog``."""
 
+    @abstractmethod
+    def part_config(self, settings: Any) -> dict[str, Any]:
+        """What :meth:`run_shard` hashes into each manifest part for ``settings``: a shard whose
+        part has the same hash is complete and is skipped, so planning can tell from the
+        manifest alone which shards need a task. Cheap: it must not load models."""
+
     def prepare(self, store: Store, catalog: Catalog, dataset: str) -> list[Group]:
         """The groups of ``dataset`` this stage works on, with its arrays created.
 

@@ -120,6 +120,7 @@ def run_stage(stage: Stage, catalog: Catalog, datasets: list[str],
     for ds in datasets:
         try:
             groups = stage.prepare(store, catalog, ds)
+            config = stage.part_config(stage.settings(catalog, ds))
         except DepthdataError as exc:
             logger.error("%s: cannot plan dataset %s: %s", stage.name, ds, exc)
             summary.failures.append(ShardFailure(ds, -1, f"planning failed: {exc}"))
@@ -128,16 +129,9 @@ def run_stage(stage: Stage, catalog: Catalog, datasets: list[str],
             summary.failures.append(ShardFailure(ds, -1, "the store has no group of this dataset: run ingest first"))
         planned += groups
         for g in groups:
-            for k in range(g.num_shards):
-                # A later stage reads its upstream fields; running it on a shard whose
-                # upstream did not finish would process fill values.
-                missing = [req for req in stage.requires if not g.is_complete(k, req)]
-                if missing:
-                    summary.failures.append(ShardFailure(g.path, k, f"{', '.join(missing)} is not complete for "
-                                                                    "this shard"))
-                    continue
-                jobs.append((ds, g.path, k))
-    logger.info("%s: %d shard task(s) over %d dataset(s)", stage.name, len(jobs), len(datasets))
+            jobs += _shards_to_run(stage, g, config, ds, summary)
+    logger.info("%s: %d shard task(s) over %d dataset(s), %d shard(s) already complete", stage.name, len(jobs),
+                len(datasets), summary.shards_skipped)
     progress.emit(progress.Event("stage_start", stage.name, total=len(jobs)))
     payload = catalog_payload(catalog)
     annotate = dask.annotate(resources=resources) if resources else contextlib.nullcontext()
@@ -164,6 +158,25 @@ def run_stage(stage: Stage, catalog: Catalog, datasets: list[str],
                 summary.shards_written, summary.shards_skipped, len(summary.failures), summary.samples_written,
                 summary.seconds)
     return summary
+
+
+def _shards_to_run(stage: Stage, group: Group, config: dict[str, Any], dataset: str,
+                   summary: StageSummary) -> list[tuple[str, str, int]]:
+    """The shards of ``group`` that need a task, decided from the manifest (a few requests per
+    group and stage): complete ones (same settings) are counted as skipped, and ones whose
+    upstream stage is not complete are failures — running them would process fill values."""
+    done = group.shard_statuses(stage.name, config)
+    upstream = {req: group.shard_statuses(req) for req in stage.requires}
+    jobs = []
+    for k in range(group.num_shards):
+        missing = [req for req, statuses in upstream.items() if not statuses[k].complete]
+        if missing:
+            summary.failures.append(ShardFailure(group.path, k, f"{', '.join(missing)} is not complete for this shard"))
+        elif done[k].complete:
+            summary.shards_skipped += 1
+        else:
+            jobs.append((dataset, group.path, k))
+    return jobs
 
 
 def _consolidate(stage: Stage, groups: list[Group]) -> None:

@@ -12,11 +12,10 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from typing import TYPE_CHECKING
 
 from depthdata.errors import DepthdataError
 from depthdata.lidar.beams import beam_model_for
@@ -67,6 +66,9 @@ class LidarStage(Stage):
     def settings(self, catalog: Catalog, dataset: str) -> LidarConfig:
         return catalog.lidar
 
+    def part_config(self, settings: LidarConfig) -> dict[str, Any]:
+        return settings.model_dump(mode="json")
+
     def run_shard(self, group: Group, shard: int, settings: LidarConfig, *, threads: int = 0,
                   force: bool = False) -> ShardResult:
         """Synthesise sparse LiDAR for one shard of ``group``.
@@ -99,7 +101,7 @@ def _blank_row(config: LidarConfig, seed: int, status: str, reason: str) -> dict
 
 def _run_shard(group: Group, shard: int, config: LidarConfig, force: bool, threads: int) -> ShardResult:
     t0 = time.perf_counter()
-    settings = config.model_dump(mode="json")
+    settings = stage.part_config(config)
     if not force and group.is_complete(shard, stage.name, settings):
         return ShardResult(group.path, stage.name, shard, skipped=True, seconds=time.perf_counter() - t0)
     stage.check_prepared(group)

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import fsspec
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -63,14 +64,31 @@ class PartRecord:
 
 
 @dataclass
+class _Consolidated:
+    """A consolidated file's bytes (one request), and where each covered shard's rows start."""
+
+    blob: bytes
+    #: shard → (first row, row count) in the file, for the shards a reader takes from it
+    spans: dict[int, tuple[int, int]]
+    _columns: dict[tuple[str, ...] | None, pa.Table] = field(default_factory=dict)
+
+    def read(self, columns: tuple[str, ...] | None) -> pa.Table:
+        """The file's rows, only ``columns`` when given (the others are never decoded)."""
+        if columns not in self._columns:
+            pf = pq.ParquetFile(io.BytesIO(self.blob))
+            names = None if columns is None else [c for c in columns if c in pf.schema_arrow.names]
+            self._columns[columns] = pf.read(columns=names).replace_schema_metadata(None)
+        return self._columns[columns]
+
+
+@dataclass
 class StageIndex:
-    """Every readable part of one stage of one group, after one listing."""
+    """Every readable part of one stage of one group, after one listing. Rows are read lazily,
+    only the columns asked for."""
 
     stage: str
     #: shard → the part's record (readable parts only)
     parts: dict[int, PartRecord] = field(default_factory=dict)
-    #: shard → its rows
-    rows: dict[int, pa.Table] = field(default_factory=dict)
     #: shard → why its part could not be read
     unreadable: dict[int, str] = field(default_factory=dict)
     #: the consolidated file used (name), or ``None``; its fingerprint in the listing
@@ -82,13 +100,24 @@ class StageIndex:
     stale: list[int] = field(default_factory=list)
     #: why a consolidated file was ignored
     warnings: list[str] = field(default_factory=list)
+    _file: _Consolidated | None = None
+    #: rows of the shards read from their own part
+    _part_rows: dict[int, pa.Table] = field(default_factory=dict)
 
-    def table(self) -> pa.Table | None:
-        """All rows of the readable parts, in index order (``None`` when there are none)."""
-        tables = [self.rows[k] for k in sorted(self.rows)]
+    def rows(self, shards: list[int], columns: tuple[str, ...] | None = None) -> pa.Table | None:
+        """Rows of ``shards`` (readable parts only) in index order, only ``columns`` when given;
+        ``None`` when there are none."""
+        tables = []
+        for k in sorted(shards):
+            if k in self._part_rows:
+                t = self._part_rows[k]
+                tables.append(t if columns is None else t.select([c for c in columns if c in t.column_names]))
+            elif self._file is not None and k in self._file.spans:
+                start, n = self._file.spans[k]
+                tables.append(self._file.read(columns).slice(start, n))
         if not tables:
             return None
-        return pa.concat_tables(tables, promote_options="permissive").sort_by("index")
+        return pa.concat_tables(tables, promote_options="permissive")
 
 
 def list_stage(fs: fsspec.AbstractFileSystem, stage_dir: str) -> dict[str, dict[str, Any]]:
@@ -101,10 +130,14 @@ def list_stage(fs: fsspec.AbstractFileSystem, stage_dir: str) -> dict[str, dict[
     return {e["name"].rstrip("/").rsplit("/", 1)[-1]: e for e in entries if e.get("type") != "directory"}
 
 
-def _read_bytes(fs: fsspec.AbstractFileSystem, path: str) -> tuple[pa.Table, dict[str, Any]]:
-    """A Parquet file and its ``depthdata`` footer metadata, fetched in one request."""
-    table = pq.read_table(io.BytesIO(fs.cat_file(path)))
-    return table, json.loads((table.schema.metadata or {}).get(b"depthdata", b"{}"))
+def _read_bytes(fs: fsspec.AbstractFileSystem, path: str) -> bytes:
+    """A whole file in one request."""
+    return fs.cat_file(path)
+
+
+def _footer(blob: bytes) -> tuple[pq.ParquetFile, dict[str, Any]]:
+    pf = pq.ParquetFile(io.BytesIO(blob))
+    return pf, json.loads((pf.schema_arrow.metadata or {}).get(b"depthdata", b"{}"))
 
 
 def load(fs: fsspec.AbstractFileSystem, stage_dir: str, stage: str, previous: StageIndex | None = None) -> StageIndex:
@@ -117,85 +150,65 @@ def load(fs: fsspec.AbstractFileSystem, stage_dir: str, stage: str, previous: St
              if (m := PART_RE.match(name))}
     index = StageIndex(stage)
     consolidated = sorted((n for n in listing if CONSOLIDATED_RE.match(n)), reverse=True)
-    if consolidated and previous is not None and previous.consolidated == consolidated[0] \
-            and previous.consolidated_fingerprint == fingerprint(listing[consolidated[0]]):
-        _reuse_consolidated(previous, parts, index)
-    elif consolidated:
-        _take_consolidated(fs, stage_dir, consolidated[0], parts, index)
-    if index.consolidated:
-        index.consolidated_fingerprint = fingerprint(listing[index.consolidated])
+    if consolidated:
+        newest = consolidated[0]
+        same = previous is not None and previous._file is not None and previous.consolidated == newest \
+            and previous.consolidated_fingerprint == fingerprint(listing[newest])
+        _take_consolidated(fs, stage_dir, newest, parts, index, previous._file if same else None)
+        index.consolidated_fingerprint = fingerprint(listing[newest])
     for shard, (name, fp) in sorted(parts.items()):
         if shard in index.parts:
             continue
         old = previous.parts.get(shard) if previous is not None else None
-        if old is not None and (old.name, old.fingerprint) == (name, fp):
-            index.parts[shard], index.rows[shard] = old, previous.rows[shard]
+        if old is not None and (old.name, old.fingerprint) == (name, fp) and shard in previous._part_rows:
+            index.parts[shard], index._part_rows[shard] = old, previous._part_rows[shard]
             index.read_from_parts.append(shard)
             continue
         try:
-            table, meta = _read_bytes(fs, f"{stage_dir}/{name}")
+            pf, meta = _footer(_read_bytes(fs, f"{stage_dir}/{name}"))
+            table = pf.read().replace_schema_metadata(None)
         except FileNotFoundError:  # removed between the listing and the read
             continue
         except (OSError, pa.ArrowInvalid, ValueError) as exc:
             index.unreadable[shard] = f"manifest part unreadable: {exc}"
             continue
         index.parts[shard] = PartRecord(shard, name, fp, table.num_rows, meta)
-        index.rows[shard] = table.replace_schema_metadata(None)
+        index._part_rows[shard] = table
         index.read_from_parts.append(shard)
     return index
 
 
-def _reuse_consolidated(previous: StageIndex, parts: dict[int, tuple[str, str]], index: StageIndex) -> None:
-    """Like :func:`_take_consolidated` with the same file, from what ``previous`` read of it."""
-    index.consolidated, index.warnings = previous.consolidated, list(previous.warnings)
-    covered = set(previous.parts) - set(previous.read_from_parts)
-    for shard in sorted(covered | set(previous.stale)):
-        rec = previous.parts.get(shard)
-        if rec is not None and shard in covered and parts.get(shard) == (rec.name, rec.fingerprint):
-            index.parts[shard], index.rows[shard] = rec, previous.rows[shard]
-        else:
-            index.stale.append(shard)
-
-
-def _take_consolidated(fs: fsspec.AbstractFileSystem, stage_dir: str, name: str,
-                       parts: dict[int, tuple[str, str]], index: StageIndex) -> None:
-    """Fill ``index`` from the consolidated file ``name`` for every part it still describes."""
+def _take_consolidated(fs: fsspec.AbstractFileSystem, stage_dir: str, name: str, parts: dict[int, tuple[str, str]],
+                       index: StageIndex, reuse: _Consolidated | None) -> None:
+    """Fill ``index`` from the consolidated file ``name`` for every part it still describes
+    (from ``reuse`` when that is the same file, already read)."""
     path = f"{stage_dir}/{name}"
     try:
-        table, meta = _read_bytes(fs, path)
+        blob = reuse.blob if reuse is not None else _read_bytes(fs, path)
+        pf, meta = _footer(blob)
         records = [PartRecord(int(r["shard"]), r["name"], r["fingerprint"], int(r["rows"]), r["meta"])
                    for r in meta["parts"]]
+        # the rows are the records' parts in shard order: check that, then slice by offset
+        shard_column = pf.read(columns=["shard"]).column("shard").to_numpy() if records else np.empty(0, np.int64)
     except (OSError, pa.ArrowInvalid, ValueError, KeyError, TypeError) as exc:
         _ignore(index, f"{path}: unreadable consolidated manifest ({type(exc).__name__}: {exc}); reading the parts")
         return
-    if "shard" not in table.column_names and records:
-        _ignore(index, f"{path}: consolidated manifest without a shard column; reading the parts")
+    expected = np.repeat([r.shard for r in records], [r.rows for r in records])
+    if shard_column.shape != expected.shape or not np.array_equal(shard_column, expected):
+        _ignore(index, f"{path}: consolidated manifest disagrees with its own record of parts; reading the parts")
         return
-    by_shard = _split_by_shard(table) if records else {}
+    spans: dict[int, tuple[int, int]] = {}
+    offset = 0
     for rec in records:
-        rows = by_shard.get(rec.shard)
-        if rows is None or rows.num_rows != rec.rows:
-            _ignore(index, f"{path}: consolidated manifest disagrees with its own record for shard {rec.shard}; "
-                           "reading the parts")
-            index.parts.clear()
-            index.rows.clear()
-            return
         if parts.get(rec.shard) == (rec.name, rec.fingerprint):
             index.parts[rec.shard] = rec
-            index.rows[rec.shard] = rows
+            spans[rec.shard] = (offset, rec.rows)
         else:
             index.stale.append(rec.shard)
+        offset += rec.rows
     index.consolidated = name
-
-
-def _split_by_shard(table: pa.Table) -> dict[int, pa.Table]:
-    import pyarrow.compute as pc
-
-    table = table.replace_schema_metadata(None)
-    out = {}
-    for shard in pc.unique(table["shard"]).to_pylist():
-        out[int(shard)] = table.filter(pc.equal(table["shard"], shard))
-    return out
+    index._file = reuse if reuse is not None else _Consolidated(blob, spans)
+    index._file.spans = spans
 
 
 def _ignore(index: StageIndex, message: str) -> None:
@@ -206,16 +219,17 @@ def _ignore(index: StageIndex, message: str) -> None:
 def write(fs: fsspec.AbstractFileSystem, stage_dir: str, index: StageIndex, extra: dict[str, Any]) -> str | None:
     """Write the rows of ``index`` as the next consolidated file; returns its name (``None``
     when there is nothing to consolidate or nothing changed since the newest one)."""
-    table = index.table()
-    if table is None:
+    records = [index.parts[k] for k in sorted(index.parts)]
+    if not records:
         return None
     if index.consolidated and not (index.read_from_parts or index.stale or index.warnings):
         return None  # the newest consolidated file already says all of it
+    table = index.rows([r.shard for r in records])
     seq = max((int(m.group(1)) for n in list_stage(fs, stage_dir) if (m := CONSOLIDATED_RE.match(n))), default=0)
     name = f"consolidated-{seq + 1:06d}.parquet"
     meta = {**extra, "stage": index.stage, "kind": "consolidated",
             "parts": [{"shard": r.shard, "name": r.name, "fingerprint": r.fingerprint, "rows": r.rows,
-                       "meta": r.meta} for r in sorted(index.parts.values(), key=lambda r: r.shard)]}
+                       "meta": r.meta} for r in records]}
     table = table.replace_schema_metadata({b"depthdata": json.dumps(meta, sort_keys=True, default=str).encode()})
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="zstd")

@@ -570,16 +570,20 @@ class Group:
             out[name] = self.array(name)[index]
         return out
 
-    def manifest(self, stage: str | None = None) -> pa.Table:
-        """The manifest rows of complete shards: one stage's, or every stage joined on index."""
+    def manifest(self, stage: str | None = None, columns: Sequence[str] | None = None) -> pa.Table:
+        """The manifest rows of complete shards: one stage's, or every stage joined on index.
+
+        ``columns`` reads only those (plus ``index``; missing ones are left out): planning a
+        million-sample stream needs three columns, not all of them."""
         stages = [stage] if stage else self.stages()
+        wanted = None if columns is None else tuple(dict.fromkeys(["index", *columns]))
         merged: pa.Table | None = None
         for st in stages:
             index = self.stage_index(st)
-            parts = [index.rows[s.shard] for s in self.shard_statuses(st) if s.complete]
-            if not parts:
+            table = index.rows([s.shard for s in self.shard_statuses(st) if s.complete], wanted)
+            if table is None:
                 continue
-            table = pa.concat_tables(parts, promote_options="permissive").sort_by("index")
+            table = table.sort_by("index")
             if merged is None:
                 merged = table
             else:

@@ -124,7 +124,7 @@ def _check_consolidated(group: Group, stage: str, report: VerifyReport) -> None:
         except (OSError, pa.ArrowInvalid) as exc:
             report.problems.append(Problem(group.path, stage, shard, f"manifest part unreadable: {exc}"))
             continue
-        mine = index.rows[shard]
+        mine = index.rows([shard])
         missing = [c for c in part.column_names if c not in mine.column_names]
         if missing or _rows(mine.select(part.column_names)) != _rows(part):
             report.problems.append(Problem(group.path, stage, shard, f"{where}: its rows for this shard differ "
@@ -158,7 +158,7 @@ def inspect_store(url: str, storage_options: dict[str, Any] | None = None) -> di
                              "incomplete_shards": [k for k in range(g.num_shards) if k not in set(done)]}
         status_counts: dict[str, int] = {}
         if "ingest" in stages:
-            table = g.manifest("ingest")
+            table = g.manifest("ingest", columns=["status"])
             if "status" in table.column_names:
                 for s in table.column("status").to_pylist():
                     status_counts[s] = status_counts.get(s, 0) + 1

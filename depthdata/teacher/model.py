@@ -1,43 +1,29 @@
 """Loading a Depth Anything teacher: by Hugging Face id or local directory, offline-first.
 
-Safetensors only, never remote code. A Hub id is resolved in the local Hugging Face cache
-(``HF_HOME``, default ``~/.cache/huggingface``) without touching the network; only
-``allow_download: true`` lets it fetch. Lineage: the Hub commit (or ``local``) and the
-SHA-256 of the weights — for a single ``model.safetensors`` exactly what ``sha256sum`` prints;
-for sharded weights the SHA-256 of the lines ``<file name>:<sha256>`` in name order.
+Safetensors only, never remote code. Finding the checkpoint and its lineage (Hub commit or
+``local``, weights SHA-256) is :mod:`depthdata.teacher.checkpoint`, which needs no torch.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from huggingface_hub import snapshot_download
-from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
 from safetensors import SafetensorError
 from transformers import AutoImageProcessor, AutoModelForDepthEstimation
 
 from depthdata._system import usable_cpus
-from depthdata.errors import DepthdataError
+from depthdata.teacher.checkpoint import (TeacherError, missing_weights_message, random_init_id, resolve_checkpoint,
+                                         weights_sha256)
 from depthdata.teacher.config import TeacherConfig
 from depthdata.teacher.tiny import save_tiny_teacher
 
 log = logging.getLogger(__name__)
-
-#: files a checkpoint needs; weights in any other format are refused
-CHECKPOINT_PATTERNS = ["*.json", "*.safetensors"]
-
-
-class TeacherError(DepthdataError):
-    """The teacher cannot be loaded or run (missing or corrupt weights, unusable device, ...)."""
-
 
 @dataclass
 class Teacher:
@@ -69,20 +55,6 @@ class Teacher:
                 "weights_sha256": self.weights_sha256, "teacher_random_init": self.random_init}
 
 
-def weights_sha256(directory: str | Path) -> str:
-    """Content hash of the ``*.safetensors`` files in ``directory`` (see the module doc)."""
-    files = sorted(Path(directory).glob("*.safetensors"))
-    if not files:
-        raise TeacherError(f"{directory}: no *.safetensors weights")
-    digests = []
-    for f in files:
-        with open(f, "rb") as fh:
-            digests.append((f.name, hashlib.file_digest(fh, "sha256").hexdigest()))
-    if len(digests) == 1:
-        return digests[0][1]
-    return hashlib.sha256("".join(f"{n}:{d}\n" for n, d in digests).encode()).hexdigest()
-
-
 def pick_device(name: str) -> tuple[torch.device, torch.dtype]:
     """``auto``: CUDA (bf16 where supported, else fp16), then MPS (fp32), then CPU (fp32)."""
     if name == "auto":
@@ -101,50 +73,6 @@ def pick_device(name: str) -> tuple[torch.device, torch.dtype]:
 def cpu_threads(requested: int | None) -> int:
     """``requested``, or every core this process may run on (its affinity, not the machine's)."""
     return requested or usable_cpus()
-
-
-def _missing_weights_message(model: str, revision: str | None, why: str) -> str:
-    rev = f" (revision {revision})" if revision else ""
-    hf_home = os.environ.get("HF_HOME", "~/.cache/huggingface")
-    return (
-        f"teacher weights for {model!r}{rev} are not on this machine ({why}). Provide them one of these ways: "
-        f"(1) a local directory written with save_pretrained (config.json, preprocessor_config.json, "
-        f"model.safetensors) and set teacher.model to its path; "
-        f"(2) fill the Hugging Face cache under HF_HOME={hf_home} on a machine with network "
-        f"(`hf download {model}`) and copy it here; "
-        f"(3) set teacher.allow_download: true where the Hub is reachable. "
-        f"For an offline demo only, teacher.allow_random_init: true uses a tiny random model"
-    )
-
-
-def _looks_like_path(model: str) -> bool:
-    return model.startswith(("/", "./", "../", "~")) or os.sep + os.sep in model or model.count("/") > 1
-
-
-def resolve_checkpoint(config: TeacherConfig) -> tuple[Path, str] | None:
-    """The local directory holding ``config.model`` and its revision, or ``None`` if absent."""
-    path = Path(config.model).expanduser()
-    if path.exists():
-        if not path.is_dir():
-            raise TeacherError(f"{path}: teacher.model must be a checkpoint directory, not a file")
-        return path, "local"
-    if _looks_like_path(config.model):
-        raise TeacherError(f"{path}: no such teacher checkpoint directory")
-    try:
-        snap = snapshot_download(config.model, revision=config.revision, allow_patterns=CHECKPOINT_PATTERNS,
-                                 local_files_only=True)
-    except HFValidationError as exc:
-        raise TeacherError(f"teacher.model {config.model!r} is neither an existing directory nor a valid "
-                           f"Hugging Face id: {exc}") from None
-    except LocalEntryNotFoundError:
-        if not config.allow_download:
-            return None
-        try:
-            snap = snapshot_download(config.model, revision=config.revision, allow_patterns=CHECKPOINT_PATTERNS)
-        except Exception as exc:  # network, auth, missing repo: all mean "no weights"; say which
-            raise TeacherError(_missing_weights_message(config.model, config.revision,
-                                                        f"download failed: {type(exc).__name__}: {exc}")) from None
-    return Path(snap), Path(snap).name
 
 
 def load_from_directory(directory: str | Path, device: str = "cpu", threads: int | None = None,
@@ -194,7 +122,7 @@ def load_teacher(config: TeacherConfig) -> Teacher:
         directory, revision = found
         return load_from_directory(directory, config.device, config.threads, model_id=config.model, revision=revision)
     if not config.allow_random_init:
-        raise TeacherError(_missing_weights_message(config.model, config.revision, "not in the Hugging Face cache"))
+        raise TeacherError(missing_weights_message(config.model, config.revision, "not in the Hugging Face cache"))
     log.warning(
         "TEACHER WEIGHTS FOR %r NOT FOUND: using a tiny RANDOMLY INITIALISED model (seed %d). Its pseudo-labels "
         "are meaningless; use them to exercise the pipeline only. Provide real weights (a save_pretrained "
@@ -202,5 +130,5 @@ def load_teacher(config: TeacherConfig) -> Teacher:
     with tempfile.TemporaryDirectory(prefix="depthdata-tiny-teacher-") as tmp:
         save_tiny_teacher(tmp, seed=config.random_init_seed)
         return load_from_directory(tmp, config.device, config.threads,
-                                   model_id=f"random-init:tiny(seed={config.random_init_seed})",
+                                   model_id=random_init_id(config),
                                    revision="random", random_init=True)

@@ -59,6 +59,12 @@ class TeacherStage(Stage):
     def settings(self, catalog: Catalog, dataset: str) -> TeacherConfig:
         return catalog.teacher
 
+    def part_config(self, settings: TeacherConfig) -> dict[str, Any]:
+        """The output-changing settings and the weights' lineage, found without loading them."""
+        from depthdata.teacher.checkpoint import checkpoint_lineage
+
+        return {**settings.output_settings(), **checkpoint_lineage(settings)}
+
     def run_shard(self, group: Group, shard: int, settings: TeacherConfig, *, threads: int = 0,
                   force: bool = False) -> ShardResult:
         """Pseudo-label one shard (the teacher loads once per process and configuration).

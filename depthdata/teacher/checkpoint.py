@@ -1,0 +1,111 @@
+"""Finding a teacher checkpoint and its lineage without loading it: by Hugging Face id (in the
+local cache, offline unless ``allow_download``) or local directory.
+
+Light on purpose (hashlib and huggingface_hub, no torch or transformers): a build's planning
+decides from the manifest which teacher shards are done, and for that it needs the weights'
+SHA-256, not the model. Lineage: the Hub commit (or ``local``) and the SHA-256 of the weights —
+for a single ``model.safetensors`` exactly what ``sha256sum`` prints; for sharded weights the
+SHA-256 of the lines ``<file name>:<sha256>`` in name order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import snapshot_download
+from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+
+from depthdata.errors import DepthdataError
+from depthdata.teacher.config import TeacherConfig
+
+#: files a checkpoint needs; weights in any other format are refused
+CHECKPOINT_PATTERNS = ["*.json", "*.safetensors"]
+
+
+class TeacherError(DepthdataError):
+    """The teacher cannot be loaded or run (missing or corrupt weights, unusable device, ...)."""
+
+
+def weights_sha256(directory: str | Path) -> str:
+    """Content hash of the ``*.safetensors`` files in ``directory`` (see the module doc)."""
+    files = sorted(Path(directory).glob("*.safetensors"))
+    if not files:
+        raise TeacherError(f"{directory}: no *.safetensors weights")
+    digests = []
+    for f in files:
+        with open(f, "rb") as fh:
+            digests.append((f.name, hashlib.file_digest(fh, "sha256").hexdigest()))
+    if len(digests) == 1:
+        return digests[0][1]
+    return hashlib.sha256("".join(f"{n}:{d}\n" for n, d in digests).encode()).hexdigest()
+
+
+def missing_weights_message(model: str, revision: str | None, why: str) -> str:
+    rev = f" (revision {revision})" if revision else ""
+    hf_home = os.environ.get("HF_HOME", "~/.cache/huggingface")
+    return (
+        f"teacher weights for {model!r}{rev} are not on this machine ({why}). Provide them one of these ways: "
+        f"(1) a local directory written with save_pretrained (config.json, preprocessor_config.json, "
+        f"model.safetensors) and set teacher.model to its path; "
+        f"(2) fill the Hugging Face cache under HF_HOME={hf_home} on a machine with network "
+        f"(`hf download {model}`) and copy it here; "
+        f"(3) set teacher.allow_download: true where the Hub is reachable. "
+        f"For an offline demo only, teacher.allow_random_init: true uses a tiny random model"
+    )
+
+
+def _looks_like_path(model: str) -> bool:
+    return model.startswith(("/", "./", "../", "~")) or os.sep + os.sep in model or model.count("/") > 1
+
+
+def resolve_checkpoint(config: TeacherConfig) -> tuple[Path, str] | None:
+    """The local directory holding ``config.model`` and its revision, or ``None`` if absent."""
+    path = Path(config.model).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise TeacherError(f"{path}: teacher.model must be a checkpoint directory, not a file")
+        return path, "local"
+    if _looks_like_path(config.model):
+        raise TeacherError(f"{path}: no such teacher checkpoint directory")
+    try:
+        snap = snapshot_download(config.model, revision=config.revision, allow_patterns=CHECKPOINT_PATTERNS,
+                                 local_files_only=True)
+    except HFValidationError as exc:
+        raise TeacherError(f"teacher.model {config.model!r} is neither an existing directory nor a valid "
+                           f"Hugging Face id: {exc}") from None
+    except LocalEntryNotFoundError:
+        if not config.allow_download:
+            return None
+        try:
+            snap = snapshot_download(config.model, revision=config.revision, allow_patterns=CHECKPOINT_PATTERNS)
+        except Exception as exc:  # network, auth, missing repo: all mean "no weights"; say which
+            raise TeacherError(missing_weights_message(config.model, config.revision,
+                                                        f"download failed: {type(exc).__name__}: {exc}")) from None
+    return Path(snap), Path(snap).name
+
+
+def checkpoint_lineage(config: TeacherConfig) -> dict[str, Any]:
+    """The lineage a loaded teacher of ``config`` reports (:meth:`Teacher.lineage`), without
+    loading it: what the teacher stage hashes into its manifest parts with the settings."""
+    found = resolve_checkpoint(config)
+    if found is not None:
+        directory, revision = found
+        return {"teacher_id": config.model, "teacher_revision": revision,
+                "weights_sha256": weights_sha256(directory), "teacher_random_init": False}
+    if not config.allow_random_init:
+        raise TeacherError(missing_weights_message(config.model, config.revision, "not in the Hugging Face cache"))
+    from depthdata.teacher.tiny import save_tiny_teacher
+
+    with tempfile.TemporaryDirectory(prefix="depthdata-tiny-teacher-") as tmp:
+        save_tiny_teacher(tmp, seed=config.random_init_seed)
+        sha = weights_sha256(tmp)
+    return {"teacher_id": random_init_id(config), "teacher_revision": "random", "weights_sha256": sha,
+            "teacher_random_init": True}
+
+
+def random_init_id(config: TeacherConfig) -> str:
+    return f"random-init:tiny(seed={config.random_init_seed})"
