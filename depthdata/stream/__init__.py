@@ -1,8 +1,6 @@
 """Streaming a depthdata store into PyTorch: shuffled, split across ranks and DataLoader
 workers, resumable mid-epoch, with depth-aware augmentations (README: "Streaming shards")."""
 
-from depthdata.stream import forksafe  # noqa: F401  (registers a fork hook; see its docstring)
-
 from depthdata.stream.augment import ColorJitter, Compose, RandomCrop, RandomHFlip, crop, hflip
 from depthdata.stream.cache import CacheConfig
 from depthdata.stream.dataset import ShardDataset, ShardMapDataset
