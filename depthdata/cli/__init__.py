@@ -5,9 +5,9 @@ flows' ``build``/``serve``/``demo``, ``student``) plug in as entry points of gro
 ``register(subparsers)`` and imports what its commands need inside their handlers, so that
 ``depthdata --help`` stays fast.
 
-The library never imports its plug-ins' packages: the dependencies point one way (README:
-"Architecture"). A plug-in that cannot be loaded is reported and left out; the other commands
-still work.
+The library never imports its plug-ins' packages: the dependencies point one way
+(DEVELOPING.md, "Layers"). A plug-in that cannot be loaded is reported and left out; the other
+commands still work.
 
 User mistakes (:class:`~depthdata.errors.DepthdataError`) print one ``error:`` line and exit 2,
 without a traceback; anything else is a bug and keeps its traceback.
