@@ -12,8 +12,6 @@ import argparse
 import logging
 import sys
 
-log = logging.getLogger(__name__)
-
 STAGES_HELP = "comma-separated stages to run, in pipeline order: ingest,label,lidar,eda (default: all)"
 
 
@@ -87,8 +85,8 @@ def _quiet_dask_logs() -> None:
 
 def _build(args: argparse.Namespace) -> int:
     from flows.build import BuildFailed, build, with_runner
-    from flows.runner import prefect_api
     from flows.progress import show_bars
+    from flows.runner import prefect_api
     from flows.stages import parse_stages
 
     _quiet_dask_logs()
