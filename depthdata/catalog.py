@@ -116,7 +116,9 @@ class Catalog(BaseModel):
 
     def source(self, name: str):
         """The source reader of dataset ``name``."""
-        from depthdata.sources.registry import get_source_class
+        # Imported here: the format readers load cv2, h5py and scipy, which reading a catalog
+        # does not need.
+        from depthdata.sources import get_source_class
 
         cfg = self.datasets[name]
         return get_source_class(cfg.kind)(name, cfg, self.dataset_root(name))
@@ -161,7 +163,7 @@ def parse_catalog(data: Any, base_dir: str = ".", check_roots: bool = True, sour
 
 
 def _check_datasets(cat: Catalog, check_roots: bool) -> list[str]:
-    from depthdata.sources.registry import source_kinds
+    from depthdata.sources import source_kinds
 
     kinds = source_kinds()
     problems = []

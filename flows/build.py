@@ -32,7 +32,7 @@ from depthdata.pipeline import STAGES, open_store
 from depthdata.stage import Stage
 from depthdata.store import Group, is_remote
 from flows import progress, stages
-from flows.runner import make_task_runner, runner_from_env
+from flows.runner import TaskRunnerFromEnv, make_task_runner
 from flows.summary import BuildSummary, ShardFailure, StageSummary
 from flows.tasks import catalog_payload, eda_task, shard_task
 
@@ -248,7 +248,7 @@ def _flow_name(kind: str):
     return lambda: _run_name(kind)
 
 
-@flow(name="depthdata-build", flow_run_name=_flow_name("build"), task_runner=make_task_runner(*runner_from_env()),
+@flow(name="depthdata-build", flow_run_name=_flow_name("build"), task_runner=TaskRunnerFromEnv(),
       validate_parameters=True)
 def build(catalog_path: str, only: list[str] | None = None, stages: list[str] | None = None,
           store_url: str | None = None, report_dir: str | None = None, teacher_gpu: float = 0.0) -> BuildSummary:
@@ -257,7 +257,7 @@ def build(catalog_path: str, only: list[str] | None = None, stages: list[str] | 
 
 
 def _stage_flow(stage: str, doc: str):
-    @flow(name=f"depthdata-{stage}", flow_run_name=_flow_name(stage), task_runner=make_task_runner(*runner_from_env()),
+    @flow(name=f"depthdata-{stage}", flow_run_name=_flow_name(stage), task_runner=TaskRunnerFromEnv(),
           validate_parameters=True)
     def stage_flow(catalog_path: str, only: list[str] | None = None, store_url: str | None = None,
                    report_dir: str | None = None, teacher_gpu: float = 0.0) -> BuildSummary:

@@ -36,9 +36,9 @@ def teacher_weights_present() -> tuple[bool, str]:
 
 def run_demo(out: str, seed: int = 0, workers: int | None = None, progress: bool = True,
              student_steps: int = 40) -> int:
-    from depthdata.cli.build_cmd import _progress
     from depthdata.demo import write_demo_catalog, write_demo_data
     from flows.build import BuildFailed, build, with_runner
+    from flows.progress import show_bars
     from flows.runner import prefect_api
 
     t0 = time.perf_counter()
@@ -51,7 +51,7 @@ def run_demo(out: str, seed: int = 0, workers: int | None = None, progress: bool
         print(BANNER.format(model=model, catalog=catalog), file=sys.stderr)
     report_dir = str(out_dir / "report")
     flow_obj = with_runner(build, None, workers)
-    with prefect_api(), _progress(progress):
+    with prefect_api(), show_bars(progress):
         try:
             summary = flow_obj(catalog_path=catalog, report_dir=report_dir)
         except BuildFailed as exc:

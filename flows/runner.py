@@ -114,6 +114,24 @@ def runner_from_env() -> tuple[str | None, int | None]:
     return os.environ.get(ENV_ADDRESS) or None, n
 
 
+class TaskRunnerFromEnv(TaskRunner):
+    """The flows' own task runner, made when a flow run starts rather than when the flows are
+    imported: Prefect starts every run on ``flow.task_runner.duplicate()``, and this one's
+    ``duplicate`` is :func:`make_task_runner` of :func:`runner_from_env`.
+
+    Made at import, the runner changed Dask's config and the environment of every process that
+    imported ``flows.build`` (:func:`tune_local_workers`), and a bad ``DEPTHDATA_WORKERS`` made
+    the import fail.
+    """
+
+    def duplicate(self) -> TaskRunner:
+        return make_task_runner(*runner_from_env())
+
+    def submit(self, task, parameters, wait_for=None, dependencies=None):
+        # Prefect submits to the runner that duplicate() made; reaching this is a misuse.
+        raise TypeError("TaskRunnerFromEnv only chooses a flow run's task runner: enter its duplicate()")
+
+
 def make_task_runner(dask_address: str | None = None, workers: int | None = None) -> TaskRunner:
     """The task runner for a build.
 

@@ -28,6 +28,7 @@ import pytest
 import yaml
 from PIL import Image
 
+from depthdata.errors import DepthdataError
 from depthdata.stage import Quarantined, ShardResult
 from depthdata.store import Store
 from flows import stages as flow_stages
@@ -218,6 +219,17 @@ def test_build_writes_every_shard_then_rerun_skips_them(prefect_api, tmp_path):
         assert np.all(rgb[group.index_of(sid)] == np.array(colour, np.uint8)), sid
     again = in_process()(cat, stages=["ingest"])
     assert (again.stages[0].shards_written, again.stages[0].shards_skipped) == (0, 3)
+
+
+def test_flow_called_as_is_takes_its_task_runner_from_the_environment_at_run_time(prefect_api, tmp_path,
+                                                                                  monkeypatch):
+    # as a served deployment's run does: it imports flows.build anew and calls the flow
+    cat = images_catalog(tmp_path, n=3, shard_size=3)
+    monkeypatch.setenv("DEPTHDATA_WORKERS", "several")
+    with pytest.raises(DepthdataError, match="DEPTHDATA_WORKERS='several' is not an integer"):
+        build(cat, stages=["ingest"])
+    monkeypatch.setenv("DEPTHDATA_WORKERS", "0")  # tasks in this process
+    assert build(cat, stages=["ingest"]).stages[0].shards_written == 1
 
 
 def test_unreadable_file_is_quarantined_with_its_reason(prefect_api, tmp_path):

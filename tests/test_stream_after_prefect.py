@@ -15,6 +15,7 @@ SCRIPT = textwrap.dedent(
     from torch.utils.data import DataLoader
     from depthdata.store import Store
     from depthdata.stream import ShardDataset
+    import flows  # noqa: F401  (registers the fork hook that keeps forked workers alive, flows/forksafe.py)
 
     @flow
     def hello():

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from depthdata.catalog import load_catalog
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("catalog", help="check catalog files", description="Check catalog files.")
@@ -19,6 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from depthdata.catalog import load_catalog
+
     cat = load_catalog(args.file, check_roots=not args.no_check_roots)
     print(f"{args.file}: valid — {len(cat.datasets)} dataset(s): "
           + ", ".join(f"{n} ({d.kind})" for n, d in cat.datasets.items())

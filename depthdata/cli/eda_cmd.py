@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from depthdata.eda import OutlierRules, write_report
+from depthdata.eda.rules import OutlierRules
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,6 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _eda(args: argparse.Namespace) -> int:
+    from depthdata.eda import write_report
+
     rules = OutlierRules(z_threshold=args.z_threshold, min_valid_fraction=args.min_valid_fraction,
                          min_contrast=args.min_contrast)
     paths = write_report(args.store, args.out, samples_per_grid=args.samples_per_grid, seed=args.seed,

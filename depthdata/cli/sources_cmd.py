@@ -7,9 +7,6 @@ import json
 import logging
 import sys
 
-import numpy as np
-
-from depthdata.catalog import load_catalog
 from depthdata.errors import CatalogError, DepthdataError
 
 log = logging.getLogger(__name__)
@@ -63,6 +60,10 @@ def _type_name(annotation) -> str:
 
 
 def _preview(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from depthdata.catalog import load_catalog
+
     if args.n < 1:
         raise DepthdataError(f"-n must be at least 1, got {args.n}")
     cat = load_catalog(args.catalog)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 
-from depthdata.store.verify import inspect_store, verify_store
-
 
 def _storage_options(value: str | None) -> dict:
     return json.loads(value) if value else {}
@@ -42,6 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    from depthdata.store.verify import verify_store
+
     report = verify_store(args.store, _storage_options(args.storage_options), groups=args.group,
                           progress=not args.json)
     if args.json:
@@ -70,6 +70,8 @@ def _compact(args: argparse.Namespace) -> int:
 
 
 def _inspect(args: argparse.Namespace) -> int:
+    from depthdata.store.verify import inspect_store
+
     info = inspect_store(args.store, _storage_options(args.storage_options))
     if args.json:
         print(json.dumps(info, indent=2))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from depthdata.stream.dataset import ShardDataset
 from depthdata.stream.order import TAILS, plan_epoch
 
 
@@ -32,6 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _check(args: argparse.Namespace) -> int:
+    from depthdata.stream.dataset import ShardDataset
+
     fields = [f.strip() for f in args.fields.split(",") if f.strip()]
     ds = ShardDataset(args.store, groups=args.groups, fields=fields, seed=args.seed, rank=0,
                       world_size=args.world_size, batch_size=args.batch_size, streams=args.streams, tail=args.tail)

@@ -1,7 +1,26 @@
 """Exploratory data analysis of a built store: ``stats.parquet`` (one row per sample, with
-outlier flags and reasons) and a self-contained ``report.html``. Entry point: :func:`write_report`."""
+outlier flags and reasons) and a self-contained ``report.html``. Entry point: :func:`write_report`.
 
-from depthdata.eda.outliers import OutlierRules, flag_outliers, robust_z
-from depthdata.eda.report import write_report
+The names below load on first use: importing a light module of the package (the CLI imports
+:mod:`.rules`) must not load pandas, scipy and matplotlib with the report.
+"""
 
-__all__ = ["OutlierRules", "flag_outliers", "robust_z", "write_report"]
+import importlib
+
+_EXPORTS = {
+    "OutlierRules": "depthdata.eda.rules",
+    "flag_outliers": "depthdata.eda.outliers",
+    "robust_z": "depthdata.eda.outliers",
+    "write_report": "depthdata.eda.report",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

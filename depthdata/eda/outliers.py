@@ -15,23 +15,14 @@ Rules, applied per group to samples whose status is ``ok``:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
 from scipy.stats import median_abs_deviation
 
+from depthdata.eda.rules import OutlierRules
+
 ZSCORE_COLUMNS = ("depth_median", "depth_max", "brightness", "contrast", "teacher_median", "teacher_absrel",
                   "sparse_coverage")
-
-
-@dataclass(frozen=True)
-class OutlierRules:
-    z_threshold: float = 3.5
-    min_samples: int = 8
-    min_valid_fraction: float = 0.5
-    min_contrast: float = 2.0
-    min_teacher_std: float = 1e-3
 
 
 def robust_z(values: np.ndarray) -> np.ndarray:

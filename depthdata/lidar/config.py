@@ -1,7 +1,7 @@
 """Catalog settings of the LiDAR synthesis stage (``lidar:`` in catalog.yaml).
 
 Units: metres for distances, degrees for angles. Frames are described in :mod:`depthdata.lidar.camera`
-(camera: x right, y down, z forward) and :mod:`depthdata.lidar.beams` (sensor: x forward,
+(camera: x right, y down, z forward) and :mod:`depthdata.lidar.presets` (sensor: x forward,
 y left, z up; elevation positive up, azimuth positive to the left).
 """
 
@@ -10,6 +10,8 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from depthdata.lidar.presets import PRESETS
 
 
 class BeamModelConfig(BaseModel):
@@ -117,8 +119,6 @@ class LidarConfig(BaseModel):
         lo, hi = self.hfov_deg
         if not 1 <= lo <= hi < 179:
             raise ValueError(f"hfov_deg must be [low, high] with 1 <= low <= high < 179, got {[lo, hi]}")
-        from depthdata.lidar.beams import PRESETS
-
         if self.beam_model not in PRESETS and self.beam_model not in self.custom_beam_models:
             known = sorted(PRESETS) + sorted(self.custom_beam_models)
             raise ValueError(f"unknown beam_model {self.beam_model!r}; known: {', '.join(known)}")

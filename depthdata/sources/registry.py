@@ -14,12 +14,11 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
 if TYPE_CHECKING:
-    from depthdata.catalog import DatasetConfig
     from depthdata.sample import Sample
 
 
@@ -37,6 +36,15 @@ class SourceItem:
     locator: dict[str, Any] = field(default_factory=dict)
 
 
+class SourceConfig(Protocol):
+    """What a source reads of its dataset's settings (the catalog's
+    :class:`~depthdata.catalog.DatasetConfig`; typed here so that the registry sits below the
+    catalog, which builds its sources through it)."""
+
+    #: the dataset's ``options:``, validated by the source's ``Options``
+    options: dict[str, Any]
+
+
 class NoOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -52,7 +60,7 @@ class Source(ABC):
     #: most ordinal pairs one record can carry (sizes the store's ``pairs`` array)
     max_pairs: ClassVar[int] = 0
 
-    def __init__(self, name: str, config: "DatasetConfig", root: str):
+    def __init__(self, name: str, config: SourceConfig, root: str):
         self.name = name
         self.config = config
         self.root = root
@@ -85,13 +93,9 @@ def register(cls: type[Source]) -> type[Source]:
     return cls
 
 
-def _load_builtin() -> None:
-    # Importing the package imports every built-in format module (each registers itself).
-    import depthdata.sources  # noqa: F401
-
-
 def source_kinds() -> dict[str, type[Source]]:
-    _load_builtin()
+    # The built-in formats are registered: Python runs the package's __init__, which imports
+    # each of them, before any of its modules (this one included).
     return dict(sorted(_REGISTRY.items()))
 
 

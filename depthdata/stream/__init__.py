@@ -1,12 +1,32 @@
 """Streaming a depthdata store into PyTorch: shuffled, split across ranks and DataLoader
-workers, resumable mid-epoch, with depth-aware augmentations (``docs/streaming.md``)."""
+workers, resumable mid-epoch, with depth-aware augmentations (``docs/streaming.md``).
 
-from depthdata.stream import forksafe  # noqa: F401  (registers a fork hook; see its docstring)
+The names below load on first use: importing a light module of the package (the CLI imports
+:mod:`.order`) must not load torch.
+"""
 
-from depthdata.stream.augment import ColorJitter, Compose, RandomCrop, RandomHFlip, crop, hflip
-from depthdata.stream.cache import CacheConfig
-from depthdata.stream.dataset import ShardDataset, ShardMapDataset
-from depthdata.stream.loader import ResumableLoader
+import importlib
 
-__all__ = ["CacheConfig", "ColorJitter", "Compose", "RandomCrop", "RandomHFlip", "ResumableLoader",
-           "ShardDataset", "ShardMapDataset", "crop", "hflip"]
+_EXPORTS = {
+    "CacheConfig": "depthdata.stream.cache",
+    "ColorJitter": "depthdata.stream.augment",
+    "Compose": "depthdata.stream.augment",
+    "RandomCrop": "depthdata.stream.augment",
+    "RandomHFlip": "depthdata.stream.augment",
+    "ResumableLoader": "depthdata.stream.loader",
+    "ShardDataset": "depthdata.stream.dataset",
+    "ShardMapDataset": "depthdata.stream.dataset",
+    "crop": "depthdata.stream.augment",
+    "hflip": "depthdata.stream.augment",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -6,6 +6,10 @@ at-exit entries, so every forked worker dies at shutdown on ``assert self._done_
 None`` with exit code 1, and PyTorch reports "DataLoader worker exited unexpectedly"
 (Prefect 3.8; see PrefectHQ/prefect#19112). The services' threads do not exist in the child,
 so there is nothing to drain there: this drops those entries in the child after a fork.
+
+The problem exists only in a process that ran a Prefect flow, so the hook belongs to the
+flows: importing :mod:`flows` calls :func:`install` (a process running a flow of its own
+without them calls it itself).
 """
 
 from __future__ import annotations
@@ -28,5 +32,12 @@ def _drop_inherited_prefect_drains() -> None:
     atexits[:] = [entry for entry in atexits if not is_prefect_drain(entry)]
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_drop_inherited_prefect_drains)
+_installed = False
+
+
+def install() -> None:
+    """Register the fork hook, once per process."""
+    global _installed
+    if not _installed and hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_drop_inherited_prefect_drains)
+        _installed = True

@@ -1,4 +1,8 @@
-"""``depthdata student train|prune|export|evaluate|run`` — the student stage (package ``student``)."""
+"""``depthdata student train|prune|export|evaluate|run`` — the student stage (package ``student``).
+
+A plug-in of the ``depthdata`` command (entry point group ``depthdata.commands`` in
+pyproject.toml); torch and the student modules are imported inside the commands.
+"""
 
 from __future__ import annotations
 

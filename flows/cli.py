@@ -1,8 +1,9 @@
 """``depthdata build``, ``depthdata serve`` and ``depthdata demo``: the Prefect flows in
 ``flows/`` run from the command line (``docs/building.md``).
 
-``flows`` is imported inside the commands: the library does not depend on it, and the other
-commands stay fast to start.
+A plug-in of the ``depthdata`` command (entry point group ``depthdata.commands`` in
+pyproject.toml): the library's CLI finds it there and never imports ``flows`` itself. Prefect
+and Dask are imported inside the commands, so ``depthdata --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -10,10 +11,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
-
-log = logging.getLogger(__name__)
 
 STAGES_HELP = "comma-separated stages to run, in pipeline order: ingest,teacher,lidar,eda (default: all)"
 
@@ -86,43 +83,9 @@ def _quiet_dask_logs() -> None:
             logging.getLogger(name).setLevel(logging.WARNING)
 
 
-@contextmanager
-def _progress(enabled: bool) -> Iterator[None]:
-    """Rich progress bars, one per stage, fed by the flow's progress events."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-    )
-
-    from flows import progress as events
-
-    if not enabled:
-        yield
-        return
-    bars: dict[str, int] = {}
-    failed: dict[str, int] = {}
-    with Progress(TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  transient=False) as prog:
-        def on_event(ev: events.Event) -> None:
-            if ev.kind == "stage_start":
-                unit = "report" if ev.stage == "eda" else "shards"
-                bars[ev.stage] = prog.add_task(f"{ev.stage} ({unit})", total=ev.total)
-                failed[ev.stage] = 0
-            elif ev.kind == "shard_done" and ev.stage in bars:
-                if ev.outcome == "failed":
-                    failed[ev.stage] += 1
-                    prog.update(bars[ev.stage], description=f"{ev.stage} ({failed[ev.stage]} failed)")
-                prog.advance(bars[ev.stage])
-
-        with events.listening(on_event):
-            yield
-
-
 def _build(args: argparse.Namespace) -> int:
     from flows.build import BuildFailed, build, with_runner
+    from flows.progress import show_bars
     from flows.runner import prefect_api
     from flows.stages import parse_stages
 
@@ -131,7 +94,7 @@ def _build(args: argparse.Namespace) -> int:
     params = {"catalog_path": args.catalog, "only": args.only,
               "stages": parse_stages(args.stages) if args.stages else None,
               "store_url": args.store, "report_dir": args.report, "teacher_gpu": args.teacher_gpu}
-    with prefect_api(), _progress(not args.no_progress and sys.stderr.isatty()):
+    with prefect_api(), show_bars(not args.no_progress and sys.stderr.isatty()):
         try:
             summary = flow_obj(**params)
         except BuildFailed as exc:
