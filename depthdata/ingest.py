@@ -20,7 +20,7 @@ import numpy as np
 from depthdata.catalog import Catalog, DatasetConfig
 from depthdata.errors import CatalogError, DepthdataError, SampleError
 from depthdata.sample import Sample, make_sample_id, valid_depth
-from depthdata.sources.registry import Source, SourceItem, get_source_class
+from depthdata.sources.registry import Source, SourceItem
 from depthdata.stage import Quarantined, ShardResult, Stage
 from depthdata.store import Group, Store, auto_shard_size
 from depthdata.store.manifest import Column
@@ -41,6 +41,8 @@ class IngestSettings:
     root: str
 
     def source(self) -> Source:
+        from depthdata.sources import get_source_class
+
         return get_source_class(self.config.kind)(self.dataset, self.config, self.root)
 
     def hashed(self) -> dict[str, Any]:

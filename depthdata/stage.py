@@ -28,8 +28,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from depthdata.store.manifest import Column
 
 if TYPE_CHECKING:
-    from depthdata.catalog import Catalog
     from depthdata.store import Group, Store
+
+#: a :class:`depthdata.catalog.Catalog`. Named, not imported: the catalog imports the settings
+#: models of the packages whose stages implement this contract, so importing it here (even for
+#: type checking) would make a cycle.
+Catalog = Any
 
 
 @dataclass(frozen=True)
@@ -75,9 +79,10 @@ class Stage(ABC):
 
         return STAGES[self.name]
 
-    @abstractmethod
     def settings(self, catalog: Catalog, dataset: str) -> Any:
-        """The settings this stage runs dataset ``dataset`` with, taken from ``catalog``."""
+        """The settings this stage runs dataset ``dataset`` with: the catalog's section named
+        :attr:`settings_key` (the same for every dataset unless a stage says otherwise)."""
+        return getattr(catalog, self.settings_key)
 
     @abstractmethod
     def part_config(self, settings: Any) -> dict[str, Any]:

@@ -220,7 +220,7 @@ def model_rows(model: type, prefix: str, links: dict[type, str]) -> list[list[st
 def page_settings() -> str:
     from depthdata.catalog import Catalog, CompressorConfig, DatasetConfig, StoreConfig
     from depthdata.lidar.config import BeamModelConfig, LidarConfig
-    from depthdata.sources.registry import source_kinds
+    from depthdata.sources import source_kinds
     from depthdata.teacher.config import TeacherConfig
 
     sections = [

@@ -6,6 +6,7 @@ from pydantic import BaseModel, ConfigDict
 from depthdata.catalog import load_catalog
 from depthdata.cli import main as cli_main
 from depthdata.errors import CatalogError
+from depthdata import sources
 from depthdata.sources import registry
 
 
@@ -30,7 +31,7 @@ class _FakeSource(registry.Source):
 
 @pytest.fixture(autouse=True)
 def fake_kind(monkeypatch):
-    registry.source_kinds()  # load the built-in kinds first
+    sources.source_kinds()  # load the built-in kinds first
     monkeypatch.setitem(registry._REGISTRY, "fake-test-kind", _FakeSource)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -26,9 +26,6 @@ from depthdata.stage import Quarantined, ShardResult, Stage
 from depthdata.store import Group
 from depthdata.store.manifest import Column
 from depthdata.teacher.pseudo import disparity01_to_depth, pseudo_metric_range
-
-if TYPE_CHECKING:
-    from depthdata.catalog import Catalog
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +59,6 @@ class LidarStage(Stage):
         Column("pseudo_far_m", "double", "far end of the drawn pseudo-metric range, metres (NaN for GT)"),
         *_synth_columns(),
     )
-
-    def settings(self, catalog: Catalog, dataset: str) -> LidarConfig:
-        return catalog.lidar
 
     def part_config(self, settings: LidarConfig) -> dict[str, Any]:
         return settings.model_dump(mode="json")

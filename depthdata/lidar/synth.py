@@ -19,8 +19,6 @@ from depthdata.errors import DepthdataError
 from depthdata.lidar.beams import beam_model_for
 from depthdata.lidar.camera import depth_mask, sample_intrinsics, zbuffer
 from depthdata.lidar.config import LidarConfig
-from depthdata.lidar.mesh import grid_mesh, poisson_mesh
-from depthdata.lidar.raycast import cast, frustum_rays, reachable, sensor_pose
 from depthdata.sample import Intrinsics
 
 
@@ -77,6 +75,11 @@ def synthesize(depth_m: np.ndarray, intrinsics: Intrinsics | None, config: Lidar
     depth map without usable pixels gives zero returns and a ``reason``, not an error.
     ``threads``: Open3D threads for Poisson and ray casting (0 = Open3D's choice).
     """
+    # Open3D loads with the first scan, not with this module: planning a build and the stage's
+    # column table need SynthStats only, and a process that imported Open3D has a changed environment
+    from depthdata.lidar.mesh import grid_mesh, poisson_mesh
+    from depthdata.lidar.raycast import cast, frustum_rays, reachable, sensor_pose
+
     t0 = time.perf_counter()
     depth_m = np.asarray(depth_m)
     if depth_m.ndim != 2 or depth_m.shape[0] < 2 or depth_m.shape[1] < 2:

@@ -94,8 +94,8 @@ def register(cls: type[Source]) -> type[Source]:
 
 
 def source_kinds() -> dict[str, type[Source]]:
-    # The built-in formats are registered: Python runs the package's __init__, which imports
-    # each of them, before any of its modules (this one included).
+    """The kinds registered so far. Look kinds up through :func:`depthdata.sources.source_kinds`,
+    which loads the built-in readers first (this module must not import them: they import it)."""
     return dict(sorted(_REGISTRY.items()))
 
 

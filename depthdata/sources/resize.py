@@ -22,7 +22,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-import cv2
 import numpy as np
 
 from depthdata.sample import Sample, valid_depth
@@ -92,6 +91,8 @@ def _place(img: np.ndarray, geo: Geometry, fill: float) -> np.ndarray:
 
 def resize_rgb(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """uint8 RGB to ``size`` ``(h, w)``: area averaging when shrinking, bilinear when enlarging."""
+    import cv2  # here, not at import: the catalog imports this module's modes, and cv2 rewrites the environment
+
     h, w = size
     if rgb.shape[:2] == (h, w):
         return rgb
@@ -107,6 +108,8 @@ def resize_depth(depth: np.ndarray, size: tuple[int, int], depth_filter: str = "
     NaN where less than half the footprint is valid. When enlarging, a footprint is smaller
     than a source pixel, so ``valid_mean`` falls back to ``nearest``.
     """
+    import cv2  # see resize_rgb
+
     if depth_filter not in DEPTH_FILTERS:
         raise ValueError(f"unknown depth filter {depth_filter!r}; expected one of {', '.join(DEPTH_FILTERS)}")
     h, w = size

@@ -16,7 +16,7 @@ import numpy as np
 import torch.utils.data as tud
 
 from depthdata.errors import DepthdataError
-from depthdata.store import Group, is_remote, select_groups
+from depthdata.store import Group, Store, is_remote, select_groups
 from depthdata.stream import fastread
 from depthdata.stream import order as od
 from depthdata.stream.cache import CacheConfig, open_groups
@@ -31,10 +31,10 @@ DEFAULT_FIELDS = ("rgb", "teacher", "teacher_conf")
 Transform = Callable[[dict[str, Any], np.random.Generator], dict[str, Any]]
 
 
-def _weighted_groups(url: str, groups: Sequence[str] | Mapping[str, float] | None,
-                     storage_options: dict[str, Any] | None) -> tuple[list[str], list[float] | None]:
+def _weighted_groups(store: Store, groups: Sequence[str] | Mapping[str, float] | None
+                     ) -> tuple[list[str], list[float] | None]:
     """The chosen group paths and, when ``groups`` maps paths to sampling weights, their weights."""
-    paths = select_groups(url, groups, storage_options)
+    paths = select_groups(store, groups)
     weights = [float(groups[p]) for p in paths] if isinstance(groups, Mapping) and groups else None
     return paths, weights
 
@@ -151,10 +151,11 @@ class ShardDataset(tud.IterableDataset):
         self.transform = transform
         self.batch_size, self.streams, self.window = int(batch_size), int(streams), int(shuffle_window)
         self.tail, self.samples_per_epoch, self.rgb_float = tail, samples_per_epoch, rgb_float
-        paths, self.weights = _weighted_groups(self.store_url, groups, storage_options)
+        store = Store.open(self.store_url, storage_options=storage_options)  # once, for planning
+        paths, self.weights = _weighted_groups(store, groups)
         cache = CacheConfig(cache_dir, cache_bytes, max(1, num_workers)) if cache_dir else None
         self._source = _Source(self.store_url, paths, storage_options, cache)
-        self.shards = scan(self._source.uncached_groups(), self.fields)
+        self.shards = scan([store.group(p) for p in paths], self.fields)
         if not any(r.indices for r in self.shards):
             raise DepthdataError(f"{self.store_url}: nothing to serve for fields {list(self.fields)} in groups "
                                  f"{paths} (no complete shard with 'ok' samples; see the warnings above)")
@@ -286,10 +287,11 @@ class ShardMapDataset(tud.Dataset):
         self.store_url = str(store_url)
         self.fields = tuple(fields)
         self.transform, self.seed, self.rgb_float = transform, int(seed), rgb_float
-        paths = select_groups(self.store_url, groups, storage_options)
+        store = Store.open(self.store_url, storage_options=storage_options)  # once, for planning
+        paths = select_groups(store, groups)
         cache = CacheConfig(cache_dir, cache_bytes, max(1, num_workers)) if cache_dir else None
         self._source = _Source(self.store_url, paths, storage_options, cache)
-        refs = scan(self._source.uncached_groups(), self.fields)
+        refs = scan([store.group(p) for p in paths], self.fields)
         self.items = np.array([(r.group, i) for r in refs for i in r.indices], dtype=np.int64).reshape(-1, 2)
         self._position: dict[str, int] | None = None
 

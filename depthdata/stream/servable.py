@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 
 from depthdata.errors import DepthdataError
 from depthdata.store import Group, field_spec
+from depthdata.store.consolidated import StageIndex
 from depthdata.stream.order import ShardRef
 
 log = logging.getLogger(__name__)
@@ -33,11 +34,12 @@ def required_stages(fields: Sequence[str]) -> list[str]:
     return stages
 
 
-def _ok_mask(group: Group, stage: str) -> np.ndarray | None:
-    """Per sample of ``group``: recorded ``ok`` by ``stage`` in a complete shard; ``None`` when
-    the stage keeps no status. Vectorised: a million-sample group is three columns and a mask."""
-    table = group.manifest(stage, columns=["status"])
-    if "status" not in table.column_names:
+def _ok_mask(group: Group, index: StageIndex, complete: list[int]) -> np.ndarray | None:
+    """Per sample of ``group``: recorded ``ok`` by the stage of ``index`` in one of the
+    ``complete`` shards; ``None`` when the stage keeps no status. Vectorised: a million-sample
+    group is two columns and a mask."""
+    table = index.rows(complete, ("index", "status"))
+    if table is None or "status" not in table.column_names:
         return None
     mask = np.zeros(len(group), bool)
     ok = pc.fill_null(pc.equal(table["status"], "ok"), False).to_numpy(zero_copy_only=False)
@@ -54,7 +56,9 @@ def scan_group(group: Group, position: int, fields: Sequence[str]) -> tuple[list
     stages = required_stages(fields)
     complete: list[int] = []
     skipped: list[str] = []
-    statuses = {st: group.shard_statuses(st) for st in stages}
+    # one listing per stage, whatever the number of shards (the consolidated manifest)
+    indexes = {st: group.stage_index(st) for st in stages}
+    statuses = {st: group.shard_statuses(st, index=indexes[st]) for st in stages}
     for k in range(group.num_shards):
         reasons = [f"{st}: {s.reason}" for st in stages if not (s := statuses[st][k]).complete]
         if reasons:
@@ -63,7 +67,7 @@ def scan_group(group: Group, position: int, fields: Sequence[str]) -> tuple[list
             complete.append(k)
     ok = np.ones(len(group), bool)
     for st in stages if complete else ():
-        stage_ok = _ok_mask(group, st)
+        stage_ok = _ok_mask(group, indexes[st], complete)
         if stage_ok is not None:
             ok &= stage_ok
     refs = []

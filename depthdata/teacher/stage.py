@@ -22,7 +22,6 @@ from depthdata.teacher.align import align_disparity_to_depth
 from depthdata.teacher.config import TeacherConfig
 
 if TYPE_CHECKING:
-    from depthdata.catalog import Catalog
     from depthdata.teacher.model import Teacher
 
 log = logging.getLogger(__name__)
@@ -55,9 +54,6 @@ class TeacherStage(Stage):
         Column("align_pixels", "int64", "GT pixels the fit used"),
         Column("align_inliers", "int64", "of those, inliers of the robust fit"),
     )
-
-    def settings(self, catalog: Catalog, dataset: str) -> TeacherConfig:
-        return catalog.teacher
 
     def part_config(self, settings: TeacherConfig) -> dict[str, Any]:
         """The output-changing settings and the weights' lineage, found without loading them."""
