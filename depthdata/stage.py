@@ -71,6 +71,8 @@ class Stage(ABC):
     requires: ClassVar[tuple[str, ...]] = ()
     #: manifest columns this stage adds to each row, besides the store's own
     columns: ClassVar[tuple[Column, ...]]
+    #: its shards run best on a GPU: a build can route them to workers that have one
+    wants_gpu: ClassVar[bool] = False
 
     @property
     def fields(self) -> tuple[str, ...]:

@@ -34,7 +34,7 @@ from depthdata.store import Group, is_remote
 from flows import progress, stages
 from flows.runner import TaskRunnerFromEnv, make_task_runner
 from flows.summary import BuildSummary, ShardFailure, StageSummary
-from flows.tasks import catalog_payload, eda_task, shard_task
+from flows.tasks import ShardOutcome, catalog_payload, eda_task, shards_task
 
 log = logging.getLogger(__name__)
 
@@ -136,20 +136,22 @@ def run_stage(stage: Stage, catalog: Catalog, datasets: list[str],
     payload = catalog_payload(catalog)
     annotate = dask.annotate(resources=resources) if resources else contextlib.nullcontext()
     with annotate:
-        futures = {shard_task.submit(stage.name, payload, ds, path, k): (path, k) for ds, path, k in jobs}
+        futures = {shards_task.submit(stage.name, payload, ds, path, shards, _label(shards)): (path, shards)
+                   for ds, path, shards in batches(jobs)}
     for fut in as_completed(list(futures)):
-        path, k = futures[fut]
-        result, reason = _outcome(fut)
-        if not reason:
-            summary.add(result)
-            outcome = "skipped" if result.skipped else "written"
-            for q in result.quarantined:
-                logger.warning("%s: quarantined %s (%s): %s", stage.name, q.sample_id, q.source_uri, q.reason)
-        else:
-            logger.error("%s: %s shard %d FAILED: %s", stage.name, path, k, reason)
-            summary.failures.append(ShardFailure(path, k, reason))
-            outcome = "failed"
-        progress.emit(progress.Event("shard_done", stage.name, outcome=outcome))
+        path, shards = futures[fut]
+        outcomes, reason = _outcome(fut)
+        for out in outcomes or [ShardOutcome(k, error=reason) for k in shards]:
+            if out.result is not None:
+                summary.add(out.result)
+                outcome = "skipped" if out.result.skipped else "written"
+                for q in out.result.quarantined:
+                    logger.warning("%s: quarantined %s (%s): %s", stage.name, q.sample_id, q.source_uri, q.reason)
+            else:
+                logger.error("%s: %s shard %d FAILED: %s", stage.name, path, out.shard, out.error)
+                summary.failures.append(ShardFailure(path, out.shard, out.error))
+                outcome = "failed"
+            progress.emit(progress.Event("shard_done", stage.name, outcome=outcome))
     summary.failures.sort(key=lambda f: (f.group, f.shard))
     _consolidate(stage, planned)
     summary.seconds = time.perf_counter() - t0
@@ -158,6 +160,31 @@ def run_stage(stage: Stage, catalog: Catalog, datasets: list[str],
                 summary.shards_written, summary.shards_skipped, len(summary.failures), summary.samples_written,
                 summary.seconds)
     return summary
+
+
+#: at most this many tasks per stage: shards are batched beyond it. Prefect costs ~0.1 s of CPU
+#: per task run (flow process + worker + API server, benchmarks/NOTES.md), so 10,000 one-shard
+#: tasks of tiny images spend more on orchestration than on the images, and the flow process
+#: holds a future per task; 256 tasks still keep a few hundred workers busy and the UI readable.
+MAX_TASKS_PER_STAGE = 256
+
+
+def batches(jobs: list[tuple[str, str, int]], max_tasks: int = MAX_TASKS_PER_STAGE
+            ) -> list[tuple[str, str, list[int]]]:
+    """``(dataset, group, shard)`` jobs as at most about ``max_tasks`` batches of consecutive
+    shards of one group each (one shard per batch when there are few)."""
+    per_task = max(1, -(-len(jobs) // max_tasks))
+    out: list[tuple[str, str, list[int]]] = []
+    for ds, path, k in jobs:
+        if out and out[-1][1] == path and len(out[-1][2]) < per_task:
+            out[-1][2].append(k)
+        else:
+            out.append((ds, path, [k]))
+    return out
+
+
+def _label(shards: list[int]) -> str:
+    return f"shard {shards[0]}" if len(shards) == 1 else f"shards {shards[0]}-{shards[-1]} ({len(shards)})"
 
 
 def _shards_to_run(stage: Stage, group: Group, config: dict[str, Any], dataset: str,
@@ -203,8 +230,9 @@ def run_pipeline(catalog_path: str, only: list[str] | None = None, stages_: list
         if name == stages.EDA:
             summary.stages.append(_eda(catalog, resolve_report_dir(report_dir, catalog)))
             continue
-        resources = {"GPU": teacher_gpu} if name == "teacher" and teacher_gpu > 0 else None
-        summary.stages.append(run_stage(STAGES[name], catalog, datasets, resources))
+        stage = STAGES[name]
+        resources = {"GPU": teacher_gpu} if stage.wants_gpu and teacher_gpu > 0 else None
+        summary.stages.append(run_stage(stage, catalog, datasets, resources))
     _publish(summary)
     if not summary.ok:
         raise BuildFailed(summary)

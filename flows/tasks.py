@@ -1,11 +1,21 @@
-"""The Prefect tasks: one shard of one group of one stage, and the EDA report.
+"""The Prefect tasks: a batch of shards of one group for one stage, and the EDA report.
 
-Task parameters are plain data (stage name, the catalog as a dict, group path, shard index):
-arrays never travel between processes; each task reads and writes its own shard in the store.
+Task parameters are plain data (stage name, the catalog as a dict, group path, shard indices):
+arrays never travel between processes; each task reads and writes its own shards in the store.
+
+A task takes several shards when a stage has many (see ``flows.build.MAX_TASKS_PER_STAGE``):
+Prefect costs ~0.1 s of CPU per task run across the flow process, the worker and the API
+server (``benchmarks/NOTES.md``), which would dominate shards of a few tiny images, and a
+Prefect UI of ten thousand task runs per stage is unreadable. Each shard still succeeds, fails
+or is retried on its own, and reports its own outcome.
 """
 
 from __future__ import annotations
 
+import logging
+import random
+import time
+from dataclasses import dataclass
 from typing import Any
 
 from prefect import task
@@ -18,7 +28,9 @@ from depthdata.catalog import Catalog, parse_catalog
 from depthdata.stage import ShardResult
 from flows import stages
 
-#: retries of a shard task after a transient I/O error; delays 2, 4, 8 s (± 50 % jitter)
+log = logging.getLogger(__name__)
+
+#: retries of a shard after a transient I/O error; delays 2, 4, 8 s (± 50 % jitter)
 RETRIES = 3
 RETRY_BACKOFF_S = 2.0
 
@@ -46,9 +58,40 @@ def catalog_from_payload(payload: dict[str, Any]) -> Catalog:
     return parse_catalog(payload["data"], base_dir=payload["base_dir"], check_roots=False)
 
 
+@dataclass
+class ShardOutcome:
+    """One shard of a task: its result, or why it failed (after its retries)."""
+
+    shard: int
+    result: ShardResult | None = None
+    error: str = ""
+
+
+def run_shards(stage: str, catalog: Catalog, dataset: str, group_path: str, shards: list[int],
+               sleep: Any = time.sleep) -> list[ShardOutcome]:
+    """Run ``stage`` on each of ``shards`` in turn. A transient I/O error retries that shard
+    (:data:`RETRIES` times, exponential backoff); any other error fails that shard only."""
+    outcomes = []
+    for k in shards:
+        for attempt in range(RETRIES + 1):
+            try:
+                outcomes.append(ShardOutcome(k, stages.run_shard(stage, catalog, dataset, group_path, k)))
+                break
+            except Exception as exc:  # noqa: BLE001 - a failed shard is reported, the others go on
+                if is_transient(exc) and attempt < RETRIES:
+                    delay = RETRY_BACKOFF_S * 2**attempt * random.uniform(0.5, 1.5)
+                    log.warning("%s %s shard %d: %s: %s; retrying in %.1f s", stage, group_path, k,
+                                type(exc).__name__, exc, delay)
+                    sleep(delay)
+                    continue
+                outcomes.append(ShardOutcome(k, error=f"{type(exc).__name__}: {exc}"))
+                break
+    return outcomes
+
+
 @task(
-    name="shard",
-    task_run_name="{stage} {group_path} shard {shard}",
+    name="shards",
+    task_run_name="{stage} {group_path} {label}",
     retries=RETRIES,
     retry_delay_seconds=exponential_backoff(backoff_factor=RETRY_BACKOFF_S),
     retry_jitter_factor=0.5,
@@ -56,9 +99,11 @@ def catalog_from_payload(payload: dict[str, Any]) -> Catalog:
     # The store's manifest parts are the record of what is done; Prefect's cache is not used.
     cache_policy=NONE,
 )
-def shard_task(stage: str, catalog: dict[str, Any], dataset: str, group_path: str, shard: int) -> ShardResult:
-    """Run ``stage`` on one shard; the stage itself skips a shard that is already complete."""
-    return stages.run_shard(stage, catalog_from_payload(catalog), dataset, group_path, shard)
+def shards_task(stage: str, catalog: dict[str, Any], dataset: str, group_path: str, shards: list[int],
+                label: str) -> list[ShardOutcome]:
+    """Run ``stage`` on ``shards`` of one group (``label`` names them in the UI); each stage
+    skips a shard that is already complete."""
+    return run_shards(stage, catalog_from_payload(catalog), dataset, group_path, shards)
 
 
 @task(name="eda-report", retries=RETRIES, retry_delay_seconds=exponential_backoff(backoff_factor=RETRY_BACKOFF_S),

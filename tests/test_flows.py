@@ -548,3 +548,38 @@ def test_build_into_s3_store_served_by_moto(prefect_api, tmp_path, s3_bucket):
     assert verify_store("s3://depth/build.zarr", storage_options=opts).ok
     again = in_process()(cat, stages=["ingest"])
     assert again.stages[0].shards_skipped == 3
+
+
+def test_many_shards_are_batched_into_a_bounded_number_of_tasks():
+    from flows.build import batches
+
+    jobs = [("d", "d/a", k) for k in range(10_000)] + [("d", "d/b", k) for k in range(7)]
+    out = batches(jobs, max_tasks=256)
+    per_task = -(-len(jobs) // 256)  # 40 shards per task
+    assert len(out) <= 257 and all(len(shards) <= per_task for _, _, shards in out)
+    # every job exactly once, in order, and a task never mixes groups
+    assert [(ds, p, k) for ds, p, shards in out for k in shards] == jobs
+    assert {p for _, p, _ in out if len(out)} == {"d/a", "d/b"}
+    # few shards: one per task, as before
+    assert batches(jobs[:5], max_tasks=256) == [("d", "d/a", [k]) for k in range(5)]
+
+
+def test_a_batch_reports_each_shard_and_retries_only_transient_errors(monkeypatch):
+    from flows import tasks
+
+    calls = []
+
+    def run_shard(stage, catalog, dataset, group_path, shard):
+        calls.append(shard)
+        if shard == 1:
+            raise ValueError("bad shard")
+        if shard == 2 and calls.count(2) < 3:
+            raise ConnectionResetError("object store reset")
+        return ShardResult(group_path, stage, shard, written=4)
+
+    monkeypatch.setattr(flow_stages, "run_shard", run_shard)
+    slept = []
+    outcomes = tasks.run_shards("ingest", None, "d", "d/a", [0, 1, 2, 3], sleep=slept.append)
+    assert [(o.shard, o.result.written if o.result else o.error) for o in outcomes] == [
+        (0, 4), (1, "ValueError: bad shard"), (2, 4), (3, 4)]
+    assert calls == [0, 1, 2, 2, 2, 3] and len(slept) == 2  # two retries of shard 2, none of shard 1

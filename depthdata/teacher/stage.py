@@ -32,6 +32,7 @@ class TeacherStage(Stage):
     doc = "teacher → teacher, teacher_conf"
     settings_key = "teacher"
     requires = ("ingest",)
+    wants_gpu = True
     columns = (
         Column("status", "string", "`ok`: labelled; `skipped`: the ingest row is not `ok`; `quarantined`: the "
                "teacher's output is non-finite or constant"),
