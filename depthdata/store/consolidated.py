@@ -26,6 +26,7 @@ import io
 import json
 import logging
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -156,6 +157,7 @@ def load(fs: fsspec.AbstractFileSystem, stage_dir: str, stage: str, previous: St
             and previous.consolidated_fingerprint == fingerprint(listing[newest])
         _take_consolidated(fs, stage_dir, newest, parts, index, previous._file if same else None)
         index.consolidated_fingerprint = fingerprint(listing[newest])
+    to_read = []
     for shard, (name, fp) in sorted(parts.items()):
         if shard in index.parts:
             continue
@@ -163,18 +165,33 @@ def load(fs: fsspec.AbstractFileSystem, stage_dir: str, stage: str, previous: St
         if old is not None and (old.name, old.fingerprint) == (name, fp) and shard in previous._part_rows:
             index.parts[shard], index._part_rows[shard] = old, previous._part_rows[shard]
             index.read_from_parts.append(shard)
-            continue
+        else:
+            to_read.append((shard, name, fp))
+
+    def read(job: tuple[int, str, str]) -> tuple[int, str, str, Any]:
+        shard, name, fp = job
         try:
             pf, meta = _footer(_read_bytes(fs, f"{stage_dir}/{name}"))
-            table = pf.read().replace_schema_metadata(None)
+            return shard, name, fp, (pf.read().replace_schema_metadata(None), meta)
         except FileNotFoundError:  # removed between the listing and the read
-            continue
+            return shard, name, fp, None
         except (OSError, pa.ArrowInvalid, ValueError) as exc:
-            index.unreadable[shard] = f"manifest part unreadable: {exc}"
-            continue
-        index.parts[shard] = PartRecord(shard, name, fp, table.num_rows, meta)
-        index._part_rows[shard] = table
-        index.read_from_parts.append(shard)
+            return shard, name, fp, f"manifest part unreadable: {exc}"
+
+    # parts newer than the consolidated file (all of them without one): many small reads, which
+    # overlap on object stores and decode outside the GIL
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        for shard, name, fp, got in pool.map(read, to_read):
+            if got is None:
+                continue
+            if isinstance(got, str):
+                index.unreadable[shard] = got
+                continue
+            table, meta = got
+            index.parts[shard] = PartRecord(shard, name, fp, table.num_rows, meta)
+            index._part_rows[shard] = table
+            index.read_from_parts.append(shard)
+    index.read_from_parts.sort()
     return index
 
 
