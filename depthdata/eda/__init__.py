@@ -5,7 +5,7 @@ The names below load on first use: importing a light module of the package (the 
 :mod:`.rules`) must not load pandas, scipy and matplotlib with the report.
 """
 
-import importlib
+from depthdata._lazy import lazy_exports
 
 _EXPORTS = {
     "OutlierRules": "depthdata.eda.rules",
@@ -15,12 +15,4 @@ _EXPORTS = {
 }
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
