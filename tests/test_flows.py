@@ -217,6 +217,9 @@ def test_build_writes_every_shard_then_rerun_skips_them(prefect_api, tmp_path):
     for i, colour in enumerate(COLOURS[:7]):
         sid = f"pics/train/img{i:02d}.png"
         assert np.all(rgb[group.index_of(sid)] == np.array(colour, np.uint8)), sid
+    # the finished stage left a consolidated manifest, which says every part
+    index = group.stage_index("ingest")
+    assert index.consolidated and sorted(index.parts) == [0, 1, 2] and index.read_from_parts == []
     again = in_process()(cat, stages=["ingest"])
     assert (again.stages[0].shards_written, again.stages[0].shards_skipped) == (0, 3)
 

@@ -61,16 +61,19 @@ def verify_store(url: str, storage_options: dict[str, Any] | None = None, groups
         group = store.group(path)
         stages = group.stages() or ["ingest"]
         for stage in stages:
+            # one listing per stage says which parts exist (not one request per shard)
+            listed = {int(m.group(1)) for n in cons.list_stage(store.fs, group.stage_dir(stage))
+                      if (m := cons.PART_RE.match(n))}
             for k in range(group.num_shards):
-                work.append((group, stage, k))
+                work.append((group, stage, k, k in listed))
     iterator = work
     if progress:
         from tqdm import tqdm
 
         iterator = tqdm(work, desc="verify", unit="shard")
-    for group, stage, k in iterator:
+    for group, stage, k, listed in iterator:
         part = group.part_path(stage, k)
-        if not store.fs.exists(part):
+        if not listed:
             report.incomplete.append(Problem(group.path, stage, k, "no manifest part (not written or interrupted)"))
             continue
         try:
