@@ -31,10 +31,12 @@ from depthdata.errors import DepthdataError
 from depthdata.pipeline import STAGES, open_store
 from depthdata.stage import Stage
 from depthdata.store import Group, is_remote
+from depthdata.store.faults import is_transient, with_retries
 from flows import progress, stages
 from flows.runner import TaskRunnerFromEnv, make_task_runner
 from flows.summary import BuildSummary, ShardFailure, StageSummary
-from flows.tasks import ShardOutcome, catalog_payload, eda_task, shards_task
+from flows.tasks import (RETRIES, RETRY_BACKOFF_S, ShardOutcome, catalog_payload, consolidate_task, eda_task,
+                         shards_task)
 
 log = logging.getLogger(__name__)
 
@@ -116,20 +118,30 @@ def run_stage(stage: Stage, catalog: Catalog, datasets: list[str],
     summary = StageSummary(stage.name)
     jobs: list[tuple[str, str, int]] = []
     planned: list[Group] = []
-    store = open_store(catalog, create=True)
     for ds in datasets:
-        try:
-            groups = stage.prepare(store, catalog, ds)
+        # The flow process's own store calls: retried like a shard's after a storage fault, and
+        # a dataset that still cannot be planned is a failure in the summary, not a crash.
+        def plan(ds: str = ds) -> tuple[list[Group], list[tuple[str, str, int]], StageSummary]:
+            part = StageSummary(stage.name)
+            groups = stage.prepare(open_store(catalog, create=True), catalog, ds)
             config = stage.part_config(stage.settings(catalog, ds))
-        except DepthdataError as exc:
-            logger.error("%s: cannot plan dataset %s: %s", stage.name, ds, exc)
-            summary.failures.append(ShardFailure(ds, -1, f"planning failed: {exc}"))
+            if not groups and stage.requires:
+                part.failures.append(ShardFailure(ds, -1, "the store has no group of this dataset: run ingest first"))
+            return groups, [j for g in groups for j in _shards_to_run(stage, g, config, ds, part)], part
+
+        try:
+            groups, todo, part = with_retries(plan, f"{stage.name}: planning {ds}", RETRIES, RETRY_BACKOFF_S)
+        except Exception as exc:  # noqa: BLE001 - the summary says why; the other datasets go on
+            if not (isinstance(exc, DepthdataError) or is_transient(exc)):
+                raise
+            reason = str(exc) if isinstance(exc, DepthdataError) else f"{type(exc).__name__}: {exc}"
+            logger.error("%s: cannot plan dataset %s: %s", stage.name, ds, reason)
+            summary.failures.append(ShardFailure(ds, -1, f"planning failed: {reason}"))
             continue
-        if not groups and stage.requires:
-            summary.failures.append(ShardFailure(ds, -1, "the store has no group of this dataset: run ingest first"))
         planned += groups
-        for g in groups:
-            jobs += _shards_to_run(stage, g, config, ds, summary)
+        jobs += todo
+        summary.shards_skipped += part.shards_skipped
+        summary.failures += part.failures
     logger.info("%s: %d shard task(s) over %d dataset(s), %d shard(s) already complete", stage.name, len(jobs),
                 len(datasets), summary.shards_skipped)
     progress.emit(progress.Event("stage_start", stage.name, total=len(jobs)))
@@ -153,7 +165,7 @@ def run_stage(stage: Stage, catalog: Catalog, datasets: list[str],
                 outcome = "failed"
             progress.emit(progress.Event("shard_done", stage.name, outcome=outcome))
     summary.failures.sort(key=lambda f: (f.group, f.shard))
-    _consolidate(stage, planned)
+    _consolidate(stage, planned, payload)
     summary.seconds = time.perf_counter() - t0
     progress.emit(progress.Event("stage_end", stage.name))
     logger.info("%s: %d shard(s) written, %d skipped, %d failed, %d sample(s), %.1f s", stage.name,
@@ -206,15 +218,16 @@ def _shards_to_run(stage: Stage, group: Group, config: dict[str, Any], dataset: 
     return jobs
 
 
-def _consolidate(stage: Stage, groups: list[Group]) -> None:
-    """One consolidated manifest per group for readers. Best effort: the parts are the record,
-    so a failure here costs readers speed, never correctness (``depthdata compact`` redoes it)."""
-    for g in groups:
-        try:
-            g.consolidate(stage.name)
-        except (DepthdataError, OSError) as exc:
+def _consolidate(stage: Stage, groups: list[Group], payload: dict[str, Any]) -> None:
+    """One consolidated manifest per group for readers, written by tasks. Best effort: the parts
+    are the record, so a failure here costs readers speed, never correctness (``depthdata
+    compact`` redoes it)."""
+    futures = {consolidate_task.submit(stage.name, payload, g.path): g.path for g in groups}
+    for fut in as_completed(list(futures)):
+        written, reason = _outcome(fut)
+        if reason:
             _logger().warning("%s: could not consolidate the %s manifest (%s); readers use the parts",
-                              g.path, stage.name, exc)
+                              futures[fut], stage.name, reason)
 
 
 def run_pipeline(catalog_path: str, only: list[str] | None = None, stages_: list[str] | str | None = None,
@@ -224,7 +237,6 @@ def run_pipeline(catalog_path: str, only: list[str] | None = None, stages_: list
     catalog = load_run_catalog(catalog_path, store_url)
     datasets = select_datasets(catalog, only)
     names = stages.parse_stages(stages_)
-    open_store(catalog, create=True)
     summary = BuildSummary(catalog.store_url)
     for name in names:
         if name == stages.EDA:

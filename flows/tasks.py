@@ -12,8 +12,6 @@ or is retried on its own, and reports its own outcome.
 
 from __future__ import annotations
 
-import logging
-import random
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -26,23 +24,12 @@ from prefect.tasks import Task, exponential_backoff
 
 from depthdata.catalog import Catalog, parse_catalog
 from depthdata.stage import ShardResult
+from depthdata.store.faults import is_transient, with_retries
 from flows import stages
-
-log = logging.getLogger(__name__)
 
 #: retries of a shard after a transient I/O error; delays 2, 4, 8 s (± 50 % jitter)
 RETRIES = 3
 RETRY_BACKOFF_S = 2.0
-
-# Missing or forbidden files do not appear by waiting: retrying them only delays the report.
-_PERMANENT_OS_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
-
-
-def is_transient(error: BaseException | None) -> bool:
-    """Whether ``error`` is worth a retry: an ``OSError`` (network, object store, disk) that is
-    not a missing or forbidden path."""
-    return isinstance(error, OSError) and not isinstance(error, _PERMANENT_OS_ERRORS)
-
 
 def _retry_on_transient(task: Task[..., Any], task_run: TaskRun, state: State) -> bool:
     error = state.data if isinstance(state.data, BaseException) else state.result(raise_on_failure=False)
@@ -73,19 +60,12 @@ def run_shards(stage: str, catalog: Catalog, dataset: str, group_path: str, shar
     (:data:`RETRIES` times, exponential backoff); any other error fails that shard only."""
     outcomes = []
     for k in shards:
-        for attempt in range(RETRIES + 1):
-            try:
-                outcomes.append(ShardOutcome(k, stages.run_shard(stage, catalog, dataset, group_path, k)))
-                break
-            except Exception as exc:  # noqa: BLE001 - a failed shard is reported, the others go on
-                if is_transient(exc) and attempt < RETRIES:
-                    delay = RETRY_BACKOFF_S * 2**attempt * random.uniform(0.5, 1.5)
-                    log.warning("%s %s shard %d: %s: %s; retrying in %.1f s", stage, group_path, k,
-                                type(exc).__name__, exc, delay)
-                    sleep(delay)
-                    continue
-                outcomes.append(ShardOutcome(k, error=f"{type(exc).__name__}: {exc}"))
-                break
+        try:
+            result = with_retries(lambda k=k: stages.run_shard(stage, catalog, dataset, group_path, k),
+                                  f"{stage} {group_path} shard {k}", RETRIES, RETRY_BACKOFF_S, sleep)
+            outcomes.append(ShardOutcome(k, result))
+        except Exception as exc:  # noqa: BLE001 - a failed shard is reported, the others go on
+            outcomes.append(ShardOutcome(k, error=f"{type(exc).__name__}: {exc}"))
     return outcomes
 
 
@@ -104,6 +84,17 @@ def shards_task(stage: str, catalog: dict[str, Any], dataset: str, group_path: s
     """Run ``stage`` on ``shards`` of one group (``label`` names them in the UI); each stage
     skips a shard that is already complete."""
     return run_shards(stage, catalog_from_payload(catalog), dataset, group_path, shards)
+
+
+@task(name="consolidate", task_run_name="consolidate {stage} {group_path}", retries=RETRIES,
+      retry_delay_seconds=exponential_backoff(backoff_factor=RETRY_BACKOFF_S), retry_jitter_factor=0.5,
+      retry_condition_fn=_retry_on_transient, cache_policy=NONE)
+def consolidate_task(stage: str, catalog: dict[str, Any], group_path: str) -> str | None:
+    """Consolidate one group's manifest of ``stage`` (on a worker: reading thousands of parts
+    takes memory the flow process should not keep for the rest of the run)."""
+    from depthdata.pipeline import open_store
+
+    return open_store(catalog_from_payload(catalog)).group(group_path).consolidate(stage)
 
 
 @task(name="eda-report", retries=RETRIES, retry_delay_seconds=exponential_backoff(backoff_factor=RETRY_BACKOFF_S),

@@ -142,6 +142,24 @@ def test_only_transient_io_errors_are_retried():
     assert not is_transient(ValueError("bad data"))
 
 
+def test_object_store_client_errors_are_transient_and_credentials_are_not():
+    from botocore.exceptions import ConnectionClosedError, EndpointConnectionError, NoCredentialsError
+    from aiohttp import ServerDisconnectedError
+
+    # what s3fs lets through when the endpoint is down: not OSError, still an outage
+    assert is_transient(EndpointConnectionError(endpoint_url="http://127.0.0.1:9/bucket"))
+    assert is_transient(ConnectionClosedError(endpoint_url="http://127.0.0.1:9/bucket"))
+    assert is_transient(ServerDisconnectedError())
+    assert not is_transient(NoCredentialsError())  # waiting does not bring credentials
+    try:  # a library that wraps the outage in its own error
+        try:
+            raise EndpointConnectionError(endpoint_url="http://127.0.0.1:9/bucket")
+        except EndpointConnectionError as exc:
+            raise RuntimeError("zarr could not read the chunk") from exc
+    except RuntimeError as wrapped:
+        assert is_transient(wrapped)
+
+
 def test_serve_parameters_are_absolute_and_checked(tmp_path, monkeypatch):
     from flows.deploy import deployment_parameters
 
@@ -586,3 +604,33 @@ def test_a_batch_reports_each_shard_and_retries_only_transient_errors(monkeypatc
     assert [(o.shard, o.result.written if o.result else o.error) for o in outcomes] == [
         (0, 4), (1, "ValueError: bad shard"), (2, 4), (3, 4)]
     assert calls == [0, 1, 2, 2, 2, 3] and len(slept) == 2  # two retries of shard 2, none of shard 1
+
+
+def test_a_storage_outage_while_planning_is_retried_then_reported_not_raised(prefect_api, tmp_path, monkeypatch):
+    """The flow process's own store calls (planning a stage) get the shards' retry policy, and a
+    persistent outage ends in the summary (a failed dataset with its reason), not a traceback."""
+    from botocore.exceptions import EndpointConnectionError
+
+    import flows.build as fb
+
+    cat = images_catalog(tmp_path, n=4, shard_size=2)
+    monkeypatch.setattr(fb, "RETRY_BACKOFF_S", 0.01)
+    real, calls = fb.open_store, []
+
+    def flaky(catalog, create=False):
+        calls.append(1)
+        if len(calls) <= 2:  # an endpoint that comes back after two tries
+            raise EndpointConnectionError(endpoint_url="http://127.0.0.1:9/depth")
+        return real(catalog, create)
+
+    monkeypatch.setattr(fb, "open_store", flaky)
+    assert in_process()(cat, stages=["ingest"]).stages[0].shards_written == 2
+
+    def down(catalog, create=False):
+        raise EndpointConnectionError(endpoint_url="http://127.0.0.1:9/depth")
+
+    monkeypatch.setattr(fb, "open_store", down)
+    with pytest.raises(BuildFailed) as err:
+        in_process()(cat, stages=["ingest"])
+    [failure] = err.value.summary.stages[0].failures
+    assert failure.group == "pics" and "planning failed: EndpointConnectionError" in failure.reason

@@ -19,7 +19,6 @@ import datetime as _dt
 import logging
 import math
 import os
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -57,6 +56,19 @@ def compressors_for(codec: str, level: int) -> Any:
     if codec == "none":
         return None
     raise StoreError(f"unknown compressor codec {codec!r} (zstd, blosc-lz4, none)")
+
+
+def sealed(meta: dict[str, Any]) -> dict[str, Any]:
+    """``meta`` with a ``checksum`` of the rest, so ``verify`` can tell the store's own metadata
+    (the catalog it was built from, its versions) was altered after it was written."""
+    rest = {k: v for k, v in meta.items() if k != "checksum"}
+    return {**rest, "checksum": mf.config_hash(rest)}
+
+
+def seal_broken(meta: dict[str, Any]) -> bool:
+    """Whether ``meta`` carries a checksum that no longer matches (stores from before the seal
+    carry none)."""
+    return "checksum" in meta and sealed(meta)["checksum"] != meta["checksum"]
 
 
 def is_remote(url: str) -> bool:
@@ -108,7 +120,7 @@ class Store:
             if catalog is not None:
                 attrs = dict(store.root.attrs["depthdata"])
                 attrs["catalog"] = catalog
-                store.root.attrs["depthdata"] = attrs
+                store.root.attrs["depthdata"] = sealed(attrs)
             return store
         if fs.exists(fs_root) and fs.isdir(fs_root) and fs.ls(fs_root):
             raise StoreError(f"{url}: exists and is not empty, but is not a depthdata store (no zarr.json)")
@@ -116,12 +128,12 @@ class Store:
             raise StoreError(f"{url}: exists and is a file, not a store folder")
         zstore = cls._zarr_store(url, storage_options, read_only=False)
         root = zarr.open_group(store=zstore, mode="w-", zarr_format=3)
-        root.attrs["depthdata"] = {
+        root.attrs["depthdata"] = sealed({
             "schema_version": SCHEMA_VERSION,
             "package_version": depthdata.__version__,
             "created": _now(),
             "catalog": catalog,
-        }
+        })
         return cls(url, root, fs, fs_root, storage_options)
 
     @classmethod
@@ -129,15 +141,24 @@ class Store:
         """Open an existing store (``mode`` ``"r"`` or ``"r+"``); refuse foreign or newer ones."""
         storage_options = storage_options or {}
         fs, fs_root = fsspec.core.url_to_fs(url, **storage_options)
-        if not fs.exists(fs_root):
+        try:
+            found = fs.exists(fs_root)
+        except Exception as exc:  # noqa: BLE001 - a client's own error types (botocore, ...)
+            if type(exc).__name__ == "NoCredentialsError":
+                raise StoreError(f"{url}: no credentials for this object store: pass them in storage options "
+                                 "(--storage-options '{\"key\": ..., \"secret\": ...}', or store.storage_options "
+                                 "in the catalog) or the client's environment variables") from None
+            raise
+        if not found:
             raise StoreError(f"{url}: no such store")
         if not fs.exists(f"{fs_root}/zarr.json"):
             raise StoreError(f"{url}: not a depthdata store (no zarr.json at its root)")
         zstore = cls._zarr_store(url, storage_options, read_only=(mode == "r"))
         try:
             root = zarr.open_group(store=zstore, mode="r" if mode == "r" else "r+", zarr_format=3)
-        except (zarr.errors.GroupNotFoundError, ValueError, KeyError) as exc:
-            raise StoreError(f"{url}: cannot open as a Zarr v3 group: corrupt or foreign zarr.json ({exc})") from None
+        except (zarr.errors.GroupNotFoundError, ValueError, KeyError) as exc:  # JSON and Unicode errors too
+            raise StoreError(f"{url}: cannot open as a Zarr v3 group: corrupt or foreign zarr.json "
+                             f"({url.rstrip('/')}/zarr.json: {exc})") from None
         meta = root.attrs.get("depthdata")
         if not isinstance(meta, dict) or "schema_version" not in meta:
             raise StoreError(f"{url}: a Zarr store, but not a depthdata store (no 'depthdata' attributes)")
@@ -160,15 +181,21 @@ class Store:
         return int(self.meta["schema_version"])
 
     def group_paths(self) -> list[str]:
-        """``dataset/split`` paths of every group, sorted."""
-        out = []
-        with warnings.catch_warnings():
-            # the manifest folder sits beside the groups; Zarr warns that it is not a node
-            warnings.filterwarnings("ignore", message=".*not recognized as a component of a Zarr hierarchy")
-            for ds_name, ds in sorted(self.root.groups()):
-                for split_name, _ in sorted(ds.groups()):
-                    out.append(f"{ds_name}/{split_name}")
-        return out
+        """``dataset/split`` paths of every group, sorted.
+
+        Read from two levels of folder listings, not from Zarr's members: Zarr would fetch and
+        parse every node's ``zarr.json`` (two requests each on object stores), and one corrupt
+        node would hide every group behind it. Opening a group (:meth:`group`) checks it."""
+        def folders(path: str) -> list[str]:
+            try:
+                entries = self.fs.ls(path, detail=True, refresh=True)
+            except FileNotFoundError:
+                return []
+            return sorted(e["name"].rstrip("/").rsplit("/", 1)[-1] for e in entries if e.get("type") == "directory")
+
+        # dataset names never start with "_" (the catalog refuses them): "_manifest" is not one
+        return [f"{ds}/{split}" for ds in folders(self.fs_root) if not ds.startswith(("_", "."))
+                for split in folders(f"{self.fs_root}/{ds}")]
 
     def group(self, path: str) -> "Group":
         try:
@@ -376,6 +403,7 @@ class Group:
         return list(self._fields)
 
     def _array_names(self) -> list[str]:
+        """The fields that have an array, from Zarr's members (what :meth:`fields` records)."""
         return sorted(name for name, _ in self.zgroup.arrays() if name in FIELDS)
 
     def ensure_fields(self, names: Iterable[str]) -> None:

@@ -11,7 +11,7 @@ import pyarrow as pa
 from depthdata.store import consolidated as cons
 from depthdata.store import manifest as mf
 from depthdata.store.fields import field_spec
-from depthdata.store.store import Group, Store
+from depthdata.store.store import Group, Store, seal_broken
 
 
 @dataclass
@@ -20,10 +20,14 @@ class Problem:
     stage: str
     shard: int
     problem: str
+    #: the file the problem is in, relative to the store's root ("" when it is not one file)
+    file: str = ""
 
     def __str__(self) -> str:
-        where = f"shard {self.shard}" if self.shard >= 0 else "manifest"
-        return f"{self.group} {where} ({self.stage}): {self.problem}"
+        where = f"shard {self.shard}" if self.shard >= 0 else "manifest" if self.stage else "group"
+        stage = f" ({self.stage})" if self.stage else ""
+        at = f" [{self.file}]" if self.file else ""
+        return f"{self.group} {where}{stage}: {self.problem}{at}"
 
 
 @dataclass
@@ -55,10 +59,17 @@ def verify_store(url: str, storage_options: dict[str, Any] | None = None, groups
     """
     store = Store.open(url, storage_options=storage_options)
     report = VerifyReport(url)
+    if seal_broken(store.meta):
+        report.problems.append(Problem("(store)", "", -1, "the store's metadata (catalog, versions) does not match "
+                                                          "its checksum: altered after writing", "zarr.json"))
     paths = groups or store.group_paths()
     work = []
+    opened: dict[str, Group] = {}
     for path in paths:
-        group = store.group(path)
+        group = _open_group(store, path, report)
+        if group is None:
+            continue
+        opened[path] = group
         stages = group.stages() or ["ingest"]
         for stage in stages:
             # one listing per stage says which parts exist (not one request per shard)
@@ -76,12 +87,17 @@ def verify_store(url: str, storage_options: dict[str, Any] | None = None, groups
         if not listed:
             report.incomplete.append(Problem(group.path, stage, k, "no manifest part (not written or interrupted)"))
             continue
+        rel = mf.part_path(group.path, stage, k)
         try:
             table, meta = mf.read_table(store.fs, part)
-        except (OSError, pa.ArrowInvalid) as exc:
-            report.problems.append(Problem(group.path, stage, k, f"manifest part unreadable: {exc}"))
+        except (OSError, pa.ArrowInvalid, ValueError) as exc:  # ValueError: a footer that is not JSON
+            report.problems.append(Problem(group.path, stage, k, f"manifest part unreadable: {exc}", rel))
             continue
         report.shards_checked += 1
+        footer = _footer_problem(meta, group.path, stage, k)
+        if footer:
+            report.problems.append(Problem(group.path, stage, k, footer, rel))
+            continue
         idx = group.shard_range(k)
         if table.num_rows != len(idx):
             report.problems.append(Problem(group.path, stage, k, f"manifest part has {table.num_rows} rows, "
@@ -105,11 +121,54 @@ def verify_store(url: str, storage_options: dict[str, Any] | None = None, groups
                                                    f"field {name}: checksum mismatch for sample {sid!r} "
                                                    "(data missing or altered after the manifest was written)"))
         report.samples_checked += len(idx)
-    for path in paths:
-        group = store.group(path)
+    for group in opened.values():
         for stage in group.stages():
             _check_consolidated(group, stage, report)
     return report
+
+
+def _open_group(store: Store, path: str, report: VerifyReport) -> Group | None:
+    """The group with its plan read, or ``None`` with the problem reported naming the file."""
+    try:
+        group = store.group(path)
+    except Exception as exc:  # noqa: BLE001 - JSON, Unicode, Zarr errors: a finding, not a crash
+        report.problems.append(Problem(path, "", -1, f"group metadata unreadable: {type(exc).__name__}: {exc}",
+                                       f"{path}/zarr.json"))
+        return None
+    try:
+        arrays = group._array_names()
+    except Exception as exc:  # noqa: BLE001 - see above
+        report.problems.append(Problem(path, "", -1, f"array metadata unreadable: {type(exc).__name__}: {exc}",
+                                       f"{path}/<field>/zarr.json"))
+        return None
+    if group.fields() != arrays:
+        report.problems.append(Problem(path, "", -1, f"the group's recorded fields {group.fields()} are not its "
+                                                     f"arrays {arrays}", f"{path}/zarr.json"))
+    try:
+        plan = group.plan_table()
+        if plan.num_rows != len(group) or plan.column("index").to_pylist() != list(range(len(group))):
+            raise ValueError(f"{plan.num_rows} rows for the group's {len(group)} samples, or out of order")
+        # the plan's footer keeps a second copy of the group's plan attributes
+        _, footer = mf.read_table(store.fs, f"{store.fs_root}/{mf.plan_path(path)}")
+        if {k: v for k, v in footer.items() if k != "group"} != group.plan:
+            report.problems.append(Problem(path, "", -1, "the group's plan attributes differ from the copy in "
+                                                         f"{mf.PLAN_FILE}", f"{path}/zarr.json"))
+    except Exception as exc:  # noqa: BLE001 - see above
+        report.problems.append(Problem(path, "", -1, f"plan unreadable: {type(exc).__name__}: {exc}",
+                                       mf.plan_path(path)))
+        return None
+    return group
+
+
+def _footer_problem(meta: dict[str, Any], group: str, stage: str, shard: int) -> str:
+    """What is wrong with a manifest part's footer, or "": it must name its own group, stage and
+    shard, and its settings must still hash to the hash that skip checks compare."""
+    named = (meta.get("group"), meta.get("stage"), meta.get("shard"))
+    if named != (group, stage, shard):
+        return f"manifest part footer names {named}, not ({group!r}, {stage!r}, {shard})"
+    if mf.config_hash(meta.get("config") or {}) != meta.get("config_hash"):
+        return "manifest part footer: the settings recorded do not match their hash (altered after writing)"
+    return ""
 
 
 def _check_consolidated(group: Group, stage: str, report: VerifyReport) -> None:
