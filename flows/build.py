@@ -117,20 +117,26 @@ def run_stage(stage: Stage, catalog: Catalog, datasets: list[str],
     t0 = time.perf_counter()
     summary = StageSummary(stage.name)
     jobs: list[tuple[str, str, int]] = []
-    planned: list[Group] = []
+    to_consolidate: list[Group] = []
     for ds in datasets:
         # The flow process's own store calls: retried like a shard's after a storage fault, and
         # a dataset that still cannot be planned is a failure in the summary, not a crash.
+        # Returns the groups whose manifest will need consolidating, the jobs, and the tally.
         def plan(ds: str = ds) -> tuple[list[Group], list[tuple[str, str, int]], StageSummary]:
             part = StageSummary(stage.name)
             groups = stage.prepare(open_store(catalog, create=True), catalog, ds)
             config = stage.part_config(stage.settings(catalog, ds))
             if not groups and stage.requires:
                 part.failures.append(ShardFailure(ds, -1, "the store has no group of this dataset: run ingest first"))
-            return groups, [j for g in groups for j in _shards_to_run(stage, g, config, ds, part)], part
+            todo, stale = [], []
+            for g in groups:
+                jobs_g, needs_consolidation = _shards_to_run(stage, g, config, ds, part)
+                todo += jobs_g
+                stale += [g] if jobs_g or needs_consolidation else []
+            return stale, todo, part
 
         try:
-            groups, todo, part = with_retries(plan, f"{stage.name}: planning {ds}", RETRIES, RETRY_BACKOFF_S)
+            stale, todo, part = with_retries(plan, f"{stage.name}: planning {ds}", RETRIES, RETRY_BACKOFF_S)
         except Exception as exc:  # noqa: BLE001 - the summary says why; the other datasets go on
             if not (isinstance(exc, DepthdataError) or is_transient(exc)):
                 raise
@@ -138,7 +144,7 @@ def run_stage(stage: Stage, catalog: Catalog, datasets: list[str],
             logger.error("%s: cannot plan dataset %s: %s", stage.name, ds, reason)
             summary.failures.append(ShardFailure(ds, -1, f"planning failed: {reason}"))
             continue
-        planned += groups
+        to_consolidate += stale
         jobs += todo
         summary.shards_skipped += part.shards_skipped
         summary.failures += part.failures
@@ -165,7 +171,7 @@ def run_stage(stage: Stage, catalog: Catalog, datasets: list[str],
                 outcome = "failed"
             progress.emit(progress.Event("shard_done", stage.name, outcome=outcome))
     summary.failures.sort(key=lambda f: (f.group, f.shard))
-    _consolidate(stage, planned, payload)
+    _consolidate(stage, to_consolidate, payload)
     summary.seconds = time.perf_counter() - t0
     progress.emit(progress.Event("stage_end", stage.name))
     logger.info("%s: %d shard(s) written, %d skipped, %d failed, %d sample(s), %.1f s", stage.name,
@@ -200,11 +206,14 @@ def _label(shards: list[int]) -> str:
 
 
 def _shards_to_run(stage: Stage, group: Group, config: dict[str, Any], dataset: str,
-                   summary: StageSummary) -> list[tuple[str, str, int]]:
+                   summary: StageSummary) -> tuple[list[tuple[str, str, int]], bool]:
     """The shards of ``group`` that need a task, decided from the manifest (a few requests per
     group and stage): complete ones (same settings) are counted as skipped, and ones whose
-    upstream stage is not complete are failures — running them would process fill values."""
-    done = group.shard_statuses(stage.name, config)
+    upstream stage is not complete are failures — running them would process fill values.
+    Also whether the stage's manifest needs consolidating even if no shard runs (a build killed
+    before its consolidation)."""
+    index = group.stage_index(stage.name)
+    done = group.shard_statuses(stage.name, config, index=index)
     upstream = {req: group.shard_statuses(req) for req in stage.requires}
     jobs = []
     for k in range(group.num_shards):
@@ -215,7 +224,7 @@ def _shards_to_run(stage: Stage, group: Group, config: dict[str, Any], dataset: 
             summary.shards_skipped += 1
         else:
             jobs.append((dataset, group.path, k))
-    return jobs
+    return jobs, index.consolidation_needed
 
 
 def _consolidate(stage: Stage, groups: list[Group], payload: dict[str, Any]) -> None:

@@ -30,7 +30,7 @@ from PIL import Image
 
 from depthdata.errors import DepthdataError
 from depthdata.stage import Quarantined, ShardResult
-from depthdata.store import Store
+from depthdata.store import Group, Store
 from flows import stages as flow_stages
 from flows.build import BuildFailed, build, with_runner
 from flows.summary import BuildSummary, ShardFailure, StageSummary
@@ -224,7 +224,7 @@ def in_process(flow_obj=build):
     return with_runner(flow_obj, workers=0)
 
 
-def test_build_writes_every_shard_then_rerun_skips_them(prefect_api, tmp_path):
+def test_build_writes_every_shard_then_rerun_skips_them(prefect_api, tmp_path, monkeypatch):
     cat = images_catalog(tmp_path, n=7, shard_size=3)
     first = in_process()(cat, stages=["ingest"])
     ingest = first.stages[0]
@@ -238,8 +238,12 @@ def test_build_writes_every_shard_then_rerun_skips_them(prefect_api, tmp_path):
     # the finished stage left a consolidated manifest, which says every part
     index = group.stage_index("ingest")
     assert index.consolidated and sorted(index.parts) == [0, 1, 2] and index.read_from_parts == []
+    ran = []
+    before_each_shard(monkeypatch, lambda stage, shard: ran.append(shard))
+    monkeypatch.setattr(Group, "consolidate", lambda self, stage: ran.append(("consolidate", stage)))
     again = in_process()(cat, stages=["ingest"])
     assert (again.stages[0].shards_written, again.stages[0].shards_skipped) == (0, 3)
+    assert ran == []  # planning saw every shard complete: no shard task, nothing to consolidate
 
 
 def test_flow_called_as_is_takes_its_task_runner_from_the_environment_at_run_time(prefect_api, tmp_path,

@@ -105,6 +105,12 @@ class StageIndex:
     #: rows of the shards read from their own part
     _part_rows: dict[int, pa.Table] = field(default_factory=dict)
 
+    @property
+    def consolidation_needed(self) -> bool:
+        """Whether a consolidation would write a new file (parts newer than the newest one)."""
+        return bool(self.parts) and not (self.consolidated and not (self.read_from_parts or self.stale or
+                                                                    self.warnings))
+
     def rows(self, shards: list[int], columns: tuple[str, ...] | None = None) -> pa.Table | None:
         """Rows of ``shards`` (readable parts only) in index order, only ``columns`` when given;
         ``None`` when there are none."""
@@ -237,10 +243,8 @@ def write(fs: fsspec.AbstractFileSystem, stage_dir: str, index: StageIndex, extr
     """Write the rows of ``index`` as the next consolidated file; returns its name (``None``
     when there is nothing to consolidate or nothing changed since the newest one)."""
     records = [index.parts[k] for k in sorted(index.parts)]
-    if not records:
-        return None
-    if index.consolidated and not (index.read_from_parts or index.stale or index.warnings):
-        return None  # the newest consolidated file already says all of it
+    if not index.consolidation_needed:
+        return None  # no parts, or the newest consolidated file already says all of it
     table = index.rows([r.shard for r in records])
     seq = max((int(m.group(1)) for n in list_stage(fs, stage_dir) if (m := CONSOLIDATED_RE.match(n))), default=0)
     name = f"consolidated-{seq + 1:06d}.parquet"
