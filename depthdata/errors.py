@@ -9,6 +9,7 @@ module (``tests/test_errors.py`` keeps it in step with the code)::
     ├── SourceError        a source file is missing, unreadable or malformed; names the file
     ├── CatalogError       the catalog is invalid; quotes the YAML path (``datasets.nyu.root``)
     ├── StoreError         a store cannot be opened or written, or lacks the group, field or stage asked for
+    │   └── StoreLocked    [depthdata.store.lock] another build holds the store's build lock
     ├── MetricError        [depthdata.metrics] inputs cannot be evaluated (shapes, predictions, pairs)
     │   └── EmptyMaskError [depthdata.metrics] no pixel is left to evaluate after masking
     ├── LidarInputError    [depthdata.lidar.synth] the depth map given to the synthesiser is unusable

@@ -17,6 +17,7 @@ from depthdata.teacher.stage import stage as teacher
 if TYPE_CHECKING:
     from depthdata.catalog import Catalog
     from depthdata.store import Group, Store
+    from depthdata.store.lock import BuildLock
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,18 @@ def open_store(catalog: Catalog, create: bool = False) -> Store:
     if create:
         return Store.create(catalog.store_url, catalog=catalog.to_dict(), storage_options=opts)
     return Store.open(catalog.store_url, mode="r+", storage_options=opts)
+
+
+def build_lock(catalog: Catalog) -> BuildLock:
+    """The lock a build of ``catalog`` holds on its store (:mod:`depthdata.store.lock`); the
+    store's folder is made first, so the lock also covers creating the store."""
+    import fsspec
+
+    from depthdata.store.lock import BuildLock
+
+    fs, root = fsspec.core.url_to_fs(catalog.store_url, **catalog.store.storage_options)
+    fs.makedirs(root, exist_ok=True)
+    return BuildLock(fs, root, catalog.store_url)
 
 
 def run_local(stage: Stage, groups: Iterable[Group], settings: Any, *, force: bool = False, threads: int = 0,

@@ -28,7 +28,7 @@ from prefect.runtime import flow_run
 
 from depthdata.catalog import Catalog, load_catalog
 from depthdata.errors import DepthdataError
-from depthdata.pipeline import STAGES, open_store
+from depthdata.pipeline import STAGES, build_lock, open_store
 from depthdata.stage import Stage
 from depthdata.store import Group, is_remote
 from depthdata.store.faults import is_transient, with_retries
@@ -247,13 +247,19 @@ def run_pipeline(catalog_path: str, only: list[str] | None = None, stages_: list
     datasets = select_datasets(catalog, only)
     names = stages.parse_stages(stages_)
     summary = BuildSummary(catalog.store_url)
-    for name in names:
-        if name == stages.EDA:
-            summary.stages.append(_eda(catalog, resolve_report_dir(report_dir, catalog)))
-            continue
-        stage = STAGES[name]
-        resources = {"GPU": teacher_gpu} if stage.wants_gpu and teacher_gpu > 0 else None
-        summary.stages.append(run_stage(stage, catalog, datasets, resources))
+    # one build writes a store at a time; a second is refused naming the first (StoreLocked)
+    lock = with_retries(lambda: build_lock(catalog), "opening the store's folder", RETRIES, RETRY_BACKOFF_S)
+    with_retries(lock.acquire, "taking the build lock", RETRIES, RETRY_BACKOFF_S)
+    try:
+        for name in names:
+            if name == stages.EDA:
+                summary.stages.append(_eda(catalog, resolve_report_dir(report_dir, catalog)))
+                continue
+            stage = STAGES[name]
+            resources = {"GPU": teacher_gpu} if stage.wants_gpu and teacher_gpu > 0 else None
+            summary.stages.append(run_stage(stage, catalog, datasets, resources))
+    finally:
+        lock.release()
     _publish(summary)
     if not summary.ok:
         raise BuildFailed(summary)

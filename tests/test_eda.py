@@ -79,7 +79,8 @@ def store_url(tmp_path_factory):
         sparse[:, 8, ::4] = depth[:, 8, ::4]  # 5 returns per sample on row 8
         # as the LiDAR stage reports them: "skipped" echoes the ingest rejection, "empty" = no return
         lidar_rows = [{"status": "skipped" if i == QUARANTINED else "empty" if i == MOSTLY_NAN else "ok",
-                       "coverage": 0.0 if i in (QUARANTINED, MOSTLY_NAN) else 5 / (H * W)} for i in idx]
+                       "coverage": 0.0 if i in (QUARANTINED, MOSTLY_NAN) else 5 / (H * W),
+                       "seed": (1 << 62) + i} for i in idx]  # 63-bit, as sample_seed makes them
         g.write_shard(k, "lidar", {"sparse": np.nan_to_num(sparse)}, lidar_rows)
     # a depth-free group with ordinal pairs (DIW-like)
     d = store.create_group("diw", "test", ["diw/test/a", "diw/test/b", "diw/test/c"], ["a", "b", "c"], H, W, 2,
@@ -117,6 +118,8 @@ def test_per_sample_statistics(report):
     assert ramp.sparse_coverage == pytest.approx(5 / (H * W))
     assert ramp.sparse_returns == 5
     assert s.loc["nyu/train/001", "lidar.coverage"] == pytest.approx(5 / (H * W))
+    # integers stay exact although the DIW group has no LiDAR rows (a float64 column would round)
+    assert s.loc["nyu/train/001", "lidar.seed"] == (1 << 62) + 1
     assert s.loc["diw/test/b"].pairs_count == 2
     assert s.loc["diw/test/b"].group == "diw/test"
     assert math.isnan(s.loc["diw/test/b"].depth_median)

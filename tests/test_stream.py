@@ -439,3 +439,13 @@ def test_s3_store_with_two_workers_and_a_bounded_cache(tmp_path, s3_bucket):
     for f in (tmp_path / "cache").iterdir():
         size = sum(x.stat().st_size for x in f.rglob("*") if x.is_file())
         assert 0 < size <= budget // 2
+
+
+def test_an_epoch_that_would_be_empty_is_refused_saying_why(tmp_path):
+    # one servable sample (the others quarantined), four streams: tail="drop" would drop it
+    url = build(str(tmp_path / "s.zarr"), groups=(("nyu", "train", 4),), shard_size=4,
+                quarantine={("nyu", 1), ("nyu", 2), ("nyu", 3)})
+    with pytest.raises(DepthdataError, match=r"would be empty: its 1 of 1 servable sample\(s\) are fewer than "
+                                             r"streams × batch_size = 4 × 1.*tail='pad'"):
+        ShardDataset(url, fields=("rgb",), streams=4, tail="drop")
+    assert len(ShardDataset(url, fields=("rgb",), streams=4, tail="pad")) == 4  # padded to one round

@@ -116,8 +116,18 @@ def _output_fs(out_dir: str, store_url: str, storage_options: dict[str, Any] | N
 
 
 def _stats_frame(scans: list[GroupScan]) -> pd.DataFrame:
+    from depthdata.pipeline import STAGES
+
     rows = [r for s in scans for r in s.rows]
-    return pd.DataFrame(rows, columns=None if rows else [c.name for c in STATS_COLUMNS[:6]])
+    frame = pd.DataFrame(rows, columns=None if rows else [c.name for c in STATS_COLUMNS[:6]])
+    # A manifest column declared int64 stays integer where some samples have no value: pandas
+    # would make it float64 (NaN) and round 63-bit seeds; nullable Int64 keeps them exact.
+    for stage in STAGES.values():
+        for c in stage.columns:
+            name = f"{stage.name}.{c.name}"
+            if c.dtype == "int64" and name in frame:
+                frame[name] = pd.array([r.get(name) for r in rows], dtype="Int64")
+    return frame
 
 
 def _group_summary(scan: GroupScan, table: pd.DataFrame) -> dict[str, Any]:

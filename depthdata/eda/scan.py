@@ -63,7 +63,8 @@ def _stage_rows(group: Group, stage: str) -> dict[int, dict[str, Any]]:
 def _manifest_extras(stage: str, row: dict[str, Any]) -> dict[str, Any]:
     """A later stage's numeric manifest columns (e.g. alignment AbsRel, LiDAR coverage) as
     ``<stage>.<column>``; checksums and bookkeeping are left out."""
-    return {f"{stage}.{k}": float(v) for k, v in row.items()
+    # integers stay integers: a seed is 63 bits, which a float64 does not hold
+    return {f"{stage}.{k}": v if isinstance(v, int) else float(v) for k, v in row.items()
             if k not in _BOOKKEEPING and not k.startswith("checksum_")
             and isinstance(v, (int, float)) and not isinstance(v, bool)}
 

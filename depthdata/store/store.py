@@ -122,12 +122,15 @@ class Store:
                 attrs["catalog"] = catalog
                 store.root.attrs["depthdata"] = sealed(attrs)
             return store
-        if fs.exists(fs_root) and fs.isdir(fs_root) and fs.ls(fs_root):
+        # a build takes its lock (lock.LOCK_FILE) before it creates the store
+        if fs.exists(fs_root) and fs.isdir(fs_root) and \
+                [p for p in fs.ls(fs_root, detail=False) if not p.rstrip("/").endswith("/_build.lock")]:
             raise StoreError(f"{url}: exists and is not empty, but is not a depthdata store (no zarr.json)")
         if fs.exists(fs_root) and not fs.isdir(fs_root):
             raise StoreError(f"{url}: exists and is a file, not a store folder")
         zstore = cls._zarr_store(url, storage_options, read_only=False)
-        root = zarr.open_group(store=zstore, mode="w-", zarr_format=3)
+        # "a", not "w-": the folder may already hold the build's lock file (checked empty above)
+        root = zarr.open_group(store=zstore, mode="a", zarr_format=3)
         root.attrs["depthdata"] = sealed({
             "schema_version": SCHEMA_VERSION,
             "package_version": depthdata.__version__,

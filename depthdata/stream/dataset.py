@@ -163,6 +163,13 @@ class ShardDataset(tud.IterableDataset):
         self._delivered = 0
         self._plans: dict[int, od.EpochPlan] = {}
         plan = self.plan()  # validates the settings now rather than inside a worker
+        if not len(plan):
+            servable = sum(len(r.indices) for r in self.shards)
+            raise DepthdataError(
+                f"{self.store_url}: an epoch of rank {self.rank}/{self.world_size} would be empty: its "
+                f"{plan.dropped} of {servable} servable sample(s) are fewer than streams × batch_size = "
+                f"{self.streams} × {self.batch_size}, and tail='drop' drops the remainder. Use tail='pad', "
+                "fewer streams or a smaller batch")
         log.info("%s: %d group(s), %d servable shard(s), %d samples per epoch on rank %d/%d "
                  "(%d dropped, %d padded by tail=%s)", self.store_url, len(paths), len(self.shards),
                  len(plan), self.rank, self.world_size, plan.dropped, plan.padded, tail)

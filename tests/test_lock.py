@@ -1,0 +1,93 @@
+"""The build lock: a second build of a store is refused naming the first; a lock left by a
+killed build does not block the next one."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import fsspec
+import pytest
+
+from depthdata.store.lock import LOCK_FILE, BuildLock, StoreLocked
+
+
+def test_a_second_holder_is_refused_naming_the_first_until_it_releases(tmp_path):
+    fs = fsspec.filesystem("file")
+    first = BuildLock(fs, str(tmp_path), "store")
+    first.acquire()
+    with pytest.raises(StoreLocked, match=rf"another build is writing this store: pid {os.getpid()} on"):
+        BuildLock(fs, str(tmp_path), "store").acquire()
+    first.release()
+    assert not (tmp_path / LOCK_FILE).exists()
+    with BuildLock(fs, str(tmp_path), "store"):
+        assert (tmp_path / LOCK_FILE).exists()
+
+
+def test_a_lock_without_heartbeat_for_longer_than_its_ttl_is_taken_over(tmp_path, caplog):
+    fs = fsspec.filesystem("file")
+    (tmp_path / LOCK_FILE).write_text(json.dumps({"token": "dead", "host": "another-host", "pid": 1,
+                                                  "command": "depthdata build", "started": 0,
+                                                  "heartbeat": time.time() - 121}))
+    with BuildLock(fs, str(tmp_path), "store", ttl_s=120):
+        held = json.loads((tmp_path / LOCK_FILE).read_text())
+        assert held["pid"] == os.getpid()
+    assert "no heartbeat for 121 s" in caplog.text
+    # a live holder on another host with a fresh heartbeat is not taken over
+    (tmp_path / LOCK_FILE).write_text(json.dumps({"token": "alive", "host": "another-host", "pid": 1,
+                                                  "heartbeat": time.time()}))
+    with pytest.raises(StoreLocked, match="pid 1 on another-host"):
+        BuildLock(fs, str(tmp_path), "store", ttl_s=120).acquire()
+
+
+def test_the_heartbeat_renews_the_lock(tmp_path):
+    fs = fsspec.filesystem("file")
+    with BuildLock(fs, str(tmp_path), "store", heartbeat_s=0.05):
+        first = json.loads((tmp_path / LOCK_FILE).read_text())["heartbeat"]
+        time.sleep(0.3)
+        assert json.loads((tmp_path / LOCK_FILE).read_text())["heartbeat"] > first
+
+
+def test_exclusive_on_an_object_store(s3_bucket):
+    fs = fsspec.filesystem("s3", **s3_bucket)
+    with BuildLock(fs, "depth/s.zarr", "s3://depth/s.zarr"):
+        with pytest.raises(StoreLocked):
+            BuildLock(fs, "depth/s.zarr", "s3://depth/s.zarr").acquire()
+    assert not fs.exists(f"depth/s.zarr/{LOCK_FILE}")
+
+
+@pytest.mark.slow
+def test_a_build_of_a_locked_store_is_refused_and_a_killed_holder_does_not_block(tmp_path):
+    """Real processes: one holds the store's lock (as a running build does), a ``depthdata
+    build`` of the same store is refused naming it; after the holder is killed (SIGKILL, no
+    clean-up) the next build runs."""
+    from test_flows import images_catalog
+
+    catalog = images_catalog(tmp_path, n=3, shard_size=3)
+    store = str(tmp_path / "store.zarr")
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import fsspec, os, sys, time
+        from depthdata.store.lock import BuildLock
+        os.makedirs({store!r}, exist_ok=True)
+        BuildLock(fsspec.filesystem("file"), {store!r}, {store!r}).acquire()
+        print("held", flush=True)
+        time.sleep(600)
+    """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        refused = subprocess.run([sys.executable, "-m", "depthdata", "build", catalog, "--stages", "ingest",
+                                  "--workers", "0", "--no-progress"], capture_output=True, text=True, timeout=300)
+        assert refused.returncode == 2, refused.stderr[-2000:]
+        assert f"another build is writing this store: pid {holder.pid}" in refused.stderr
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    ok = subprocess.run([sys.executable, "-m", "depthdata", "build", catalog, "--stages", "ingest", "--workers", "0",
+                         "--no-progress"], capture_output=True, text=True, timeout=300)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert "process" in ok.stderr and "is gone" in ok.stderr  # it said why it took the lock over
