@@ -8,6 +8,7 @@ s3fs) sometimes wrap the error, so its causes are looked at too.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import random
@@ -26,21 +27,17 @@ _PERMANENT_OS_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError
 def _client_errors() -> tuple[type[BaseException], ...]:
     """Connection-level error types of the object-store clients installed here."""
     found: list[type[BaseException]] = []
-    try:
+    with contextlib.suppress(ImportError):
         from botocore import exceptions as bc
 
         # ConnectionError covers endpoint, connect-timeout and proxy errors; HTTPClientError
         # covers closed connections and read timeouts. Not BotoCoreError as a whole: missing
         # credentials or a bad parameter do not heal by waiting.
         found += [bc.ConnectionError, bc.HTTPClientError]
-    except ImportError:
-        pass
-    try:
+    with contextlib.suppress(ImportError):
         import aiohttp
 
         found += [aiohttp.ClientConnectionError, aiohttp.ClientPayloadError]
-    except ImportError:
-        pass
     return tuple(found)
 
 

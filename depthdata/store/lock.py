@@ -11,6 +11,7 @@ holder ran on this host and that process is gone.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -135,10 +136,8 @@ class BuildLock:
     def _remove_if(self, lock: dict[str, Any] | None) -> None:
         current = self._read()
         if current == lock:
-            try:
+            with contextlib.suppress(FileNotFoundError):  # gone already: nothing to remove
                 self.fs.rm_file(self.path)
-            except FileNotFoundError:
-                pass
 
     def _start(self) -> None:
         self._thread = threading.Thread(target=self._beat, name="depthdata-build-lock", daemon=True)
