@@ -83,17 +83,34 @@ def _quiet_dask_logs() -> None:
             logging.getLogger(name).setLevel(logging.WARNING)
 
 
+class _NoTracebackForUserErrors(logging.Filter):
+    """Prefect logs a failed flow run's exception with its traceback; for a user's mistake
+    (a ``DepthdataError``: bad catalog, a locked store, failed shards) the message says it all,
+    and the command prints it as its ``error:`` line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from depthdata.errors import DepthdataError
+
+        if record.exc_info and isinstance(record.exc_info[1], DepthdataError):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
 def _build(args: argparse.Namespace) -> int:
-    from flows.build import BuildFailed, build, with_runner
+    from flows.build import BuildFailed, build, load_run_catalog, select_datasets, with_runner
     from flows.progress import show_bars
     from flows.runner import prefect_api
     from flows.stages import parse_stages
 
     _quiet_dask_logs()
+    # the user's mistakes are found before a Prefect server or a cluster starts
+    select_datasets(load_run_catalog(args.catalog, args.store), args.only)
     flow_obj = with_runner(build, args.dask_address, args.workers)
     params = {"catalog_path": args.catalog, "only": args.only,
               "stages": parse_stages(args.stages) if args.stages else None,
               "store_url": args.store, "report_dir": args.report, "teacher_gpu": args.teacher_gpu}
+    quiet = _NoTracebackForUserErrors()
+    logging.getLogger("prefect.flow_runs").addFilter(quiet)
     with prefect_api(), show_bars(not args.no_progress and sys.stderr.isatty()):
         try:
             summary = flow_obj(**params)
@@ -101,6 +118,8 @@ def _build(args: argparse.Namespace) -> int:
             print(exc.summary.to_text())
             print(f"error: {exc}", file=sys.stderr)
             return 1
+        finally:
+            logging.getLogger("prefect.flow_runs").removeFilter(quiet)
     print(summary.to_text())
     return 0
 

@@ -638,3 +638,29 @@ def test_a_storage_outage_while_planning_is_retried_then_reported_not_raised(pre
         in_process()(cat, stages=["ingest"])
     [failure] = err.value.summary.stages[0].failures
     assert failure.group == "pics" and "planning failed: EndpointConnectionError" in failure.reason
+
+
+def test_build_reports_user_errors_without_a_traceback(tmp_path):
+    """A bad catalog is refused before Prefect starts; a build whose shards fail prints its
+    summary and an ``error:`` line — neither prints a traceback."""
+    import subprocess
+    import sys
+
+    cat = images_catalog(tmp_path, n=3, shard_size=3)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(Path(cat).read_text() + "\nbogus: 1\n")
+    run = subprocess.run([sys.executable, "-m", "depthdata", "build", str(bad), "--workers", "0", "--no-progress"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2 and "error: " in run.stderr and "bogus: unknown key" in run.stderr
+    assert "Traceback" not in run.stderr and "prefect" not in run.stderr.lower()
+
+
+@pytest.mark.slow
+def test_a_failed_build_prints_its_summary_and_error_without_a_traceback(tmp_path):
+    cat = images_catalog(tmp_path, n=3, shard_size=3)
+    # the teacher stage before any ingest: every dataset fails to plan, the build fails
+    run = subprocess.run([sys.executable, "-m", "depthdata", "build", cat, "--stages", "teacher", "--workers", "0",
+                          "--no-progress"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1, run.stderr[-2000:]
+    assert "build FAILED" in run.stdout and "error: " in run.stderr
+    assert "Traceback" not in run.stderr

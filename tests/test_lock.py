@@ -84,6 +84,7 @@ def test_a_build_of_a_locked_store_is_refused_and_a_killed_holder_does_not_block
                                   "--workers", "0", "--no-progress"], capture_output=True, text=True, timeout=300)
         assert refused.returncode == 2, refused.stderr[-2000:]
         assert f"another build is writing this store: pid {holder.pid}" in refused.stderr
+        assert "Traceback" not in refused.stderr
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
