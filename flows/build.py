@@ -118,6 +118,7 @@ def run_stage(stage: Stage, catalog: Catalog, datasets: list[str],
     summary = StageSummary(stage.name)
     jobs: list[tuple[str, str, int]] = []
     to_consolidate: list[Group] = []
+    configs: dict[int, tuple[Any, dict[str, Any]]] = {}
     for ds in datasets:
         # The flow process's own store calls: retried like a shard's after a storage fault, and
         # a dataset that still cannot be planned is a failure in the summary, not a crash.
@@ -125,7 +126,13 @@ def run_stage(stage: Stage, catalog: Catalog, datasets: list[str],
         def plan(ds: str = ds) -> tuple[list[Group], list[tuple[str, str, int]], StageSummary]:
             part = StageSummary(stage.name)
             groups = stage.prepare(open_store(catalog, create=True), catalog, ds)
-            config = stage.part_config(stage.settings(catalog, ds))
+            settings = stage.settings(catalog, ds)
+            # the teacher's and LiDAR's settings are one object for every dataset: hash the
+            # teacher's weights once per stage, not once per dataset
+            # (the settings are kept with their config, so an id is never reused within the stage)
+            if id(settings) not in configs:
+                configs[id(settings)] = (settings, stage.part_config(settings))
+            config = configs[id(settings)][1]
             if not groups and stage.requires:
                 part.failures.append(ShardFailure(ds, -1, "the store has no group of this dataset: run ingest first"))
             todo, stale = [], []

@@ -271,3 +271,13 @@ def test_auto_shard_size_targets_about_96_mib():
     per_sample = 480 * 640 * (3 + 4 + 2 + 2 + 4)
     assert s == 96 * 2**20 // per_sample
     assert 80 * 2**20 <= s * per_sample <= 96 * 2**20
+
+
+def test_reopening_with_the_same_catalog_writes_nothing(tmp_path):
+    url = str(tmp_path / "s.zarr")
+    Store.create(url, catalog={"datasets": {"a": {"kind": "images"}}})
+    before = (tmp_path / "s.zarr" / "zarr.json").stat().st_mtime_ns
+    Store.create(url, catalog={"datasets": {"a": {"kind": "images"}}})  # what every planning pass does
+    assert (tmp_path / "s.zarr" / "zarr.json").stat().st_mtime_ns == before
+    Store.create(url, catalog={"datasets": {"b": {"kind": "images"}}})
+    assert Store.open(url).meta["catalog"] == {"datasets": {"b": {"kind": "images"}}}

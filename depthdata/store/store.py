@@ -117,8 +117,8 @@ class Store:
         fs, fs_root = fsspec.core.url_to_fs(url, **storage_options)
         if fs.exists(f"{fs_root}/zarr.json"):
             store = cls.open(url, mode="r+", storage_options=storage_options)
-            if catalog is not None:
-                attrs = dict(store.root.attrs["depthdata"])
+            attrs = dict(store.root.attrs["depthdata"])
+            if catalog is not None and attrs.get("catalog") != catalog:  # a re-run writes nothing
                 attrs["catalog"] = catalog
                 store.root.attrs["depthdata"] = sealed(attrs)
             return store
@@ -402,10 +402,10 @@ class Group:
         if self._fields is None:
             recorded = self.zgroup.attrs.get("fields")
             # stores written before the group recorded its fields: list the arrays
-            self._fields = sorted(recorded) if recorded is not None else self._array_names()
+            self._fields = sorted(recorded) if recorded is not None else self.array_names()
         return list(self._fields)
 
-    def _array_names(self) -> list[str]:
+    def array_names(self) -> list[str]:
         """The fields that have an array, from Zarr's members (what :meth:`fields` records)."""
         return sorted(name for name, _ in self.zgroup.arrays() if name in FIELDS)
 
@@ -413,7 +413,7 @@ class Group:
         """Create the arrays of ``names`` if missing, and record the group's fields in its
         attributes (readers take them from there: no request per array). Call once, before
         parallel shard writes."""
-        existing = set(self._array_names())  # the arrays themselves: the writer's truth
+        existing = set(self.array_names())  # the arrays themselves: the writer's truth
         codec, level = self.plan["compressor"]
         for name in names:
             if name in existing:

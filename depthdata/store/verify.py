@@ -136,7 +136,7 @@ def _open_group(store: Store, path: str, report: VerifyReport) -> Group | None:
                                        f"{path}/zarr.json"))
         return None
     try:
-        arrays = group._array_names()
+        arrays = group.array_names()
     except Exception as exc:  # noqa: BLE001 - see above
         report.problems.append(Problem(path, "", -1, f"array metadata unreadable: {type(exc).__name__}: {exc}",
                                        f"{path}/<field>/zarr.json"))
