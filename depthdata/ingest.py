@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -22,8 +23,9 @@ from depthdata.errors import CatalogError, DepthdataError, SampleError
 from depthdata.sample import Sample, make_sample_id, valid_depth
 from depthdata.sources.registry import Source, SourceItem
 from depthdata.stage import Quarantined, ShardResult, Stage
-from depthdata.store import Group, Store, auto_shard_size
-from depthdata.store.manifest import Column
+from depthdata.store import Group, Store, auto_shard_size, field_spec
+from depthdata.store.manifest import Column, checksum
+from depthdata.store.plan import fingerprint_files
 
 log = logging.getLogger(__name__)
 
@@ -109,12 +111,21 @@ class IngestStage(Stage):
             if cfg.limit is not None:
                 items = items[: cfg.limit]
             ids = [make_sample_id(dataset, split, it.key) for it in items]
+            # one stat per file, no read: how a later build notices what changed
+            fps = [fingerprint_files(source.item_files(it), it.locator) for it in items]
             group = store.create_group(
                 dataset, split, ids, [it.uri for it in items], height, width, shard_size, max_pairs=max_pairs,
                 compressor=(catalog.store.compressor.codec, catalog.store.compressor.level),
-                locators=[json.dumps(it.locator, sort_keys=True) for it in items],
+                locators=[json.dumps(it.locator, sort_keys=True) for it in items], fingerprints=fps,
+                resize=cfg.resize,
             )
+            change = plan_changes(group, settings, source, split, items, ids, fps)
+            first, stop = group.append(change.adds, change.removes, change.touches)
             group.ensure_fields(fields)
+            if change:
+                log.info("%s: the source changed: %d new, %d changed, %d removed (%d re-read, %d unchanged); "
+                         "new shards %d..%d", group.path, change.new, change.changed, change.removed,
+                         change.reread, len(change.touches), first, stop - 1)
             log.info("planned %s: %d samples in %d shards of %d", group.path, len(group), group.num_shards,
                      shard_size)
             groups.append(group)
@@ -141,11 +152,7 @@ class IngestStage(Stage):
         fields = [f for f in ("rgb", "depth", "pairs") if f in group.fields()]
         n = len(group.shard_range(shard))
         h, w, max_pairs = group.height, group.width, int(group.plan["max_pairs"])
-        data: dict[str, np.ndarray] = {"rgb": np.zeros((n, h, w, 3), np.uint8)}
-        if "depth" in fields:
-            data["depth"] = np.full((n, h, w), np.nan, np.float32)
-        if "pairs" in fields:
-            data["pairs"] = np.full((n, max_pairs, 5), np.nan, np.float32)
+        data = _empty_shard(n, h, w, max_pairs, fields)
         rows = []
         for j, plan_row in enumerate(group.plan_rows(shard)):
             item = SourceItem(key=plan_row["sample_id"].split("/", 2)[2], uri=plan_row["source_uri"],
@@ -171,6 +178,114 @@ class IngestStage(Stage):
 
 
 stage = IngestStage()
+
+
+@dataclass
+class PlanChange:
+    """What a build found changed at a source since the group's plan, as plan operations."""
+
+    #: rows for :meth:`~depthdata.store.Group.append` (new and changed items)
+    adds: list[dict[str, Any]] = field(default_factory=list)
+    #: live slots to tombstone (removed and changed items)
+    removes: list[int] = field(default_factory=list)
+    #: (slot, fingerprint) of items whose files were touched but whose content is the same
+    touches: list[tuple[int, str]] = field(default_factory=list)
+    new: int = 0
+    changed: int = 0
+    removed: int = 0
+    #: items read again to compare their content
+    reread: int = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.adds or self.removes or self.touches)
+
+
+def plan_changes(group: Group, settings: IngestSettings, source: Source, split: str, items: list[SourceItem],
+                 ids: list[str], fingerprints: list[str]) -> PlanChange:
+    """Compare a split's listing with ``group``'s plan.
+
+    An item is *new* when its id is not live in the plan, *removed* when a live id is no longer
+    listed. An item whose fingerprint (sizes and mtimes of its files, plus its locator) is the
+    one recorded is unchanged without a read. One whose fingerprint differs is read again, only
+    when its shard was already ingested, and compared with the stored checksums: same values →
+    *touched* (the new fingerprint is recorded), other values → *changed* (its slot is
+    tombstoned and it is added again at a new slot). Items of shards not ingested yet are read
+    by their shard task anyway."""
+    change = PlanChange()
+    known = group.layout.live_fingerprints()
+    listed = set(ids)
+    for sid, (slot, _) in known.items():
+        if sid not in listed:
+            change.removes.append(slot)
+            change.removed += 1
+    suspects = []
+    for it, sid, fp in zip(items, ids, fingerprints):
+        if sid not in known:
+            change.adds.append(_plan_row(it, sid, fp))
+            change.new += 1
+        elif known[sid][1] != fp:
+            suspects.append((known[sid][0], it, sid, fp))
+    if not suspects:
+        return change
+    index = group.stage_index(stage.name)
+    statuses = group.shard_statuses(stage.name, stage.part_config(settings), index=index)
+    done = {k for k, s in enumerate(statuses) if s.complete}
+    ingested = [(slot, it, sid, fp) for slot, it, sid, fp in suspects if group.shard_of(slot) in done]
+    not_yet = [(slot, fp) for slot, _, _, fp in suspects if group.shard_of(slot) not in done]
+    change.touches.extend(not_yet)  # their shard task reads them as they are now
+    rows = index.rows(sorted({group.shard_of(s) for s, *_ in ingested}))
+    stored = {r["index"]: r for r in rows.to_pylist()} if rows is not None else {}
+
+    def same(job: tuple[int, SourceItem, str, str]) -> bool:
+        slot, it, _, _ = job
+        return _stored_equals(group, settings, source, split, it, stored.get(slot))
+
+    # decoding releases the GIL: a few threads read changed files in parallel
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        verdicts = list(pool.map(same, ingested))
+    change.reread = len(ingested)
+    for (slot, it, sid, fp), unchanged in zip(ingested, verdicts):
+        if unchanged:
+            change.touches.append((slot, fp))
+        else:
+            change.removes.append(slot)
+            change.adds.append(_plan_row(it, sid, fp))
+            change.changed += 1
+    return change
+
+
+def _plan_row(item: SourceItem, sample_id: str, fingerprint: str) -> dict[str, Any]:
+    return {"sample_id": sample_id, "source_uri": item.uri, "locator": json.dumps(item.locator, sort_keys=True),
+            "fingerprint": fingerprint}
+
+
+def _stored_equals(group: Group, settings: IngestSettings, source: Source, split: str, item: SourceItem,
+                   row: dict[str, Any] | None) -> bool:
+    """Whether reading ``item`` now gives exactly what its ingest row recorded (the checksums of
+    every field). A quarantined row, or an item that cannot be read now, counts as changed: the
+    new shard stores it, or quarantines it with today's reason."""
+    from depthdata.sources.resize import resize_sample
+
+    if row is None or row.get("status") != "ok":
+        return False
+    h, w, max_pairs = group.height, group.width, int(group.plan["max_pairs"])
+    data = _empty_shard(1, h, w, max_pairs, [f for f in ("rgb", "depth", "pairs") if f in group.fields()])
+    try:
+        _fill(data, 0, resize_sample(source.load(split, item), (h, w), settings.config.resize), max_pairs)
+    except Exception:  # noqa: BLE001 - unreadable now: its replacement is quarantined with the reason
+        return False
+    return all(row.get(f"checksum_{name}") == checksum(arr[0].astype(field_spec(name).dtype, copy=False))
+               for name, arr in data.items())
+
+
+def _empty_shard(n: int, h: int, w: int, max_pairs: int, fields: list[str]) -> dict[str, np.ndarray]:
+    """Fill-valued buffers of ``n`` samples for ingest's ``fields``."""
+    data: dict[str, np.ndarray] = {"rgb": np.zeros((n, h, w, 3), np.uint8)}
+    if "depth" in fields:
+        data["depth"] = np.full((n, h, w), np.nan, np.float32)
+    if "pairs" in fields:
+        data["pairs"] = np.full((n, max_pairs, 5), np.nan, np.float32)
+    return data
 
 
 def _fill(data: dict[str, np.ndarray], j: int, sample: Sample, max_pairs: int) -> dict[str, Any]:

@@ -55,13 +55,14 @@ def build_lock(catalog: Catalog) -> BuildLock:
 
 
 def run_local(stage: Stage, groups: Iterable[Group], settings: Any, *, force: bool = False, threads: int = 0,
-              progress: bool = True) -> StageTotals:
+              progress: bool = True, commit: bool = True) -> StageTotals:
     """Every shard of ``groups`` through ``stage`` in this process, one after another.
 
     The groups get the stage's arrays first (what :meth:`Stage.prepare` does in a build). A
     shard whose required stages (:attr:`Stage.requires`) are not complete stops the run with
     a :class:`~depthdata.errors.StoreError` naming it. At the end each group's manifest of the
-    stage is consolidated (:meth:`depthdata.store.Group.consolidate`).
+    stage is consolidated (:meth:`depthdata.store.Group.consolidate`) and, with ``commit``, the
+    store commits a version (:meth:`depthdata.store.Store.commit`).
     """
     from tqdm import tqdm
 
@@ -74,4 +75,21 @@ def run_local(stage: Stage, groups: Iterable[Group], settings: Any, *, force: bo
         totals.add(stage.run_shard(g, k, settings, threads=threads, force=force))
     for g in groups:
         g.consolidate(stage.name)
+    if commit and groups:
+        groups[0].store.commit(kind="run", groups=[g.path for g in groups])
     return totals
+
+
+def commit(catalog: Catalog, datasets: Iterable[str] | None = None, kind: str = "build") -> Any:
+    """Commit what a build of ``catalog`` wrote as the store's next version (after every shard
+    of every stage finished): the groups of ``datasets`` (default: all) as they are now, every
+    other group as the previous version had it. Returns the
+    :class:`~depthdata.store.versions.Version`, or ``None`` when nothing changed."""
+    from depthdata.store import manifest as mf
+
+    store = open_store(catalog)
+    chosen = None
+    if datasets is not None:
+        wanted = set(datasets)
+        chosen = [p for p in store.group_paths() if p.split("/", 1)[0] in wanted]
+    return store.commit(kind=kind, catalog_hash=mf.config_hash(catalog.to_dict()), groups=chosen)

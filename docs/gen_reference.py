@@ -119,17 +119,34 @@ def column_rows(columns) -> list[list[str]]:
     return [[f"`{c.name}`", f"`{c.dtype}`", c.doc] for c in columns]
 
 
+def dataclass_rows(cls: type) -> list[list[str]]:
+    """Rows of a dataclass whose fields carry ``metadata["doc"]``."""
+    import dataclasses
+
+    return [[f"`{f.name}`", f"`{f.type}`", md(f.metadata["doc"])] for f in dataclasses.fields(cls)]
+
+
 def page_manifest() -> str:
     from depthdata.pipeline import STAGES
     from depthdata.store.manifest import PART_COLUMNS, PLAN_COLUMNS
+    from depthdata.store.versions import GroupVersion, Version
 
     lines = ["# Store layout and manifest", "",
              "## Layout", "",
              "Paths are relative to the store URL (a local folder or any fsspec URL).", "",
              *table(["path", "what"], [[f"`{p}`", w] for p, w in store_layout()]), "",
-             "## Plan (`_plan.parquet`)", "",
-             "Fixed when a group is first created: which sample sits at which index.", "",
+             "## Plan (`_plan-NNNNNN.parquet`)", "",
+             "Which sample sits in which slot, as append-only segments: the first build of a group writes "
+             "segment 0, and a later build that finds items added, changed or removed at the source writes the "
+             "next ([incremental builds](../building.md#incremental-builds)). Earlier segments are never "
+             "rewritten.", "",
              *table(["column", "type", "meaning"], column_rows(PLAN_COLUMNS)), "",
+             "## Versions (`_versions/vNNNNNN.json`)", "",
+             "Written once per successful build, atomically, after every shard finished; sealed with a "
+             "`checksum` of the rest ([versions](../store.md#versions)).", "",
+             *table(["key", "type", "meaning"], dataclass_rows(Version)), "",
+             "Each entry of `groups`:", "",
+             *table(["key", "type", "meaning"], dataclass_rows(GroupVersion)), "",
              "## Manifest parts", "",
              "One Parquet file per group, stage and shard (`<stage>/shard-NNNNNN.parquet`), written after the "
              "shard's data; its existence is the shard's completion record for that stage, and its footer holds "

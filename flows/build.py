@@ -29,6 +29,7 @@ from prefect.runtime import flow_run
 from depthdata.catalog import Catalog, load_catalog
 from depthdata.errors import DepthdataError
 from depthdata.pipeline import STAGES, build_lock, open_store
+from depthdata.pipeline import commit as pipeline_commit
 from depthdata.stage import Stage
 from depthdata.store import Group, is_remote
 from depthdata.store.faults import is_transient, with_retries
@@ -260,17 +261,46 @@ def run_pipeline(catalog_path: str, only: list[str] | None = None, stages_: list
     try:
         for name in names:
             if name == stages.EDA:
+                _commit(catalog, datasets, summary)  # the report describes the committed version
                 summary.stages.append(_eda(catalog, resolve_report_dir(report_dir, catalog)))
                 continue
             stage = STAGES[name]
             resources = {"GPU": teacher_gpu} if stage.wants_gpu and teacher_gpu > 0 else None
             summary.stages.append(run_stage(stage, catalog, datasets, resources))
+        _commit(catalog, datasets, summary)
     finally:
         lock.release()
     _publish(summary)
     if not summary.ok:
         raise BuildFailed(summary)
     return summary
+
+
+def _commit(catalog: Catalog, datasets: list[str], summary: BuildSummary) -> None:
+    """Commit the build's work as the store's next version, once, and only when every shard
+    stage so far succeeded: readers keep the previous version otherwise, and the re-run that
+    finishes the work commits."""
+    if summary.committed or not summary.ok or not any(s.stage in STAGES for s in summary.stages):
+        return
+    logger = _logger()
+    try:
+        version = with_retries(lambda: pipeline_commit(catalog, datasets), "committing the version", RETRIES,
+                               RETRY_BACKOFF_S)
+    except Exception as exc:  # noqa: BLE001 - the summary says why; the work itself is on disk
+        if not (isinstance(exc, DepthdataError) or is_transient(exc)):
+            raise
+        summary.stages.append(StageSummary("commit", failures=[ShardFailure("(whole store)", -1, str(exc))]))
+        return
+    summary.committed = True
+    if version is None:
+        latest = open_store(catalog).latest_version()
+        summary.version = latest.number if latest else None
+        logger.info("nothing changed: readers keep version %s", summary.version)
+    else:
+        summary.version, summary.version_added, summary.version_removed = version.number, version.added, \
+            version.removed
+        logger.info("committed version %d: %d sample(s) added, %d removed", version.number, version.added,
+                    version.removed)
 
 
 def _eda(catalog: Catalog, report_dir: str) -> StageSummary:

@@ -56,6 +56,19 @@ class StageSummary:
 class BuildSummary:
     store_url: str
     stages: list[StageSummary] = field(default_factory=list)
+    #: the store's version readers see after the build (``None``: none committed)
+    version: int | None = None
+    version_added: int = 0
+    version_removed: int = 0
+    #: whether the build has committed (or found nothing to commit)
+    committed: bool = False
+
+    def version_line(self) -> str:
+        if self.version is None:
+            return "no version committed (readers keep the previous one)"
+        if not (self.version_added or self.version_removed) and self.committed:
+            return f"version {self.version} (samples unchanged)"
+        return f"version {self.version}: {self.version_added} sample(s) added, {self.version_removed} removed"
 
     @property
     def ok(self) -> bool:
@@ -69,7 +82,7 @@ class BuildSummary:
         lines = [
             f"# depthdata build: {'complete' if self.ok else 'FAILED'}",
             "",
-            f"Store: `{self.store_url}`",
+            f"Store: `{self.store_url}` — {self.version_line()}",
             "",
             "| stage | shards written | shards skipped | shards failed | samples written | quarantined | seconds |",
             "|---|---:|---:|---:|---:|---:|---:|",
@@ -92,7 +105,7 @@ class BuildSummary:
         return "\n".join(lines) + "\n"
 
     def to_text(self) -> str:
-        lines = [f"build {'complete' if self.ok else 'FAILED'} — store {self.store_url}"]
+        lines = [f"build {'complete' if self.ok else 'FAILED'} — store {self.store_url} — {self.version_line()}"]
         for s in self.stages:
             if s.stage == "eda":
                 state = "FAILED" if s.failures else "report written"

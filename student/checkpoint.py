@@ -8,6 +8,7 @@ unpruned architecture by resizing each conv / batch-norm to the tensor shapes in
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -19,12 +20,16 @@ from depthdata.errors import DepthdataError
 from student.model import Student, StudentConfig
 
 
-def save_model(model: Student, path: str | Path) -> Path:
-    """Write ``model``'s state dict and config to ``path`` (``.safetensors``)."""
+def save_model(model: Student, path: str | Path, trained_on: dict | None = None) -> Path:
+    """Write ``model``'s state dict and config to ``path`` (``.safetensors``); ``trained_on``
+    (store URL, committed version, groups) goes into the metadata as JSON."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
-    save_file(state, str(path), metadata={"student_config": model.config.to_json(), "format": "depthdata-student-1"})
+    meta = {"student_config": model.config.to_json(), "format": "depthdata-student-1"}
+    if trained_on is not None:
+        meta["trained_on"] = json.dumps(trained_on, sort_keys=True)
+    save_file(state, str(path), metadata=meta)
     return path
 
 

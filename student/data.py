@@ -21,10 +21,10 @@ OPTIONAL_FIELDS = ("sparse", "pairs")
 _SMOOTH = ("rgb", "teacher", "teacher_conf")
 
 
-def training_fields(store_url: str, groups: Sequence[str]) -> list[str]:
+def training_fields(store_url: str, groups: Sequence[str], version: int | None = None) -> list[str]:
     """``rgb``, ``teacher``, ``teacher_conf``, plus ``sparse`` / ``pairs`` when every group has
     them (the stream serves a group only if it has every requested field)."""
-    store = Store.open(store_url)
+    store = Store.open(store_url, version=version)
     have = [set(store.group(g).fields()) for g in groups]
     missing = [(g, f) for g, h in zip(groups, have) for f in BASE_FIELDS if f not in h]
     if missing:
@@ -65,16 +65,18 @@ class Resize:
 
 def training_loader(store_url: str, groups: Sequence[str], batch_size: int, seed: int,
                     size: tuple[int, int] | None, hflip: bool, streams: int,
-                    num_workers: int = 0) -> tuple[ShardDataset, ResumableLoader]:
-    """A shuffled, resumable stream of training batches (``rgb`` float in [0, 1])."""
+                    num_workers: int = 0, version: int | None = None) -> tuple[ShardDataset, ResumableLoader]:
+    """A shuffled, resumable stream of training batches (``rgb`` float in [0, 1]) from store
+    ``version`` (default: the newest; ``ds.version`` says which)."""
     transforms: list[Any] = []
     if size is not None:
         transforms.append(Resize(tuple(size)))
     if hflip:
         transforms.append(RandomHFlip())
-    ds = ShardDataset(store_url, groups=list(groups), fields=training_fields(store_url, groups), shuffle=True,
-                      seed=seed, batch_size=batch_size, streams=streams, rgb_float=True, rank=0, world_size=1,
-                      transform=Compose(transforms) if transforms else None, num_workers=max(1, num_workers))
+    ds = ShardDataset(store_url, groups=list(groups), fields=training_fields(store_url, groups, version),
+                      shuffle=True, seed=seed, batch_size=batch_size, streams=streams, rgb_float=True, rank=0,
+                      world_size=1, transform=Compose(transforms) if transforms else None,
+                      num_workers=max(1, num_workers), version=version)
     if len(ds) == 0:
         raise DepthdataError(f"{store_url}: no training batch can be formed from {len(ds.shards)} servable shard(s) "
                              f"with batch size {batch_size} × {streams} streams (lower them, or check that the "

@@ -69,11 +69,12 @@ def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
 
 
 def evaluate_group(predict: Predictor, store_url: str, group: str, limit: int | None = None,
-                   eps: float = DEFAULT_EPS, progress: bool = True) -> dict[str, object]:
-    """Metrics of one group (see module doc); ``limit`` evaluates the first ``limit`` samples."""
-    have = set(Store.open(store_url).group(group).fields())
+                   eps: float = DEFAULT_EPS, progress: bool = True, version: int | None = None) -> dict[str, object]:
+    """Metrics of one group (see module doc) at store ``version`` (default: the newest);
+    ``limit`` evaluates the first ``limit`` samples."""
+    have = set(Store.open(store_url, version=version).group(group).fields())
     fields = [f for f in ("rgb", "depth", "teacher", "pairs") if f in have]
-    ds = ShardMapDataset(store_url, groups=[group], fields=fields)
+    ds = ShardMapDataset(store_url, groups=[group], fields=fields, version=version)
     n = len(ds) if limit is None else min(limit, len(ds))
     gt_rows, teacher_rows = [], []
     wrong = total = 0
@@ -105,6 +106,8 @@ def evaluate_group(predict: Predictor, store_url: str, group: str, limit: int | 
 
 
 def evaluate(predict: Predictor, store_url: str, groups: Sequence[str] | None = None, limit: int | None = None,
-             eps: float = DEFAULT_EPS, progress: bool = True) -> dict[str, dict[str, object]]:
+             eps: float = DEFAULT_EPS, progress: bool = True, version: int | None = None) -> dict[str, dict[str, object]]:
     """:func:`evaluate_group` for each group (default: all groups of the store)."""
-    return {g: evaluate_group(predict, store_url, g, limit, eps, progress) for g in select_groups(store_url, groups)}
+    store = Store.open(store_url, version=version)
+    return {g: evaluate_group(predict, store_url, g, limit, eps, progress, version)
+            for g in select_groups(store, groups)}

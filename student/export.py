@@ -88,9 +88,11 @@ def to_input(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.ascontiguousarray(rgb.transpose(2, 0, 1)[None].astype(np.float32))
 
 
-def store_images(store_url: str, groups: Sequence[str] | None, limit: int) -> Iterator[np.ndarray]:
-    """Up to ``limit`` uint8 ``H×W×3`` images from the store's servable samples, spread evenly."""
-    ds = ShardMapDataset(store_url, groups=groups, fields=("rgb",))
+def store_images(store_url: str, groups: Sequence[str] | None, limit: int,
+                 version: int | None = None) -> Iterator[np.ndarray]:
+    """Up to ``limit`` uint8 ``H×W×3`` images from the store's servable samples (at ``version``,
+    default the newest), spread evenly."""
+    ds = ShardMapDataset(store_url, groups=groups, fields=("rgb",), version=version)
     if len(ds) == 0:
         raise DepthdataError(f"{store_url}: no servable rgb sample for calibration")
     for k in np.unique(np.linspace(0, len(ds) - 1, min(limit, len(ds))).round().astype(int)):

@@ -48,22 +48,27 @@ def run(store_url: str, out_dir: str | Path, steps: int = 40, finetune_steps: in
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    chosen = select_groups(store_url, groups)
+    # every step reads the version that is newest now, even if a build commits another meanwhile
+    store = Store.open(store_url)
+    version = store.version.number if store.version else None
+    chosen = select_groups(store, groups)
     if groups is None:
         # By default distil from every group the teacher has labelled; others cannot be used.
-        store = Store.open(store_url)
         chosen = [g for g in chosen if "teacher" in store.group(g).fields()]
         if not chosen:
             raise DepthdataError(f"{store_url}: no group has teacher labels (run the teacher stage first)")
     if size is None:
-        first = Store.open(store_url).group(chosen[0])
+        first = store.group(chosen[0])
         size = (first.height, first.width)
     export_size = tuple(export_size or size)
+    train_options.setdefault("store_version", version)
     cfg = TrainConfig(store_url=store_url, out_dir=str(out / "train"), groups=chosen, steps=steps,
                       batch_size=batch_size, seed=seed, size=tuple(size), **train_options)
     clock = {"start": time.perf_counter()}
     trained = train(cfg, progress=progress)
     clock["train"] = time.perf_counter()
+    version = trained.store_version  # a resumed run keeps the version it started on
+    cfg = replace(cfg, store_version=version)
     params_unpruned = param_count(trained.model)
 
     ft_cfg = replace(cfg, out_dir=str(out / "finetune"), steps=finetune_steps if finetune_steps is not None
@@ -76,25 +81,27 @@ def run(store_url: str, out_dir: str | Path, steps: int = 40, finetune_steps: in
         return result.model
 
     pruned, report = prune(trained.model, prune_ratio, input_size=tuple(size), fine_tune=fine_tune)
-    pruned_path = save_model(pruned, out / "finetune" / "checkpoint" / "model.safetensors")
+    pruned_path = save_model(pruned, out / "finetune" / "checkpoint" / "model.safetensors",
+                             trained_on={"store": store_url, "version": version, "groups": list(chosen)})
     clock["prune_finetune"] = time.perf_counter()
 
     fp32 = export.export_onnx(pruned, out / "student_fp32.onnx", export_size, eps)
-    images = list(export.store_images(store_url, chosen, calibration_images))
+    images = list(export.store_images(store_url, chosen, calibration_images, version))
     int8 = export.quantize_int8(fp32, out / "student_int8.onnx", images)
     s32, s8 = export.session(fp32), export.session(int8)
     ref = [export.run(s32, export.to_input(im, export_size))[0, 0] for im in images]
     q = [export.run(s8, export.to_input(im, export_size))[0, 0] for im in images]
     clock["export"] = time.perf_counter()
     evaluation = {
-        "fp32": ev.evaluate(ev.onnx_predictor(fp32), store_url, chosen, eval_limit, eps, progress),
-        "int8": ev.evaluate(ev.onnx_predictor(int8), store_url, chosen, eval_limit, eps, progress),
+        "fp32": ev.evaluate(ev.onnx_predictor(fp32), store_url, chosen, eval_limit, eps, progress, version),
+        "int8": ev.evaluate(ev.onnx_predictor(int8), store_url, chosen, eval_limit, eps, progress, version),
     }
     clock["evaluate"] = time.perf_counter()
     marks = list(clock)
 
     result: dict[str, Any] = {
         "store": store_url,
+        "store_version": version,
         "groups": chosen,
         "train_size": list(size),
         "export_size": list(export_size),

@@ -13,14 +13,14 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
 from depthdata.errors import DepthdataError
-from depthdata.store import select_groups
+from depthdata.store import Store, select_groups
 from student.checkpoint import load_model, save_model
 from student.data import training_loader
 from student.losses import LossWeights, distill_loss
@@ -55,6 +55,9 @@ class TrainConfig:
     model: StudentConfig = field(default_factory=StudentConfig)
     encoder_weights: str | None = None
     loss: LossWeights = field(default_factory=LossWeights)
+    #: the committed store version to train on (default: the newest when training starts); a
+    #: resumed run keeps the version it started on, even after a later build committed more
+    store_version: int | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, default=str)
@@ -66,12 +69,15 @@ class TrainResult:
     checkpoint: Path
     losses: list[float]
     steps: int
+    #: the committed store version trained on (``None``: the store had none)
+    store_version: int | None = None
 
 
 def _save(model: Student, opt: torch.optim.Optimizer, loader_state: dict, step: int, losses: list[float],
           cfg: TrainConfig, ckpt: Path) -> None:
     ckpt.mkdir(parents=True, exist_ok=True)
-    save_model(model, ckpt / MODEL_FILE)
+    save_model(model, ckpt / MODEL_FILE, trained_on={"store": cfg.store_url, "version": cfg.store_version,
+                                                     "groups": list(cfg.groups or [])})
     state = {"step": step, "optimizer": opt.state_dict(), "data": loader_state, "torch_rng": torch.get_rng_state(),
              "losses": losses, "config": cfg.to_json()}
     tmp = ckpt / (STATE_FILE + ".tmp")
@@ -94,9 +100,9 @@ def train(cfg: TrainConfig, model: Student | None = None, resume: bool = True, p
     if cfg.steps < 0 or cfg.batch_size < 1:
         raise DepthdataError(f"steps must be >= 0 and batch size >= 1, got {cfg.steps}, {cfg.batch_size}")
     torch.manual_seed(cfg.seed)
-    groups = select_groups(cfg.store_url, cfg.groups)
+    groups = select_groups(Store.open(cfg.store_url, version=cfg.store_version), cfg.groups)
     ds, loader = training_loader(cfg.store_url, groups, cfg.batch_size, cfg.seed, cfg.size, cfg.hflip,
-                                 cfg.streams, cfg.num_workers)
+                                 cfg.streams, cfg.num_workers, cfg.store_version)
     ckpt = checkpoint_dir(cfg.out_dir)
     state = None
     if resume and (ckpt / STATE_FILE).is_file():
@@ -111,9 +117,12 @@ def train(cfg: TrainConfig, model: Student | None = None, resume: bool = True, p
     step, losses = 0, []
     if state is not None:
         opt.load_state_dict(state["optimizer"])
-        loader.load_state_dict(state["data"])
+        loader.load_state_dict(state["data"])  # switches to the store version the run started on
         torch.set_rng_state(state["torch_rng"])
         step, losses = int(state["step"]), list(state["losses"])
+    # recorded in every checkpoint (and from there in the report): what this model was trained on
+    cfg = replace(cfg, store_version=ds.version)
+    log.info("training on %s version %s", cfg.store_url, ds.version)
     model.train()
     batches = None
     bar = tqdm(total=cfg.steps, initial=step, desc="train", unit="step", disable=not progress)
@@ -145,4 +154,4 @@ def train(cfg: TrainConfig, model: Student | None = None, resume: bool = True, p
     bar.close()
     if state is None and step == 0:
         _save(model, opt, loader.state_dict(), step, losses, cfg, ckpt)
-    return TrainResult(model.eval(), ckpt / MODEL_FILE, losses, step)
+    return TrainResult(model.eval(), ckpt / MODEL_FILE, losses, step, cfg.store_version)

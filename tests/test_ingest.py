@@ -77,10 +77,3 @@ def test_rerun_skips_complete_shards_and_redoes_changed_settings(image_catalog, 
     assert not ingest.run_shard(group, 0, ingest.settings(changed, "photos")).skipped
 
 
-def test_a_source_that_changed_is_refused_not_misaligned(image_catalog, tmp_path):
-    catalog = load_catalog(image_catalog)
-    ingest.prepare(open_store(catalog, create=True), catalog, "photos")
-    extra = np.zeros((10, 10, 3), np.uint8)
-    cv2.imwrite(str(tmp_path / "photos" / "img7.png"), extra)
-    with pytest.raises(StoreError, match="different plan"):
-        ingest.prepare(open_store(catalog, create=True), catalog, "photos")

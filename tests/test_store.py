@@ -70,10 +70,10 @@ def test_plan_accessors_return_what_create_group_was_given(tmp_path):
     g = Store.open(url).group("nyu/train")
     assert g.source_uris() == uris
     assert [g.source_uris(k) for k in range(3)] == [uris[0:2], uris[2:4], uris[4:5]]
-    assert g.plan_rows(1) == [{"index": i, "sample_id": ids[i], "source_uri": uris[i], "locator": locators[i]}
-                              for i in (2, 3)]
+    assert g.plan_rows(1) == [{"index": i, "sample_id": ids[i], "source_uri": uris[i], "locator": locators[i],
+                               "fingerprint": None} for i in (2, 3)]
     table = g.plan_table()
-    assert table.column_names == ["index", "sample_id", "source_uri", "locator"]
+    assert table.column_names == ["index", "sample_id", "source_uri", "locator", "fingerprint"]
     assert table.column("sample_id").to_pylist() == ids == g.sample_ids
     assert g.plan_table() is table  # read once per Group
     with pytest.raises(IndexError, match="shard 3 out of range"):
@@ -87,7 +87,7 @@ def test_part_path_is_the_file_write_shard_leaves(tmp_path):
     data, rows = shard_data(group, 1)
     group.write_shard(1, "ingest", data, rows)
     written = {os.path.join(d, f) for d, _, files in os.walk(f"{url}/_manifest") for f in files
-               if f != "_plan.parquet"}
+               if not f.startswith("_plan-")}
     assert before == set() and written == {group.part_path("ingest", 1)}
     assert group.part_path("ingest", 1) == f"{url}/_manifest/nyu/train/ingest/shard-000001.parquet"
 
@@ -142,9 +142,15 @@ def test_reopening_a_group_with_another_plan_is_refused(tmp_path):
     same = store.create_group("nyu", "train", [f"nyu/train/{i:03d}" for i in range(5)],
                               [f"/src/{i}.png" for i in range(5)], H, W, 2)
     assert len(same) == 5
-    with pytest.raises(StoreError, match="different plan"):
-        store.create_group("nyu", "train", [f"nyu/train/{i:03d}" for i in range(6)],
-                           [f"/src/{i}.png" for i in range(6)], H, W, 2)
+    # more samples is an append (Group.append), not another plan: the group comes back as it is
+    assert len(store.create_group("nyu", "train", [f"nyu/train/{i:03d}" for i in range(6)],
+                                  [f"/src/{i}.png" for i in range(6)], H, W, 2)) == 5
+    for other in ({"height": H + 1}, {"shard_size": 3}, {"resize": "crop"}):
+        kw = {"height": H, "width": W, "shard_size": 2, **other}
+        with pytest.raises(StoreError, match="built with other settings.*new store"):
+            store.create_group("nyu", "train", [f"nyu/train/{i:03d}" for i in range(5)],
+                               [f"/src/{i}.png" for i in range(5)], kw.pop("height"), kw.pop("width"),
+                               kw.pop("shard_size"), **kw)
     with pytest.raises(StoreError, match="duplicate sample id"):
         store.create_group("nyu", "test", ["a", "a"], ["x", "y"], H, W, 2)
 
@@ -251,7 +257,7 @@ def test_inspect_reports_groups_fields_completeness(tmp_path, capsys):
     assert cli_main(["inspect", url, "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     g = info["groups"]["nyu/train"]
-    assert info["schema_version"] == 1
+    assert info["schema_version"] == 2
     assert g["samples"] == 5 and g["fields"] == ["depth", "rgb"]
     assert g["stages"]["ingest"] == {"complete": 1, "of": 3, "incomplete_shards": [1, 2]}
     assert g["status"] == {"ok": 1, "quarantined": 1}

@@ -33,8 +33,7 @@ def build(url: str) -> None:
                                      "teacher_conf": rng.uniform(0, 1, (n, H, W)).astype(np.float16)},
                       [{"status": "ok", "reason": "", "teacher_revision": "local"} for _ in range(n)],
                       config={"model": "m", "revision": "local"})
-    g.consolidate("ingest")
-    g.consolidate("teacher")
+    store.commit()
 
 
 def norm(v):
@@ -78,10 +77,11 @@ def test_every_single_byte_flip_that_changes_what_a_reader_sees_is_reported(pris
     kinds = {}
     for f in files_of(url):
         rel = f.relative_to(url).as_posix()
-        kind = ("plan" if rel.endswith("_plan.parquet") else "consolidated" if "consolidated-" in rel
+        kind = ("plan" if "/_plan-" in rel else "version" if rel.startswith("_versions/")
+                else "consolidated" if "consolidated-" in rel
                 else "part" if rel.startswith("_manifest") else "zarr.json" if rel.endswith("zarr.json") else "data")
         kinds.setdefault(kind, []).append(rel)
-    assert set(kinds) == {"plan", "consolidated", "part", "zarr.json", "data"}
+    assert set(kinds) == {"plan", "version", "consolidated", "part", "zarr.json", "data"}
     rng = np.random.default_rng(1)
     flips = changed = 0
     for kind, rels in sorted(kinds.items()):

@@ -33,6 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-contrast", type=float, default=defaults.min_contrast,
                    help=f"flag images whose luma standard deviation (0-255) is below this (default {defaults.min_contrast})")
     p.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
+    p.add_argument("--version", type=int, default=None, metavar="N",
+                   help="report on committed store version N (default: the newest; `depthdata history` lists them)")
     p.set_defaults(func=_eda)
 
 
@@ -43,6 +45,6 @@ def _eda(args: argparse.Namespace) -> int:
                          min_contrast=args.min_contrast)
     paths = write_report(args.store, args.out, samples_per_grid=args.samples_per_grid, seed=args.seed,
                          storage_options=args.storage_options, rules=rules, progress=not args.no_progress,
-                         out_storage_options=args.out_storage_options)
+                         out_storage_options=args.out_storage_options, version=args.version)
     print(f"wrote {paths['stats']}\nwrote {paths['report']}")
     return 0

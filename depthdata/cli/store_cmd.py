@@ -1,4 +1,4 @@
-"""``depthdata verify STORE``, ``depthdata inspect STORE`` and ``depthdata compact STORE``."""
+"""``depthdata verify``, ``inspect``, ``history`` and ``compact``: a store's health, contents and versions."""
 
 from __future__ import annotations
 
@@ -27,7 +27,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     i.add_argument("store", help="store URL")
     i.add_argument("--json", action="store_true", help="print JSON instead of a table")
     i.add_argument("--storage-options", help=so_help)
+    i.add_argument("--version", default=None, metavar="N",
+                   help="show committed version N, or 'working' for everything on disk (default: the newest version)")
     i.set_defaults(func=_inspect)
+    h = sub.add_parser("history", help="list a store's committed versions",
+                       description="Every committed version, oldest first: when, what committed it, samples "
+                       "added and removed, samples in total, the catalog's hash and the depthdata version. "
+                       "Readers see the newest; pin another with `version=N` (ShardDataset, inspect, eda).")
+    h.add_argument("store", help="store URL")
+    h.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    h.add_argument("--storage-options", help=so_help)
+    h.set_defaults(func=_history)
     c = sub.add_parser("compact", help="consolidate a store's manifest parts",
                        description="Write one consolidated manifest per group and stage from its parts, so "
                        "readers open the store with a few requests per group and stage instead of one or more "
@@ -69,15 +79,35 @@ def _compact(args: argparse.Namespace) -> int:
     return 0
 
 
+def _history(args: argparse.Namespace) -> int:
+    from depthdata.store import Store
+
+    versions = Store.open(args.store, storage_options=_storage_options(args.storage_options), version="working").history()
+    if args.json:
+        print(json.dumps([v.to_dict() for v in versions], indent=2))
+        return 0
+    if not versions:
+        print(f"{args.store}: no version committed yet (a build commits one when every shard succeeded)")
+        return 0
+    print(f"{'version':>7}  {'committed':25}  {'kind':7}  {'added':>7}  {'removed':>7}  {'samples':>8}  "
+          f"{'catalog':16}  depthdata")
+    for v in versions:
+        print(f"{v.number:>7}  {v.committed:25}  {v.kind:7}  {v.added:>7}  {v.removed:>7}  {v.samples:>8}  "
+              f"{v.catalog_hash or '-':16}  {v.package_version}")
+    return 0
+
+
 def _inspect(args: argparse.Namespace) -> int:
     from depthdata.store.verify import inspect_store
 
-    info = inspect_store(args.store, _storage_options(args.storage_options))
+    version = args.version if args.version in (None, "working") else _version_number(args.version)
+    info = inspect_store(args.store, _storage_options(args.storage_options), version=version)
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
-    print(f"{info['url']}  schema v{info['schema_version']}  (depthdata {info['package_version']}, "
-          f"created {info['created']})")
+    shown = f"version {info['version']}" if info["version"] is not None else "working state (uncommitted work included)"
+    print(f"{info['url']}  {shown}, newest {info['latest_version']}  schema v{info['schema_version']}  "
+          f"(depthdata {info['package_version']}, created {info['created']})")
     for path, g in info["groups"].items():
         h, w = g["resolution"]
         status = ", ".join(f"{k} {v}" for k, v in sorted(g["status"].items())) or "no samples written"
@@ -88,3 +118,12 @@ def _inspect(args: argparse.Namespace) -> int:
             todo = f"  missing: {s['incomplete_shards']}" if s["incomplete_shards"] else ""
             print(f"  {stage:8s} {s['complete']}/{s['of']} shards complete{todo}")
     return 0
+
+
+def _version_number(text: str) -> int:
+    from depthdata.errors import DepthdataError
+
+    try:
+        return int(text)
+    except ValueError:
+        raise DepthdataError(f"--version: expected a version number or 'working', got {text!r}") from None

@@ -69,20 +69,21 @@ MAX_TABLE_ROWS = 200
 
 def write_report(store_url: str, out_dir: str | Path, samples_per_grid: int = 8, seed: int = 0,
                  storage_options: dict[str, Any] | None = None, rules: OutlierRules = OutlierRules(),
-                 progress: bool = True, out_storage_options: dict[str, Any] | None = None) -> dict[str, str]:
+                 progress: bool = True, out_storage_options: dict[str, Any] | None = None,
+                 version: int | None = None) -> dict[str, str]:
     """Scan every group of the store at ``store_url`` and write ``stats.parquet`` and ``report.html``.
 
     ``out_dir`` is a local folder or any fsspec URL (``s3://bucket/reports/build``), created if
     needed. It is opened with ``out_storage_options``; left ``None``, an ``out_dir`` on the
     store's kind of file system (same protocol) takes the store's ``storage_options``.
     ``samples_per_grid`` ok samples per group, drawn with ``seed``, appear in the sample grids.
-    Reads one shard at a time. Returns ``{"stats": ..., "report": ...}``: local paths, or URLs
+    Reads one shard at a time, at store ``version`` (default: the newest committed). Returns ``{"stats": ..., "report": ...}``: local paths, or URLs
     for remote outputs. Raises :class:`~depthdata.errors.StoreError` for a missing or foreign
     store.
     """
     if samples_per_grid < 0:
         raise ValueError(f"samples_per_grid must be >= 0, got {samples_per_grid}")
-    store = Store.open(store_url, storage_options=storage_options)
+    store = Store.open(store_url, storage_options=storage_options, version=version)
     # Opened before the scan, so a bad output location fails fast instead of after it.
     fs, root = _output_fs(str(out_dir), store_url, storage_options, out_storage_options)
     groups = [store.group(p) for p in store.group_paths()]
@@ -191,6 +192,7 @@ def _render(store: Store, table: pd.DataFrame, scans: list[GroupScan], seed: int
     return env.from_string(REPORT_TEMPLATE).render(
         store_url=store.url,
         schema_version=store.schema_version,
+        store_version=store.version.number if store.version else "none committed (working state)",
         package_version=depthdata.__version__,
         generated=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         seed=seed,

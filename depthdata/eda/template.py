@@ -17,7 +17,7 @@ img { max-width: 100%; }
 </head>
 <body>
 <h1>depthdata EDA report</h1>
-<p class="note">Store <code>{{ store_url }}</code> · schema {{ schema_version }} · written by depthdata
+<p class="note">Store <code>{{ store_url }}</code> · version {{ store_version }} · schema {{ schema_version }} · written by depthdata
 {{ package_version }} at {{ generated }} · grid seed {{ seed }}.
 Depth and sparse values are metres; the teacher field is relative disparity in [0, 1] (larger = nearer).
 Per-sample statistics: <code>{{ stats_name }}</code>.</p>

@@ -372,6 +372,12 @@ class NyuV2Source(Source):
                 "original_size": [int(rgb.shape[0]), int(rgb.shape[1])], **extra}
         return Sample(make_sample_id(self.name, split, item.key), rgb, depth=depth, intrinsics=intr, meta=meta)
 
+    def item_files(self, item: SourceItem) -> list[str]:
+        loc = item.locator
+        if "!" in item.uri or not ("rgb" in loc and "depth" in loc):  # a zip member; a .mat record
+            return super().item_files(item)
+        return [os.path.join(self.root, p) for p in (loc["rgb"], loc["depth"]) if p]
+
     # -- paths and open files of the layouts (opened once per process) ---------------------
     def _mat_path(self) -> str:
         return self.root if os.path.isfile(self.root) else os.path.join(self.root, self.options.mat_file)

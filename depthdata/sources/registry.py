@@ -78,6 +78,13 @@ class Source(ABC):
     def load(self, split: str, item: SourceItem) -> "Sample":
         """One item as a canonical record at native resolution (resizing happens later)."""
 
+    def item_files(self, item: SourceItem) -> list[str]:
+        """The local files ``item`` is read from. Their sizes and modification times (plus the
+        item's locator) are its fingerprint: a later build reads the item again only when that
+        changed (:mod:`depthdata.store.plan`). Sources whose items span several files (an RGB
+        image and its depth map) name them all; a member of an archive names the archive."""
+        return [item.uri.split("!", 1)[0]]
+
 
 _REGISTRY: dict[str, type[Source]] = {}
 

@@ -115,6 +115,9 @@ class SynthiaSource(Source):
         depth[depth > self.options.max_depth] = np.nan
         return depth
 
+    def item_files(self, item: SourceItem) -> list[str]:
+        return [item.uri, item.locator["depth"]]
+
     def load(self, split: str, item: SourceItem) -> Sample:
         rgb = read_rgb(item.uri, exif=False)
         depth_path = item.locator["depth"]

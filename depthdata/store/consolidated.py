@@ -17,7 +17,8 @@ whose rows disagree with its own record, is ignored with a warning: the parts ar
 truth, so a kill between the last part and the consolidation loses nothing.
 
 Files are never rewritten in place: each consolidation writes the next ``<seq>`` (atomically),
-so a reader never sees half a file, and a later version scheme can pin one.
+so a reader never sees half a file, and a committed version (:mod:`depthdata.store.versions`)
+pins one: :func:`load_pinned` reads exactly that file, without listing the folder.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from depthdata.errors import StoreError
 from depthdata.store import manifest as mf
 
 log = logging.getLogger(__name__)
@@ -201,6 +203,28 @@ def load(fs: fsspec.AbstractFileSystem, stage_dir: str, stage: str, previous: St
     return index
 
 
+def load_pinned(fs: fsspec.AbstractFileSystem, stage_dir: str, stage: str, name: str | None) -> StageIndex:
+    """The index of one stage exactly as the consolidated file ``name`` records it (a committed
+    version's view): no listing, no parts written since. ``None``: the stage had no rows."""
+    index = StageIndex(stage)
+    if name is None:
+        return index
+    path = f"{stage_dir}/{name}"
+    try:
+        blob = _read_bytes(fs, path)
+        _, meta = _footer(blob)
+        recorded = {int(r["shard"]): (r["name"], r["fingerprint"]) for r in meta["parts"]}
+    except FileNotFoundError:
+        raise StoreError(f"{path}: the manifest this version names is gone (deleted by hand, or the "
+                         "version was expired by `depthdata compact --drop-removed`)") from None
+    except (OSError, pa.ArrowInvalid, ValueError, KeyError, TypeError) as exc:
+        raise StoreError(f"{path}: unreadable consolidated manifest ({type(exc).__name__}: {exc})") from None
+    _take_consolidated(fs, stage_dir, name, recorded, index, _Consolidated(blob, {}))
+    if index.warnings:
+        raise StoreError(index.warnings[0].replace("; reading the parts", ""))
+    return index
+
+
 def _take_consolidated(fs: fsspec.AbstractFileSystem, stage_dir: str, name: str, parts: dict[int, tuple[str, str]],
                        index: StageIndex, reuse: _Consolidated | None) -> None:
     """Fill ``index`` from the consolidated file ``name`` for every part it still describes
@@ -258,9 +282,10 @@ def write(fs: fsspec.AbstractFileSystem, stage_dir: str, index: StageIndex, extr
     return name
 
 
-def prune(fs: fsspec.AbstractFileSystem, stage_dir: str, keep: str) -> list[str]:
-    """Delete the consolidated files of ``stage_dir`` older than ``keep``; returns their names."""
-    old = [n for n in list_stage(fs, stage_dir) if CONSOLIDATED_RE.match(n) and n < keep]
+def prune(fs: fsspec.AbstractFileSystem, stage_dir: str, keep: str, protected: frozenset[str] = frozenset()) -> list[str]:
+    """Delete the consolidated files of ``stage_dir`` older than ``keep`` except ``protected``
+    ones (named by a committed version); returns their names."""
+    old = [n for n in list_stage(fs, stage_dir) if CONSOLIDATED_RE.match(n) and n < keep and n not in protected]
     for n in old:
         fs.rm_file(f"{stage_dir}/{n}")
     return old

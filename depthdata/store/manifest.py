@@ -22,7 +22,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 MANIFEST_DIR = "_manifest"
-PLAN_FILE = "_plan.parquet"
 
 
 @dataclass(frozen=True)
@@ -36,12 +35,17 @@ class Column:
     doc: str
 
 
-#: the plan of a group (``_plan.parquet``): which sample sits at which index, read from where
+#: the plan of a group (``_plan-<segment>.parquet``, see :mod:`depthdata.store.plan`): which
+#: sample sits at which slot, read from where
 PLAN_COLUMNS = (
-    Column("index", "int64", "0-based position of the sample in the group (the sample axis of every field)"),
+    Column("index", "int64", "0-based slot of the sample in the group (the sample axis of every field)"),
     Column("sample_id", "string", "stable id `<dataset>/<split>/<source key>`"),
     Column("source_uri", "string", "the file (or file + record) the sample was read from"),
     Column("locator", "string", "JSON the source needs to load the item again (record number, ...); may be empty"),
+    Column("fingerprint", "string", "sizes and modification times of the item's files plus its locator, hashed: "
+           "what a later build compares to notice a change without reading the files"),
+    Column("op", "string", "`add` (a sample at a new slot), `remove` (a tombstone: the slot is no longer served) "
+           "or `touch` (new fingerprint, same content)"),
 )
 
 #: columns the store adds to every row of every stage's manifest part
@@ -67,8 +71,9 @@ def part_path(group_path: str, stage: str, shard: int) -> str:
     return f"{MANIFEST_DIR}/{group_path}/{stage}/shard-{shard:06d}.parquet"
 
 
-def plan_path(group_path: str) -> str:
-    return f"{MANIFEST_DIR}/{group_path}/{PLAN_FILE}"
+def group_dir(group_path: str) -> str:
+    """The group's manifest folder (its plan segments and one folder per stage), store-relative."""
+    return f"{MANIFEST_DIR}/{group_path}"
 
 
 def atomic_write(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:

@@ -3,21 +3,26 @@
 Layout under the store URL::
 
     zarr.json                              root; attributes["depthdata"] = schema version, catalog, ...
-    <dataset>/<split>/zarr.json            group; attributes = plan (num_samples, shard_size, H, W, ...)
+    <dataset>/<split>/zarr.json            group; attributes = plan (shard_size, H, W, resize, ...)
     <dataset>/<split>/<field>/...          one array per field, chunk = 1 sample, shard = S samples
-    _manifest/<dataset>/<split>/_plan.parquet                 index → sample_id, source_uri, locator
+    _manifest/<dataset>/<split>/_plan-000000.parquet          slot → sample_id, source_uri, ... (plan.py)
     _manifest/<dataset>/<split>/<stage>/shard-000000.parquet  completion record + per-sample rows
+    _manifest/<dataset>/<split>/<stage>/consolidated-*.parquet  every part's rows in one file
+    _versions/v000001.json                 a committed version (versions.py)
 
 Write rules that keep parallel writers correct (Zarr has no locking): a task owns whole shards
 and writes each shard of each field once, in one call; the manifest part is written after the
 data; fields are created once, before shard tasks start (:meth:`Group.ensure_fields`).
+
+A store opened for reading shows its newest committed version (or a pinned one); a store opened
+for writing (``mode="r+"``) shows the *working* state: every plan segment and manifest part on
+disk, committed or not.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import logging
-import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterable, Sequence
@@ -36,9 +41,14 @@ import depthdata
 from depthdata.errors import StoreError
 from depthdata.store import consolidated as cons
 from depthdata.store import manifest as mf
+from depthdata.store import plan as pl
+from depthdata.store import versions as vs
 from depthdata.store.fields import FIELDS, STAGES, field_spec
 
-SCHEMA_VERSION = 1
+#: 2: plans in append-only segments, committed versions
+SCHEMA_VERSION = 2
+#: ``Store.open(..., version=WORKING)``: every segment and part on disk, committed or not
+WORKING = "working"
 
 log = logging.getLogger(__name__)
 
@@ -90,12 +100,15 @@ class Store:
     """Handle on a store. Open with :meth:`open`; make with :meth:`create`."""
 
     def __init__(self, url: str, root: zarr.Group, fs: fsspec.AbstractFileSystem, fs_root: str,
-                 storage_options: dict[str, Any]):
+                 storage_options: dict[str, Any], version: vs.Version | None = None):
         self.url = url
         self.root = root
         self.fs = fs
         self.fs_root = fs_root.rstrip("/")
         self.storage_options = storage_options
+        #: the committed version this handle reads; ``None``: the working state
+        self.version = version
+        self._pinned_files: dict[tuple[str, str], frozenset[str]] | None = None
 
     # -- opening ---------------------------------------------------------------------------
     @staticmethod
@@ -140,8 +153,14 @@ class Store:
         return cls(url, root, fs, fs_root, storage_options)
 
     @classmethod
-    def open(cls, url: str, mode: str = "r", storage_options: dict[str, Any] | None = None) -> "Store":
-        """Open an existing store (``mode`` ``"r"`` or ``"r+"``); refuse foreign or newer ones."""
+    def open(cls, url: str, mode: str = "r", storage_options: dict[str, Any] | None = None,
+             version: int | str | None = None) -> "Store":
+        """Open an existing store (``mode`` ``"r"`` or ``"r+"``); refuse foreign or newer ones.
+
+        ``version`` (reading only): ``None`` for the newest committed version (the working state
+        when none is committed yet, with a log line saying so), a version number to pin one, or
+        :data:`WORKING` for everything on disk. ``mode="r+"`` always works on the working state.
+        """
         storage_options = storage_options or {}
         fs, fs_root = fsspec.core.url_to_fs(url, **storage_options)
         try:
@@ -159,20 +178,103 @@ class Store:
         zstore = cls._zarr_store(url, storage_options, read_only=(mode == "r"))
         try:
             root = zarr.open_group(store=zstore, mode="r" if mode == "r" else "r+", zarr_format=3)
-        except (zarr.errors.GroupNotFoundError, ValueError, KeyError) as exc:  # JSON and Unicode errors too
+        except (zarr.errors.GroupNotFoundError, ValueError, KeyError, TypeError) as exc:  # JSON, Unicode, bad keys
             raise StoreError(f"{url}: cannot open as a Zarr v3 group: corrupt or foreign zarr.json "
                              f"({url.rstrip('/')}/zarr.json: {exc})") from None
         meta = root.attrs.get("depthdata")
         if not isinstance(meta, dict) or "schema_version" not in meta:
             raise StoreError(f"{url}: a Zarr store, but not a depthdata store (no 'depthdata' attributes)")
-        version = meta["schema_version"]
-        if version != SCHEMA_VERSION:
+        schema = meta["schema_version"]
+        if schema != SCHEMA_VERSION:
             raise StoreError(
-                f"{url}: store schema version {version} is not supported by depthdata "
+                f"{url}: store schema version {schema} is not supported by depthdata "
                 f"{depthdata.__version__} (which reads version {SCHEMA_VERSION}); "
                 "use the depthdata release that wrote it, or rebuild the store"
             )
-        return cls(url, root, fs, fs_root, storage_options)
+        store = cls(url, root, fs, fs_root, storage_options)
+        if mode != "r":
+            if version not in (None, WORKING):
+                raise StoreError(f"{url}: a version can only be pinned for reading (mode='r')")
+            return store
+        if version == WORKING:
+            return store
+        if version is None:
+            have = vs.numbers(fs, store.fs_root)
+            if not have:
+                log.info("%s: no version committed yet: reading the working state", url)
+                return store
+            version = have[-1]
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise StoreError(f"{url}: version must be a number or {WORKING!r}, got {version!r}")
+        store.version = vs.read(fs, store.fs_root, version, url)
+        return store
+
+    # -- versions --------------------------------------------------------------------------
+    def history(self) -> list[vs.Version]:
+        """Every committed version, oldest first."""
+        return vs.history(self.fs, self.fs_root, self.url)
+
+    def latest_version(self) -> vs.Version | None:
+        have = vs.numbers(self.fs, self.fs_root)
+        return vs.read(self.fs, self.fs_root, have[-1], self.url) if have else None
+
+    def pinned_manifests(self, group: str, stage: str) -> frozenset[str]:
+        """Consolidated files of ``group``/``stage`` that some committed version names (never pruned)."""
+        if self._pinned_files is None:
+            pinned: dict[tuple[str, str], set[str]] = {}
+            for v in self.history():
+                for path, g in v.groups.items():
+                    for st, name in g.stages.items():
+                        pinned.setdefault((path, st), set()).add(name)
+            self._pinned_files = {k: frozenset(v) for k, v in pinned.items()}
+        return self._pinned_files.get((group, stage), frozenset())
+
+    def commit(self, kind: str = "build", catalog_hash: str | None = None,
+               groups: Iterable[str] | None = None) -> vs.Version | None:
+        """Consolidate every group's stages and commit what is on disk as the next version.
+
+        Call after every shard of a build finished (a reader of the new version serves exactly
+        the consolidated rows it names). Groups not in ``groups`` (default: all) keep what the
+        previous version says of them. Returns the new version, or ``None`` when nothing changed
+        since the previous one (no version is written then)."""
+        if self.version is not None:
+            raise StoreError(f"{self.url}: commit from a store opened for writing, not a pinned version")
+        parent = self.latest_version()
+        chosen = set(groups) if groups is not None else None
+        entries: dict[str, vs.GroupVersion] = {}
+        for path in self.group_paths():
+            before = parent.groups.get(path) if parent else None
+            if chosen is not None and path not in chosen:
+                if before is not None:
+                    entries[path] = before
+                continue
+            group = self.group(path)
+            stages = {}
+            for stage in group.stages():
+                index = group.stage_index(stage)
+                name = (group.consolidate(stage) if index.consolidation_needed else None) or index.consolidated
+                if name:
+                    stages[stage] = name
+            plan = group.layout
+            added, removed = plan.changes_since(before.segments if before else 0)
+            entries[path] = vs.GroupVersion(plan.segments, len(group), added, removed, stages)
+        def state(groups: dict[str, vs.GroupVersion]) -> dict[str, tuple[int, int, dict[str, str]]]:
+            return {p: (g.segments, g.samples, g.stages) for p, g in groups.items()}
+
+        if parent is not None and state(entries) == state(parent.groups):
+            log.info("%s: nothing changed since version %d; no new version", self.url, parent.number)
+            return None
+        meta = self.meta
+        version = vs.Version(
+            number=(parent.number + 1) if parent else 1, committed=vs.now(), kind=kind,
+            package_version=depthdata.__version__,
+            catalog_hash=catalog_hash or (mf.config_hash(meta["catalog"]) if meta.get("catalog") else None),
+            groups=entries, parent=parent.number if parent else None)
+        vs.write(self.fs, self.fs_root, version)
+        self._pinned_files = None
+        log.info("%s: committed version %d (%d added, %d removed, %d samples)", self.url, version.number,
+                 version.added, version.removed, version.samples)
+        return version
 
     # -- metadata --------------------------------------------------------------------------
     @property
@@ -186,9 +288,13 @@ class Store:
     def group_paths(self) -> list[str]:
         """``dataset/split`` paths of every group, sorted.
 
-        Read from two levels of folder listings, not from Zarr's members: Zarr would fetch and
-        parse every node's ``zarr.json`` (two requests each on object stores), and one corrupt
-        node would hide every group behind it. Opening a group (:meth:`group`) checks it."""
+        A pinned version names its groups. Otherwise they are read from two levels of folder
+        listings, not from Zarr's members: Zarr would fetch and parse every node's ``zarr.json``
+        (two requests each on object stores), and one corrupt node would hide every group behind
+        it. Opening a group (:meth:`group`) checks it."""
+        if self.version is not None:
+            return sorted(self.version.groups)
+
         def folders(path: str) -> list[str]:
             try:
                 entries = self.fs.ls(path, detail=True, refresh=True)
@@ -201,6 +307,12 @@ class Store:
                 for split in folders(f"{self.fs_root}/{ds}")]
 
     def group(self, path: str) -> "Group":
+        view = None
+        if self.version is not None:
+            view = self.version.groups.get(path)
+            if view is None:
+                raise StoreError(f"{self.url}: no group {path!r} in version {self.version.number} "
+                                 f"(groups: {', '.join(self.group_paths()) or 'none'})")
         try:
             zg = self.root[path]
         except KeyError:
@@ -208,31 +320,33 @@ class Store:
             raise StoreError(f"{self.url}: no group {path!r} (groups: {known})") from None
         if not isinstance(zg, zarr.Group) or "plan" not in zg.attrs:
             raise StoreError(f"{self.url}: {path!r} is not a depthdata group")
-        return Group(self, path, zg)
+        return Group(self, path, zg, view)
 
     def create_group(self, dataset: str, split: str, sample_ids: Sequence[str], source_uris: Sequence[str],
                      height: int, width: int, shard_size: int, max_pairs: int = 0,
-                     compressor: tuple[str, int] = ("blosc-lz4", 5), locators: Sequence[str] | None = None) -> "Group":
-        """Plan a group: its samples in order and its geometry. Idempotent for the same plan.
+                     compressor: tuple[str, int] = ("blosc-lz4", 5), locators: Sequence[str | None] | None = None,
+                     fingerprints: Sequence[str] | None = None, resize: str = "") -> "Group":
+        """Plan a new group: its samples in slots ``0..n-1`` and its geometry.
 
-        Re-creating a group with the same plan returns it unchanged (this is how a re-run
-        resumes); a different plan (samples added or removed at the source, another resolution
-        or shard size) is refused, because shards already written would no longer line up.
-        """
-        if len(sample_ids) != len(source_uris) or (locators is not None and len(locators) != len(sample_ids)):
-            raise ValueError("sample_ids, source_uris and locators differ in length")
-        if len(set(sample_ids)) != len(sample_ids):
+        An existing group is returned as it is when its geometry is the same (how a re-run
+        resumes; :meth:`Group.append` then adds what the source gained), and refused when it is
+        not: another resolution, resize mode, shard size, pairs capacity or codec cannot be
+        appended to shards already written."""
+        n = len(sample_ids)
+        if len(source_uris) != n or (locators is not None and len(locators) != n) or \
+                (fingerprints is not None and len(fingerprints) != n):
+            raise ValueError("sample_ids, source_uris, locators and fingerprints differ in length")
+        if len(set(sample_ids)) != n:
             dup = next(s for s in sample_ids if list(sample_ids).count(s) > 1)
             raise StoreError(f"{dataset}/{split}: duplicate sample id {dup!r} in the plan")
         path = f"{dataset}/{split}"
         plan = {
-            "num_samples": len(sample_ids),
             "shard_size": int(shard_size),
             "height": int(height),
             "width": int(width),
             "max_pairs": int(max_pairs),
             "compressor": list(compressor),
-            "ids_checksum": mf.config_hash(list(sample_ids)),
+            "resize": resize,
         }
         try:
             existing = self.root[path]
@@ -243,16 +357,19 @@ class Store:
             if old != plan:
                 diff = {k: (old.get(k), plan[k]) for k in plan if old.get(k) != plan[k]}
                 raise StoreError(
-                    f"{self.url}: group {path} exists with a different plan {diff} (old, new); "
-                    "build into a new store or delete the group to rebuild it"
+                    f"{self.url}: group {path} was built with other settings {diff} (old, new); samples "
+                    "stored that way cannot be appended to: build into a new store, or under another "
+                    "dataset name"
                 )
             return self.group(path)
+        rows = [{"index": i, "sample_id": s, "source_uri": u, "locator": locators[i] if locators else None,
+                 "fingerprint": fingerprints[i] if fingerprints else None, "op": "add"}
+                for i, (s, u) in enumerate(zip(sample_ids, source_uris))]
+        if not rows:
+            raise StoreError(f"{path}: a group needs at least one sample")
         # The plan also keeps each item's locator (JSON), so a shard task on any worker finds
         # its items without listing the source again.
-        rows = [{"index": i, "sample_id": s, "source_uri": u, "locator": locators[i] if locators else None}
-                for i, (s, u) in enumerate(zip(sample_ids, source_uris))]
-        mf.atomic_write(self.fs, f"{self.fs_root}/{mf.plan_path(path)}",
-                        mf.table_bytes(rows, {"group": path, **plan}))
+        pl.write_segment(self.fs, f"{self.fs_root}/{mf.group_dir(path)}", 0, rows, {"group": path, **plan})
         zg = self.root.require_group(dataset).require_group(split)
         zg.attrs["plan"] = plan
         zg.attrs["created"] = _now()
@@ -311,15 +428,23 @@ def select_groups(store: Store | str, groups: Iterable[str] | None = None,
 
 
 class Group:
-    """One ``dataset/split``: writing whole shards, reading samples, shards and the manifest."""
+    """One ``dataset/split``: writing whole shards, reading samples, shards and the manifest.
 
-    def __init__(self, store: Store, path: str, zgroup: zarr.Group):
+    Samples sit in *slots* (0-based positions on every field's sample axis). Slots of a group
+    built once are ``0..n-1``; a later build appends whole shards, so the sample axis may have
+    unused slots (holes) before an appended shard, and a removed sample's slot stays (a
+    tombstone). ``len(group)`` counts live samples; :attr:`num_slots` is the axis length.
+    """
+
+    def __init__(self, store: Store, path: str, zgroup: zarr.Group, view: vs.GroupVersion | None = None):
         self.store = store
         self.path = path
         self.zgroup = zgroup
+        #: the group's geometry (shard size, resolution, ...): never changes
         self.plan: dict[str, Any] = dict(zgroup.attrs["plan"])
-        self._plan_table: pa.Table | None = None
-        self._ids: list[str] | None = None
+        #: what a committed version says of this group; ``None``: the working state
+        self.view = view
+        self._layout: pl.Plan | None = None
         self._index: dict[str, int] | None = None
         self._arrays: dict[str, zarr.Array] = {}
         self._stage_index: dict[str, cons.StageIndex] = {}
@@ -329,7 +454,8 @@ class Group:
         return f"Group({self.store.url!r}, {self.path!r}, samples={len(self)}, shards={self.num_shards})"
 
     def __len__(self) -> int:
-        return int(self.plan["num_samples"])
+        """Live samples (planned and not removed)."""
+        return int(self.live_mask().sum())
 
     @property
     def height(self) -> int:
@@ -344,55 +470,111 @@ class Group:
         return int(self.plan["shard_size"])
 
     @property
+    def num_slots(self) -> int:
+        """Length of the sample axis the plan uses (holes and removed slots included)."""
+        return self.layout.slots
+
+    @property
     def num_shards(self) -> int:
-        return math.ceil(len(self) / self.shard_size) if len(self) else 0
+        return self.layout.num_shards
 
     def shard_range(self, shard: int) -> range:
-        """Sample indices (0-based) of ``shard``."""
+        """Slots (0-based) of ``shard``: the first ``count`` of its ``shard_size``."""
         if not 0 <= shard < self.num_shards:
             raise IndexError(f"{self.path}: shard {shard} out of range 0..{self.num_shards - 1}")
         start = shard * self.shard_size
-        return range(start, min(start + self.shard_size, len(self)))
+        return range(start, start + int(self.layout.shard_counts()[shard]))
 
     def shard_of(self, index: int) -> int:
         return index // self.shard_size
 
     # -- plan ------------------------------------------------------------------------------
-    def plan_table(self) -> pa.Table:
-        """The plan: one row per sample in index order (``index``, ``sample_id``, ``source_uri``,
-        ``locator``). Read once per Group object: a group's plan never changes after
-        :meth:`Store.create_group` (a different plan is refused there)."""
-        if self._plan_table is None:
-            self._plan_table, _ = mf.read_table(self.store.fs, f"{self.store.fs_root}/{mf.plan_path(self.path)}")
-        return self._plan_table
+    @property
+    def layout(self) -> pl.Plan:
+        """The plan (:class:`~depthdata.store.plan.Plan`) this handle sees: the segments its
+        version names, or every segment on disk. Read once per Group object."""
+        if self._layout is None:
+            self._layout = pl.read(self.store.fs, self.manifest_dir, self.shard_size,
+                                   self.view.segments if self.view is not None else None)
+        return self._layout
 
     @property
-    def sample_ids(self) -> list[str]:
-        if self._ids is None:
-            self._ids = self.plan_table().column("sample_id").to_pylist()
-        return self._ids
+    def manifest_dir(self) -> str:
+        """Filesystem path of the group's manifest folder (plan segments, one folder per stage)."""
+        return f"{self.store.fs_root}/{mf.group_dir(self.path)}"
 
-    def source_uris(self, shard: int | None = None) -> list[str]:
-        """Source URIs from the plan in index order: every sample's, or ``shard``'s. Known for
-        samples whose shard is not built yet."""
-        column = self.plan_table().column("source_uri")
+    def plan_table(self) -> pa.Table:
+        """The plan's samples: one row per slot that holds one (``index``, ``sample_id``,
+        ``source_uri``, ``locator``, ``fingerprint``), removed ones included."""
+        return self.layout.adds
+
+    def live_mask(self) -> np.ndarray:
+        """Per slot: holds a sample that is not removed."""
+        return self.layout.live_mask()
+
+    @property
+    def sample_ids(self) -> list[str | None]:
+        """Sample id per slot (``None`` for a hole)."""
+        return self.layout.sample_ids()
+
+    def source_uris(self, shard: int | None = None) -> list[str | None]:
+        """Source URIs from the plan per slot: every slot's, or ``shard``'s. Known for samples
+        whose shard is not built yet."""
         if shard is None:
-            return column.to_pylist()
+            return self.layout.column("source_uri")
         idx = self.shard_range(shard)
-        return column.slice(idx.start, len(idx)).to_pylist()
+        return self.layout.rows(idx.start, idx.stop).column("source_uri").to_pylist()
 
     def plan_rows(self, shard: int) -> list[dict[str, Any]]:
-        """The plan's rows (index, sample_id, source_uri, locator) of ``shard``."""
+        """The plan's rows (index, sample_id, source_uri, locator, fingerprint) of ``shard``."""
         idx = self.shard_range(shard)
-        return self.plan_table().slice(idx.start, len(idx)).to_pylist()
+        return self.layout.rows(idx.start, idx.stop).to_pylist()
 
     def index_of(self, sample_id: str) -> int:
+        """The slot of a live sample."""
         if self._index is None:
-            self._index = {s: i for i, s in enumerate(self.sample_ids)}
+            live = self.live_mask()
+            self._index = {s: i for i, s in enumerate(self.sample_ids) if s is not None and live[i]}
         try:
             return self._index[sample_id]
         except KeyError:
             raise KeyError(f"{self.path}: no sample {sample_id!r}") from None
+
+    def append(self, adds: Sequence[dict[str, Any]], removes: Sequence[int] = (),
+               touches: Sequence[tuple[int, str]] = ()) -> tuple[int, int]:
+        """Record what the source gained, lost and re-touched as the next plan segment.
+
+        ``adds``: rows with ``sample_id``, ``source_uri``, ``locator``, ``fingerprint``, given
+        slots from the start of the next unused shard on; ``removes``: live slots to tombstone;
+        ``touches``: ``(slot, fingerprint)`` of unchanged items with a new fingerprint. Writes
+        nothing when all are empty. Returns the new shards' range ``(first, stop)``. Call
+        :meth:`ensure_fields` after, to grow the arrays."""
+        if self.view is not None:
+            raise StoreError(f"{self.path}: cannot append through a pinned version")
+        layout = self.layout
+        first_shard = layout.num_shards
+        if not adds and not removes and not touches:
+            return first_shard, first_shard
+        live = layout.live_mask()
+        bad = [i for i in removes if not (0 <= i < len(live) and live[i])]
+        if bad:
+            raise ValueError(f"{self.path}: cannot remove slots {bad[:5]}: not live samples")
+        live_ids = {s for i, s in enumerate(layout.sample_ids()) if s is not None and live[i]} - \
+            {layout.sample_ids()[i] for i in removes}
+        clash = [r["sample_id"] for r in adds if r["sample_id"] in live_ids]
+        if clash or len({r["sample_id"] for r in adds}) != len(adds):
+            raise StoreError(f"{self.path}: duplicate sample id {(clash or [r['sample_id'] for r in adds])[0]!r}")
+        start = layout.next_slot()
+        rows = [{"index": start + j, "sample_id": r["sample_id"], "source_uri": r["source_uri"],
+                 "locator": r.get("locator"), "fingerprint": r.get("fingerprint"), "op": "add"}
+                for j, r in enumerate(adds)]
+        rows += [{"index": int(i), "sample_id": layout.sample_ids()[i], "source_uri": None, "locator": None,
+                  "fingerprint": None, "op": "remove"} for i in removes]
+        rows += [{"index": int(i), "sample_id": layout.sample_ids()[i], "source_uri": None, "locator": None,
+                  "fingerprint": fp, "op": "touch"} for i, fp in touches]
+        pl.write_segment(self.store.fs, self.manifest_dir, layout.segments, rows, {"group": self.path, **self.plan})
+        self._layout, self._index = None, None
+        return first_shard, self.num_shards
 
     # -- fields ----------------------------------------------------------------------------
     def fields(self) -> list[str]:
@@ -410,11 +592,22 @@ class Group:
         return sorted(name for name, _ in self.zgroup.arrays() if name in FIELDS)
 
     def ensure_fields(self, names: Iterable[str]) -> None:
-        """Create the arrays of ``names`` if missing, and record the group's fields in its
-        attributes (readers take them from there: no request per array). Call once, before
-        parallel shard writes."""
+        """Create the arrays of ``names`` if missing, grow every array to the plan's slots, and
+        record the group's fields in its attributes (readers take them from there: no request
+        per array). Call once, before parallel shard writes.
+
+        Growing rewrites only each array's ``zarr.json``: the shard grid stays the same, so no
+        shard already written is touched, and a reader that opened the array before keeps
+        reading its slots."""
+        if self.view is not None:
+            raise StoreError(f"{self.path}: cannot add fields through a pinned version")
         existing = set(self.array_names())  # the arrays themselves: the writer's truth
         codec, level = self.plan["compressor"]
+        slots = self.num_slots
+        for name in existing:
+            arr = self.array(name)
+            if arr.shape[0] < slots:
+                arr.resize((slots, *arr.shape[1:]))
         for name in names:
             if name in existing:
                 continue
@@ -422,7 +615,7 @@ class Group:
             sample_shape = spec.shape(self.height, self.width, int(self.plan["max_pairs"]))
             self.zgroup.create_array(
                 name,
-                shape=(len(self), *sample_shape),
+                shape=(slots, *sample_shape),
                 chunks=(1, *sample_shape),
                 shards=(self.shard_size, *sample_shape),
                 dtype=spec.dtype,
@@ -502,9 +695,15 @@ class Group:
         return f"{self.store.fs_root}/{mf.MANIFEST_DIR}/{self.path}/{stage}"
 
     def stage_index(self, stage: str) -> cons.StageIndex:
-        """What the manifest says of ``stage`` now: one listing, the newest consolidated file and
-        any parts newer than it (:mod:`depthdata.store.consolidated`). Files read by an earlier
-        call on this Group are not read again unless the listing shows them changed."""
+        """What the manifest says of ``stage``: in a pinned version, the consolidated file it
+        names (no listing); otherwise one listing, the newest consolidated file and any parts
+        newer than it (:mod:`depthdata.store.consolidated`). Files read by an earlier call on
+        this Group are not read again unless the listing shows them changed."""
+        if self.view is not None:
+            if stage not in self._stage_index:
+                self._stage_index[stage] = cons.load_pinned(self.store.fs, self.stage_dir(stage), stage,
+                                                            self.view.stages.get(stage))
+            return self._stage_index[stage]
         index = cons.load(self.store.fs, self.stage_dir(stage), stage, self._stage_index.get(stage))
         self._stage_index[stage] = index
         return index
@@ -567,12 +766,15 @@ class Group:
         return table.sort_by("index").to_pylist()
 
     def stages(self) -> list[str]:
-        """Stages that have at least one manifest part in this group."""
-        base = f"{self.store.fs_root}/{mf.MANIFEST_DIR}/{self.path}"
-        if not self.store.fs.exists(base):
+        """Stages that have a manifest folder in this group (those its version names, when pinned)."""
+        if self.view is not None:
+            return sorted(self.view.stages)
+        try:
+            entries = self.store.fs.ls(self.manifest_dir, detail=True, refresh=True)
+        except FileNotFoundError:
             return []
-        return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in self.store.fs.ls(base, detail=False)
-                      if self.store.fs.isdir(p))
+        return sorted(name for e in entries if e.get("type") == "directory"
+                      and not (name := e["name"].rstrip("/").rsplit("/", 1)[-1]).startswith(("_", ".")))
 
     def complete_shards(self, stage: str) -> list[int]:
         return [s.shard for s in self.shard_statuses(stage) if s.complete]
@@ -589,7 +791,8 @@ class Group:
         if name:
             log.info("%s: consolidated %d %s part(s) into %s", self.path, len(index.parts), stage, name)
             # older files say less; a reader that listed one just before falls back to the parts
-            cons.prune(self.store.fs, self.stage_dir(stage), keep=name)
+            cons.prune(self.store.fs, self.stage_dir(stage), keep=name,
+                       protected=self.store.pinned_manifests(self.path, stage))
         return name
 
     # -- reading ---------------------------------------------------------------------------
@@ -625,15 +828,17 @@ class Group:
     def read(self, key: int | str, fields: Sequence[str] | None = None) -> dict[str, Any]:
         """One sample by 0-based index or sample id, as ``{"sample_id": ..., field: array}``."""
         index = self.index_of(key) if isinstance(key, str) else int(key)
-        if not 0 <= index < len(self):
-            raise IndexError(f"{self.path}: index {index} out of range 0..{len(self) - 1}")
+        if not 0 <= index < self.num_slots or not self.live_mask()[index]:
+            raise IndexError(f"{self.path}: slot {index} holds no sample (slots 0..{self.num_slots - 1}; "
+                             "unused and removed slots hold none)")
         out: dict[str, Any] = {"sample_id": self.sample_ids[index], "index": index}
         for name in fields or self.fields():
             out[name] = self.array(name)[index]
         return out
 
     def manifest(self, stage: str | None = None, columns: Sequence[str] | None = None) -> pa.Table:
-        """The manifest rows of complete shards: one stage's, or every stage joined on index.
+        """The manifest rows of live samples in complete shards: one stage's, or every stage
+        joined on index.
 
         ``columns`` reads only those (plus ``index``; missing ones are left out): planning a
         million-sample stream needs three columns, not all of them."""
@@ -656,4 +861,5 @@ class Group:
                 merged = merged.join(table, "index", join_type="left outer").sort_by("index")
         if merged is None:
             return pa.table({"index": pa.array([], pa.int64()), "sample_id": pa.array([], pa.string())})
-        return merged
+        # removed samples keep their rows in the parts; they are no longer the group's
+        return merged.filter(pa.array(self.live_mask()[merged.column("index").to_numpy()]))

@@ -10,8 +10,10 @@ import pyarrow as pa
 
 from depthdata.store import consolidated as cons
 from depthdata.store import manifest as mf
+from depthdata.store import plan as pl
+from depthdata.store import versions as vs
 from depthdata.store.fields import field_spec
-from depthdata.store.store import Group, Store, seal_broken
+from depthdata.store.store import WORKING, Group, Store, seal_broken
 
 
 @dataclass
@@ -57,7 +59,8 @@ def verify_store(url: str, storage_options: dict[str, Any] | None = None, groups
     A shard whose part exists but whose data is missing or altered is a *problem*; a shard with
     no part for a stage that other shards of the group have completed is *incomplete*.
     """
-    store = Store.open(url, storage_options=storage_options)
+    # everything on disk, committed or not: a build in progress is checked too
+    store = Store.open(url, storage_options=storage_options, version=WORKING)
     report = VerifyReport(url)
     if seal_broken(store.meta):
         report.problems.append(Problem("(store)", "", -1, "the store's metadata (catalog, versions) does not match "
@@ -124,7 +127,31 @@ def verify_store(url: str, storage_options: dict[str, Any] | None = None, groups
     for group in opened.values():
         for stage in group.stages():
             _check_consolidated(group, stage, report)
+    _check_versions(store, report, opened)
     return report
+
+
+def _check_versions(store: Store, report: VerifyReport, opened: dict[str, Group]) -> None:
+    """Every committed version is readable and names plan segments and consolidated files that
+    exist (a reader pinned to it would fail otherwise)."""
+    for number in vs.numbers(store.fs, store.fs_root):
+        rel = f"{vs.VERSIONS_DIR}/{vs.version_name(number)}"
+        try:
+            version = vs.read(store.fs, store.fs_root, number, store.url)
+        except Exception as exc:  # noqa: BLE001 - a finding, not a crash
+            report.problems.append(Problem("(store)", "", -1, f"version {number}: {exc}", rel))
+            continue
+        for path, gv in version.groups.items():
+            group = opened.get(path)
+            if group is None:
+                continue  # not verified this time (--group), or reported above
+            if gv.segments > group.layout.segments:
+                report.problems.append(Problem(path, "", -1, f"version {number} names {gv.segments} plan segments, "
+                                                             f"{group.layout.segments} exist", rel))
+            for stage, name in gv.stages.items():
+                if name not in cons.list_stage(store.fs, group.stage_dir(stage)):
+                    report.problems.append(Problem(path, stage, -1, f"version {number} names {name}, which is gone",
+                                                   rel))
 
 
 def _open_group(store: Store, path: str, report: VerifyReport) -> Group | None:
@@ -144,18 +171,29 @@ def _open_group(store: Store, path: str, report: VerifyReport) -> Group | None:
     if group.fields() != arrays:
         report.problems.append(Problem(path, "", -1, f"the group's recorded fields {group.fields()} are not its "
                                                      f"arrays {arrays}", f"{path}/zarr.json"))
+    segments = pl.list_segments(store.fs, group.manifest_dir)
+    for name in segments:
+        rel = f"{mf.group_dir(path)}/{name}"
+        try:
+            _, footer = mf.read_table(store.fs, f"{group.manifest_dir}/{name}")
+        except Exception as exc:  # noqa: BLE001 - see above
+            report.problems.append(Problem(path, "", -1, f"plan segment unreadable: {type(exc).__name__}: {exc}", rel))
+            return None
+        # each segment's footer keeps a second copy of the group's plan attributes
+        if {k: v for k, v in footer.items() if k not in ("group", "segment")} != group.plan:
+            report.problems.append(Problem(path, "", -1, f"the group's plan attributes differ from the copy in {name}",
+                                           f"{path}/zarr.json"))
     try:
-        plan = group.plan_table()
-        if plan.num_rows != len(group) or plan.column("index").to_pylist() != list(range(len(group))):
-            raise ValueError(f"{plan.num_rows} rows for the group's {len(group)} samples, or out of order")
-        # the plan's footer keeps a second copy of the group's plan attributes
-        _, footer = mf.read_table(store.fs, f"{store.fs_root}/{mf.plan_path(path)}")
-        if {k: v for k, v in footer.items() if k != "group"} != group.plan:
-            report.problems.append(Problem(path, "", -1, "the group's plan attributes differ from the copy in "
-                                                         f"{mf.PLAN_FILE}", f"{path}/zarr.json"))
+        if not segments:
+            raise ValueError("no plan segment")
+        plan = group.layout
+        arrays_len = {name: group.array(name).shape[0] for name in arrays}
+        short = {n: k for n, k in arrays_len.items() if k < plan.slots}
+        if short:
+            raise ValueError(f"arrays shorter than the plan's {plan.slots} slots: {short}")
     except Exception as exc:  # noqa: BLE001 - see above
         report.problems.append(Problem(path, "", -1, f"plan unreadable: {type(exc).__name__}: {exc}",
-                                       mf.plan_path(path)))
+                                       f"{mf.group_dir(path)}/{segments[-1] if segments else '_plan-000000.parquet'}"))
         return None
     return group
 
@@ -202,14 +240,19 @@ def _rows(table: pa.Table) -> list[tuple[Any, ...]]:
     return [tuple(norm(v) for v in row.values()) for row in table.to_pylist()]
 
 
-def inspect_store(url: str, storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Groups, sample counts, fields, per-stage shard completeness, bytes on disk, schema."""
-    store = Store.open(url, storage_options=storage_options)
+def inspect_store(url: str, storage_options: dict[str, Any] | None = None,
+                  version: int | str | None = None) -> dict[str, Any]:
+    """Groups, sample counts, fields, per-stage shard completeness, bytes on disk, schema, at the
+    newest committed version (or ``version``: a number, or ``"working"`` for everything on disk)."""
+    store = Store.open(url, storage_options=storage_options, version=version)
     meta = store.meta
     sizes = store.sizes()
+    latest = store.latest_version()
     out: dict[str, Any] = {
         "url": url, "schema_version": meta["schema_version"], "package_version": meta.get("package_version"),
-        "created": meta.get("created"), "groups": {},
+        "created": meta.get("created"),
+        "version": store.version.number if store.version else None,
+        "latest_version": latest.number if latest else None, "groups": {},
     }
     for path in store.group_paths():
         g = store.group(path)

@@ -38,10 +38,11 @@ class CacheConfig:
 
 
 def open_groups(url: str, paths: Sequence[str], storage_options: dict[str, Any] | None = None,
-                cache: CacheConfig | None = None, tag: str = "main") -> list[Group]:
-    """The groups ``paths`` of the store at ``url``, reading array data through the cache when the
-    store is remote and a cache is configured. ``tag`` names this process's cache folder."""
-    store = Store.open(url, storage_options=storage_options)
+                cache: CacheConfig | None = None, tag: str = "main", version: int | str | None = None) -> list[Group]:
+    """The groups ``paths`` of the store at ``url`` as ``version`` has them (see
+    :meth:`~depthdata.store.Store.open`), reading array data through the cache when the store is
+    remote and a cache is configured. ``tag`` names this process's cache folder."""
+    store = Store.open(url, storage_options=storage_options, version=version)
     if cache is None or not is_remote(url):
         return [store.group(p) for p in paths]
     folder = Path(cache.directory) / tag
@@ -51,4 +52,4 @@ def open_groups(url: str, paths: Sequence[str], storage_options: dict[str, Any] 
     cached = CacheStore(source, cache_store=LocalStore(folder), max_size=cache.per_process())
     root = zarr.open_group(store=cached, mode="r", zarr_format=3)
     groups = [store.group(p) for p in paths]
-    return [Group(store, g.path, root[g.path]) for g in groups]
+    return [Group(store, g.path, root[g.path], g.view) for g in groups]

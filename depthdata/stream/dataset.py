@@ -16,7 +16,7 @@ import numpy as np
 import torch.utils.data as tud
 
 from depthdata.errors import DepthdataError
-from depthdata.store import Group, Store, is_remote, select_groups
+from depthdata.store import WORKING, Group, Store, is_remote, select_groups
 from depthdata.stream import fastread
 from depthdata.stream import order as od
 from depthdata.stream.cache import CacheConfig, open_groups
@@ -43,8 +43,10 @@ class _Source:
     """The per-process handle on the store's groups, reopened after a fork or in a new worker."""
 
     def __init__(self, url: str, paths: list[str], storage_options: dict[str, Any] | None,
-                 cache: CacheConfig | None):
+                 cache: CacheConfig | None, version: int | str | None):
         self.url, self.paths, self.storage_options, self.cache = url, paths, storage_options, cache
+        #: the store version every process reads (``WORKING`` when none was committed)
+        self.version = version
         self._pid: int | None = None
         self._groups: list[Group] = []
 
@@ -53,13 +55,13 @@ class _Source:
 
     def uncached_groups(self) -> list[Group]:
         """Fresh handles without the data cache, for reading metadata and manifests."""
-        return open_groups(self.url, self.paths, self.storage_options)
+        return open_groups(self.url, self.paths, self.storage_options, version=self.version)
 
     def groups(self, tag: str = "main") -> list[Group]:
         if self._pid != os.getpid():
             if tud.get_worker_info() is not None and not is_remote(self.url):
                 fastread.enable_in_worker()
-            self._groups = open_groups(self.url, self.paths, self.storage_options, self.cache, tag)
+            self._groups = open_groups(self.url, self.paths, self.storage_options, self.cache, tag, self.version)
             self._pid = os.getpid()
         return self._groups
 
@@ -132,6 +134,10 @@ class ShardDataset(tud.IterableDataset):
     transform: ``transform(sample, rng)`` (see :mod:`depthdata.stream.augment`).
     cache_dir, cache_bytes: local cache for remote stores, at most ``cache_bytes`` on disk per
         rank, split between ``num_workers`` worker processes (see :meth:`share_cache`).
+    version: the committed store version to read (default: the newest; see
+        :meth:`~depthdata.store.Store.open`). :attr:`version` says which one was chosen; a
+        state saved by :meth:`state_dict` keeps it, so a resumed run reads the same samples
+        even after a later build committed more.
     """
 
     def __init__(self, store_url: str, groups: Sequence[str] | Mapping[str, float] | None = None,
@@ -140,7 +146,7 @@ class ShardDataset(tud.IterableDataset):
                  batch_size: int = 1, streams: int = 4, shuffle_window: int = 2, tail: str = "drop",
                  samples_per_epoch: int | None = None, rgb_float: bool = False,
                  storage_options: dict[str, Any] | None = None, cache_dir: str | None = None,
-                 cache_bytes: int = 2 * 2**30, num_workers: int = 1):
+                 cache_bytes: int = 2 * 2**30, num_workers: int = 1, version: int | str | None = None):
         super().__init__()
         self.store_url = str(store_url)
         self.fields = tuple(fields)
@@ -151,16 +157,25 @@ class ShardDataset(tud.IterableDataset):
         self.transform = transform
         self.batch_size, self.streams, self.window = int(batch_size), int(streams), int(shuffle_window)
         self.tail, self.samples_per_epoch, self.rgb_float = tail, samples_per_epoch, rgb_float
-        store = Store.open(self.store_url, storage_options=storage_options)  # once, for planning
-        paths, self.weights = _weighted_groups(store, groups)
-        cache = CacheConfig(cache_dir, cache_bytes, max(1, num_workers)) if cache_dir else None
-        self._source = _Source(self.store_url, paths, storage_options, cache)
+        self._groups_arg = groups
+        self._cache = CacheConfig(cache_dir, cache_bytes, max(1, num_workers)) if cache_dir else None
+        self._storage_options = storage_options
+        self._open(version)
+
+    def _open(self, version: int | str | None) -> None:
+        """Plan the stream over ``version`` of the store: its groups and servable shards."""
+        store = Store.open(self.store_url, storage_options=self._storage_options, version=version)  # once
+        #: the committed store version served (``None``: the store had none; its working state is served)
+        self.version: int | None = store.version.number if store.version else None
+        paths, self.weights = _weighted_groups(store, self._groups_arg)
+        self._source = _Source(self.store_url, paths, self._storage_options, self._cache,
+                               self.version if self.version is not None else WORKING)
         self.shards = scan([store.group(p) for p in paths], self.fields)
         if not any(r.indices for r in self.shards):
             raise DepthdataError(f"{self.store_url}: nothing to serve for fields {list(self.fields)} in groups "
                                  f"{paths} (no complete shard with 'ok' samples; see the warnings above)")
-        self.epoch = 0
-        self._delivered = 0
+        self.epoch = getattr(self, "epoch", 0)
+        self._delivered = getattr(self, "_delivered", 0)
         self._plans: dict[int, od.EpochPlan] = {}
         plan = self.plan()  # validates the settings now rather than inside a worker
         if not len(plan):
@@ -170,9 +185,9 @@ class ShardDataset(tud.IterableDataset):
                 f"{plan.dropped} of {servable} servable sample(s) are fewer than streams × batch_size = "
                 f"{self.streams} × {self.batch_size}, and tail='drop' drops the remainder. Use tail='pad', "
                 "fewer streams or a smaller batch")
-        log.info("%s: %d group(s), %d servable shard(s), %d samples per epoch on rank %d/%d "
-                 "(%d dropped, %d padded by tail=%s)", self.store_url, len(paths), len(self.shards),
-                 len(plan), self.rank, self.world_size, plan.dropped, plan.padded, tail)
+        log.info("%s (version %s): %d group(s), %d servable shard(s), %d samples per epoch on rank %d/%d "
+                 "(%d dropped, %d padded by tail=%s)", self.store_url, self.version, len(paths), len(self.shards),
+                 len(plan), self.rank, self.world_size, plan.dropped, plan.padded, self.tail)
 
     def share_cache(self, processes: int) -> None:
         """Split the cache budget between ``processes`` reading processes (DataLoader workers);
@@ -233,13 +248,17 @@ class ShardDataset(tud.IterableDataset):
     def state_dict(self) -> dict[str, Any]:
         """Where the epoch stands: restore with :meth:`load_state_dict` in a new process."""
         return {"version": STATE_VERSION, "epoch": self.epoch, "delivered": self._delivered,
-                "seed": self.seed, "fingerprint": self._fingerprint()}
+                "seed": self.seed, "store_version": self.version, "fingerprint": self._fingerprint()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Continue after the last delivered sample, with the same remaining order. Refuses a state
         from another configuration or another set of servable shards (the order would differ)."""
         if state.get("version") != STATE_VERSION:
             raise DepthdataError(f"stream state version {state.get('version')!r} is not {STATE_VERSION}")
+        saved = state.get("store_version")
+        if saved != self.version:  # a later build committed since: keep serving the run's version
+            log.info("%s: resuming on store version %s (the newest is %s)", self.store_url, saved, self.version)
+            self._open(saved if saved is not None else WORKING)
         if state["seed"] != self.seed or state["fingerprint"] != self._fingerprint():
             raise DepthdataError(
                 "stream state was saved with other settings (seed, groups, fields, rank/world size, "
@@ -285,19 +304,23 @@ class ShardMapDataset(tud.Dataset):
 
     Item ``k`` is the ``k``-th servable sample in group order, then index order. Each access
     reads one sample (one chunk per field). ``transform`` is seeded from ``(seed, group, index)``.
+    ``version``: the committed store version to read (default: the newest).
     """
 
     def __init__(self, store_url: str, groups: Sequence[str] | None = None, fields: Sequence[str] = DEFAULT_FIELDS,
                  transform: Transform | None = None, seed: int = 0, rgb_float: bool = False,
                  storage_options: dict[str, Any] | None = None, cache_dir: str | None = None,
-                 cache_bytes: int = 2 * 2**30, num_workers: int = 1):
+                 cache_bytes: int = 2 * 2**30, num_workers: int = 1, version: int | str | None = None):
         self.store_url = str(store_url)
         self.fields = tuple(fields)
         self.transform, self.seed, self.rgb_float = transform, int(seed), rgb_float
-        store = Store.open(self.store_url, storage_options=storage_options)  # once, for planning
+        store = Store.open(self.store_url, storage_options=storage_options, version=version)  # once, for planning
+        #: the committed store version read (``None``: the store had none; its working state)
+        self.version: int | None = store.version.number if store.version else None
         paths = select_groups(store, groups)
         cache = CacheConfig(cache_dir, cache_bytes, max(1, num_workers)) if cache_dir else None
-        self._source = _Source(self.store_url, paths, storage_options, cache)
+        self._source = _Source(self.store_url, paths, storage_options, cache,
+                               self.version if self.version is not None else WORKING)
         refs = scan([store.group(p) for p in paths], self.fields)
         self.items = np.array([(r.group, i) for r in refs for i in r.indices], dtype=np.int64).reshape(-1, 2)
         self._position: dict[str, int] | None = None

@@ -2,7 +2,8 @@
 
 A shard's field is servable only once the stage that writes it is complete for that shard (its
 manifest part exists and matches); a sample is servable only when every such stage recorded it
-with status ``ok`` (quarantined samples hold fill values). Everything else is skipped and logged.
+with status ``ok`` (quarantined samples hold fill values) and a later build has not removed it
+(a tombstone in the plan). Everything else is skipped and logged.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def _ok_mask(group: Group, index: StageIndex, complete: list[int]) -> np.ndarray
     table = index.rows(complete, ("index", "status"))
     if table is None or "status" not in table.column_names:
         return None
-    mask = np.zeros(len(group), bool)
+    mask = np.zeros(group.num_slots, bool)
     ok = pc.fill_null(pc.equal(table["status"], "ok"), False).to_numpy(zero_copy_only=False)
     mask[table["index"].to_numpy()[ok]] = True
     return mask
@@ -65,7 +66,7 @@ def scan_group(group: Group, position: int, fields: Sequence[str]) -> tuple[list
             skipped.append(f"{group.path} shard {k}: incomplete ({'; '.join(reasons)}) — skipped")
         else:
             complete.append(k)
-    ok = np.ones(len(group), bool)
+    ok = group.live_mask()  # removed samples (tombstones) are never served
     for st in stages if complete else ():
         stage_ok = _ok_mask(group, indexes[st], complete)
         if stage_ok is not None:
@@ -75,8 +76,8 @@ def scan_group(group: Group, position: int, fields: Sequence[str]) -> tuple[list
         r = group.shard_range(k)
         idx = tuple((np.flatnonzero(ok[r.start: r.stop]) + r.start).tolist())
         if len(idx) < len(r):
-            skipped.append(f"{group.path} shard {k}: {len(group.shard_range(k)) - len(idx)} sample(s) "
-                           "not ok (quarantined) — skipped")
+            skipped.append(f"{group.path} shard {k}: {len(r) - len(idx)} sample(s) "
+                           "not ok (quarantined or removed) — skipped")
         refs.append(ShardRef(position, k, idx))
     return refs, skipped
 
