@@ -33,9 +33,7 @@ DEPLOYMENT = "depthdata-build/nightly"
 #: every stage, in order: the teacher is the tiny random one (no weights offline)
 STAGES = ["ingest", "teacher", "lidar", "eda"]
 N_FIRST, N_MORE = 7, 3
-#: the source gains N_MORE images between the two runs of the growing-source test; False makes
-#: the second run a plain re-run of an unchanged source
-GROWING = True
+#: the source has N_FIRST images for the first run and gains N_MORE before the second
 RUN_TIMEOUT_S = 240
 
 
@@ -263,15 +261,18 @@ def test_a_worker_runs_the_deployment_and_writes_the_store(deployed, first_run):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="incremental builds land with #20 versions", strict=False)
-def test_the_next_run_adds_the_items_a_growing_source_gained(deployed, first_run):
+def test_two_scheduled_runs_of_a_growing_source_commit_two_versions(deployed, first_run):
+    from depthdata.store import Store
     from test_flows import write_images
 
     assert first_run.is_completed(), f"{first_run}\nworker:\n{tail(deployed.worker_log)}"
-    total = N_FIRST + (N_MORE if GROWING else 0)
-    write_images(deployed.pics, total)  # the first N_FIRST are rewritten as they were
+    total = N_FIRST + N_MORE
+    write_images(deployed.pics, total)  # the first N_FIRST are rewritten as they were (new mtimes)
     second = deployed.wait(deployed.run(DEPTHDATA_WORKERS="1"))
-    # ---- incremental builds (#20): today a source that gained items is refused at planning
-    # ("group pics/train exists with a different plan"), so the second run fails here ----
     assert second.is_completed(), f"{second}\nworker:\n{tail(deployed.worker_log)}"
     assert store_sample_count(str(deployed.store), "pics/train") == total
+    history = Store.open(str(deployed.store)).history()
+    # the rewritten files were re-read, found unchanged and kept: only the new ones were added
+    assert [(v.number, v.kind, v.added, v.removed, v.samples) for v in history] == \
+        [(1, "build", N_FIRST, 0, N_FIRST), (2, "build", N_MORE, 0, total)]
+    assert len(Store.open(str(deployed.store), version=1).group("pics/train")) == N_FIRST
