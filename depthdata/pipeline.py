@@ -69,7 +69,7 @@ def run_local(stage: Stage, groups: Iterable[Group], settings: Any, *, force: bo
     groups = list(groups)
     for g in groups:
         stage.prepare_group(g)
-    tasks = [(g, k) for g in groups for k in range(g.num_shards)]
+    tasks = [(g, k) for g in groups for k in g.live_shards()]
     totals = StageTotals()
     for g, k in tqdm(tasks, desc=f"{stage.name} shards", unit="shard", disable=not progress):
         totals.add(stage.run_shard(g, k, settings, threads=threads, force=force))

@@ -224,7 +224,7 @@ def _shards_to_run(stage: Stage, group: Group, config: dict[str, Any], dataset: 
     done = group.shard_statuses(stage.name, config, index=index)
     upstream = {req: group.shard_statuses(req) for req in stage.requires}
     jobs = []
-    for k in range(group.num_shards):
+    for k in group.live_shards():  # a shard whose samples were all removed is left alone
         missing = [req for req, statuses in upstream.items() if not statuses[k].complete]
         if missing:
             summary.failures.append(ShardFailure(group.path, k, f"{', '.join(missing)} is not complete for this shard"))

@@ -95,9 +95,13 @@ def test_a_source_that_grows_is_appended_as_new_shards_and_old_files_stay_byte_i
     first = build(cat)
     assert first["written"] == {"ingest": 5, "teacher": 5} and first["version"].number == 1
     before = file_hashes(url)
+    # a trainer opened the store before the next build: it reads version 1 throughout
+    streaming = ShardDataset(url, fields=("rgb",), shuffle=False, streams=1, tail="pad")
     for i in (5, 6, 7):
         write_image(tmp_path / "pics", i)
     second = build(cat)
+    assert streaming.version == 1
+    assert {s["sample_id"] for s in streaming} == {sid(i) for i in range(5)}
     # only the 3 new samples went through ingest and the teacher
     assert second["written"] == {"ingest": 3, "teacher": 3}
     v2 = second["version"]
@@ -255,3 +259,39 @@ def test_a_killed_incremental_build_leaves_the_previous_version_and_the_next_run
     assert out["version"].number == 2 and out["version"].added == 6
     assert served(url) == {sid(i): colour(i) for i in range(10)}
     assert verify_store(url).ok
+
+
+def test_compact_drop_removed_moves_live_samples_deletes_old_shards_and_expires_older_versions(tmp_path, capsys):
+    cat = make_catalog(tmp_path, 6)
+    url = str(tmp_path / "store.zarr")
+    build(cat)
+    os.remove(tmp_path / "pics" / "img01.png")  # shard 0 keeps img00
+    os.remove(tmp_path / "pics" / "img04.png")  # shard 2 keeps img05
+    assert build(cat)["version"].removed == 2
+    expected = {sid(i): colour(i) for i in (0, 2, 3, 5)}
+    assert served(url) == expected
+    shard_files = {k: Path(url) / "pics" / "train" / "rgb" / "c" / str(k) / "0" / "0" / "0" for k in range(3)}
+    assert all(p.is_file() for p in shard_files.values())
+    teacher_before = served_teacher(url)
+    capsys.readouterr()
+    assert cli_main(["compact", url, "--drop-removed"]) == 0
+    out = capsys.readouterr().out
+    assert "pics/train: deleted shard(s) [0, 2], moved 2 live sample(s)" in out and "committed version 3" in out
+    # the old shards' data and parts are gone; shard 1 (untouched) is still there
+    assert [k for k, p in shard_files.items() if p.exists()] == [1]
+    assert not (Path(url) / "_manifest" / "pics" / "train" / "teacher" / "shard-000000.parquet").exists()
+    group = Store.open(url).group("pics/train")
+    assert group.live_shards() == [1, 3] and sorted(group.index_of(sid(i)) for i in (0, 5)) == [6, 7]
+    # same samples, same values, teacher labels included (copied, not recomputed)
+    assert served(url) == expected
+    assert served_teacher(url) == teacher_before
+    with pytest.raises(StoreError, match="version 2 has expired.*read version 3 or later"):
+        Store.open(url, version=2)
+    assert verify_store(url).ok
+    # the store is complete: the next build has nothing to do and commits nothing
+    assert build(cat) == {"written": {"ingest": 0, "teacher": 0}, "version": None}
+
+
+def served_teacher(url: str, version: int | None = None) -> dict[str, bytes]:
+    ds = ShardDataset(url, fields=("teacher",), shuffle=False, streams=1, tail="pad", version=version)
+    return {s["sample_id"]: s["teacher"].numpy().tobytes() for s in ds}

@@ -46,6 +46,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("store", help="store URL")
     c.add_argument("--group", action="append", help="only this dataset/split (repeatable)")
     c.add_argument("--storage-options", help=so_help)
+    c.add_argument("--drop-removed", action="store_true",
+                   help="also rewrite shards holding samples later builds removed or replaced: their live samples "
+                   "move to new shards, the old shards are deleted, and the result is a new version (older "
+                   "versions expire). Not while a build runs.")
     c.set_defaults(func=_compact)
 
 
@@ -72,10 +76,25 @@ def _compact(args: argparse.Namespace) -> int:
 
     options = _storage_options(args.storage_options)
     groups = select_groups(args.store, args.group, options)
-    written = Store.open(args.store, mode="r+", storage_options=options).consolidate(groups)
+    store = Store.open(args.store, mode="r+", storage_options=options)
+    written = store.consolidate(groups)
     for path, stage, name in written:
         print(f"{path} ({stage}): {name}")
     print(f"compacted {len(written)} manifest(s) of {len(groups)} group(s); the others were already consolidated")
+    if args.drop_removed:
+        from depthdata.store.compact import drop_removed
+        from depthdata.store.lock import BuildLock
+
+        # a build appending meanwhile would race the plan segment: take the build lock
+        with BuildLock(store.fs, store.fs_root, args.store):
+            done, version = drop_removed(store, groups)
+        for c in done:
+            print(f"{c.group}: deleted shard(s) {c.deleted_shards}, moved {c.moved} live sample(s) to new shards; "
+                  f"{c.bytes_before / 2**20:.1f} → {c.bytes_after / 2**20:.1f} MiB")
+        if version is None:
+            print("no removed sample to drop")
+        else:
+            print(f"committed version {version.number} (older versions expired)")
     return 0
 
 

@@ -123,7 +123,7 @@ def scan_group(group: Group, samples_per_grid: int = 8, seed: int = 0,
     hist_bins = {"depth": st.DEPTH_BINS, "sparse": st.DEPTH_BINS, "teacher": st.TEACHER_BINS}
     scan.hists = {f: np.zeros(len(b) - 1, np.int64) for f, b in hist_bins.items() if f in present}
     live = group.live_mask()  # samples a later build removed are no longer the group's
-    for k in range(group.num_shards):
+    for k in group.live_shards():
         wanted = [f for s in stages if k in complete[s] for f in STAGES[s] if f in present and f != "teacher_conf"]
         data = group.read_shard(k, wanted) if wanted else {}
         log.debug("%s shard %d: read %s", group.path, k, ", ".join(wanted) or "nothing (not built)")

@@ -98,6 +98,14 @@ class Plan:
             self._counts = np.bincount(self.slot_indices // self.shard_size, minlength=self.num_shards)
         return self._counts
 
+    def live_shards(self) -> np.ndarray:
+        """Per shard: holds at least one live sample. A shard whose samples were all removed is
+        *retired*: builds leave it alone, readers skip it, compaction may delete its data."""
+        live = self.live_mask()
+        out = np.zeros(self.num_shards, bool)
+        out[np.flatnonzero(live) // self.shard_size] = True
+        return out
+
     def changes_since(self, segments: int) -> tuple[int, int]:
         """Samples added and slots removed by the segments after the first ``segments``."""
         later = self.segment_changes[segments:]

@@ -26,7 +26,7 @@ import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import fsspec
@@ -198,15 +198,21 @@ class Store:
             return store
         if version == WORKING:
             return store
+        have_latest = None
         if version is None:
             have = vs.numbers(fs, store.fs_root)
             if not have:
                 log.info("%s: no version committed yet: reading the working state", url)
                 return store
-            version = have[-1]
+            version = have_latest = have[-1]
         if isinstance(version, bool) or not isinstance(version, int):
             raise StoreError(f"{url}: version must be a number or {WORKING!r}, got {version!r}")
         store.version = vs.read(fs, store.fs_root, version, url)
+        latest = store.latest_version() if version != have_latest else store.version
+        if latest is not None and latest.expires_before and version < latest.expires_before:
+            raise StoreError(f"{url}: version {version} has expired: `depthdata compact --drop-removed` (version "
+                             f"{latest.expires_before}) rewrote shards it names; read version "
+                             f"{latest.expires_before} or later")
         return store
 
     # -- versions --------------------------------------------------------------------------
@@ -230,13 +236,14 @@ class Store:
         return self._pinned_files.get((group, stage), frozenset())
 
     def commit(self, kind: str = "build", catalog_hash: str | None = None,
-               groups: Iterable[str] | None = None) -> vs.Version | None:
+               groups: Iterable[str] | None = None, expire_older: bool = False) -> vs.Version | None:
         """Consolidate every group's stages and commit what is on disk as the next version.
 
         Call after every shard of a build finished (a reader of the new version serves exactly
         the consolidated rows it names). Groups not in ``groups`` (default: all) keep what the
         previous version says of them. Returns the new version, or ``None`` when nothing changed
-        since the previous one (no version is written then)."""
+        since the previous one (no version is written then). ``expire_older``: older versions
+        can no longer be read (a compaction deleted shards they name)."""
         if self.version is not None:
             raise StoreError(f"{self.url}: commit from a store opened for writing, not a pinned version")
         parent = self.latest_version()
@@ -269,7 +276,10 @@ class Store:
             number=(parent.number + 1) if parent else 1, committed=vs.now(), kind=kind,
             package_version=depthdata.__version__,
             catalog_hash=catalog_hash or (mf.config_hash(meta["catalog"]) if meta.get("catalog") else None),
-            groups=entries, parent=parent.number if parent else None)
+            groups=entries, parent=parent.number if parent else None,
+            expires_before=None if not parent else parent.expires_before)
+        if expire_older:
+            version = replace(version, expires_before=version.number)
         vs.write(self.fs, self.fs_root, version)
         self._pinned_files = None
         log.info("%s: committed version %d (%d added, %d removed, %d samples)", self.url, version.number,
@@ -487,6 +497,11 @@ class Group:
 
     def shard_of(self, index: int) -> int:
         return index // self.shard_size
+
+    def live_shards(self) -> list[int]:
+        """Shards holding at least one live sample: the shards builds run and readers serve (a
+        shard whose samples were all removed is retired)."""
+        return np.flatnonzero(self.layout.live_shards()).tolist()
 
     # -- plan ------------------------------------------------------------------------------
     @property

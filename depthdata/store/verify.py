@@ -78,8 +78,10 @@ def verify_store(url: str, storage_options: dict[str, Any] | None = None, groups
             # one listing per stage says which parts exist (not one request per shard)
             listed = {int(m.group(1)) for n in cons.list_stage(store.fs, group.stage_dir(stage))
                       if (m := cons.PART_RE.match(n))}
+            live = set(group.live_shards())  # a retired shard (every sample removed) needs no part
             for k in range(group.num_shards):
-                work.append((group, stage, k, k in listed))
+                if k in live or k in listed:
+                    work.append((group, stage, k, k in listed))
     iterator = work
     if progress:
         from tqdm import tqdm
@@ -258,9 +260,9 @@ def inspect_store(url: str, storage_options: dict[str, Any] | None = None,
         g = store.group(path)
         stages = {}
         for stage in g.stages():
-            done = g.complete_shards(stage)
-            stages[stage] = {"complete": len(done), "of": g.num_shards,
-                             "incomplete_shards": [k for k in range(g.num_shards) if k not in set(done)]}
+            done, live = set(g.complete_shards(stage)), g.live_shards()
+            stages[stage] = {"complete": len(done & set(live)), "of": len(live),
+                             "incomplete_shards": [k for k in live if k not in done]}
         status_counts: dict[str, int] = {}
         if "ingest" in stages:
             table = g.manifest("ingest", columns=["status"])

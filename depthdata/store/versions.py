@@ -63,11 +63,14 @@ class Version:
 
     number: int = _doc("1, 2, …: the `N` readers pin with `version=N`")
     committed: str = _doc("when it was committed, UTC, ISO 8601")
-    kind: str = _doc("what committed it: `build` (a Prefect build), `run` (a stage run from the CLI)")
+    kind: str = _doc("what committed it: `build` (a Prefect build), `run` (a stage run from the CLI), `compact` "
+                     "(`depthdata compact --drop-removed`)")
     package_version: str = _doc("the depthdata version that committed it")
     catalog_hash: str | None = _doc("hash of the catalog the build ran (null for commits without one)")
     groups: dict[str, GroupVersion] = _doc("`dataset/split` → the group as this version has it (below)")
     parent: int | None = _doc("the version this one follows (null for the first)", default=None)
+    expires_before: int | None = _doc("versions older than this one can no longer be read: a compaction "
+                                      "deleted shards they name (null: every version is readable)", default=None)
 
     @property
     def added(self) -> int:

@@ -60,7 +60,7 @@ def scan_group(group: Group, position: int, fields: Sequence[str]) -> tuple[list
     # one listing per stage, whatever the number of shards (the consolidated manifest)
     indexes = {st: group.stage_index(st) for st in stages}
     statuses = {st: group.shard_statuses(st, index=indexes[st]) for st in stages}
-    for k in range(group.num_shards):
+    for k in group.live_shards():  # a retired shard (every sample removed) is not the group's any more
         reasons = [f"{st}: {s.reason}" for st in stages if not (s := statuses[st][k]).complete]
         if reasons:
             skipped.append(f"{group.path} shard {k}: incomplete ({'; '.join(reasons)}) — skipped")
