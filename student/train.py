@@ -121,7 +121,7 @@ def train(cfg: TrainConfig, model: Student | None = None, resume: bool = True, p
         torch.set_rng_state(state["torch_rng"])
         step, losses = int(state["step"]), list(state["losses"])
     # recorded in every checkpoint (and from there in the report): what this model was trained on
-    cfg = replace(cfg, store_version=ds.version)
+    cfg = replace(cfg, store_version=ds.version, groups=list(groups))
     log.info("training on %s version %s", cfg.store_url, ds.version)
     model.train()
     batches = None

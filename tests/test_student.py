@@ -171,6 +171,43 @@ def test_resume_gives_identical_parameters(tmp_path):
         assert torch.equal(a, b), name
 
 
+def _append_scenes(url: str, start: int, n: int) -> None:
+    """``n`` more analytic scenes appended to the store's group as a new plan segment, committed."""
+    from student_fixtures import scene
+
+    store = Store.open(url, mode="r+")
+    g = store.group("synth/train")
+    first, stop = g.append([{"sample_id": f"synth/train/{i:03d}", "source_uri": f"/src/{i}.png"}
+                            for i in range(start, start + n)])
+    g.ensure_fields([])
+    for k in range(first, stop):
+        scenes = [scene(start + j) for j in range(len(g.shard_range(k)))]
+        start += len(scenes)
+        ok = [{"status": "ok"} for _ in scenes]
+        g.write_shard(k, "ingest", {"rgb": np.stack([x[0] for x in scenes]), "depth": np.stack([x[1] for x in scenes])},
+                      ok)
+        g.write_shard(k, "teacher", {"teacher": np.stack([x[2] for x in scenes]),
+                                     "teacher_conf": np.ones((len(scenes), *scenes[0][2].shape), np.float32)}, ok)
+    store.commit()
+
+
+def test_a_resumed_run_keeps_training_on_its_store_version_and_records_it(tmp_path):
+    from safetensors import safe_open
+
+    small = build_store(str(tmp_path / "s.zarr"), n=6, shard_size=3, sparse=False, pairs=False)
+    assert Store.open(small, mode="r+").commit().number == 1
+    full = train(_cfg(small, tmp_path / "a", 5), progress=False)
+    part = train(_cfg(small, tmp_path / "b", 3), progress=False)
+    _append_scenes(small, 6, 6)  # a later build: version 2 has 12 samples
+    resumed = train(_cfg(small, tmp_path / "b", 5), progress=False)
+    assert (full.store_version, part.store_version, resumed.store_version) == (1, 1, 1)
+    assert resumed.losses == full.losses  # the same batches: the 6 samples of version 1
+    with safe_open(str(resumed.checkpoint), "pt") as f:
+        assert json.loads(f.metadata()["trained_on"]) == {"store": small, "version": 1, "groups": ["synth/train"]}
+    fresh = train(_cfg(small, tmp_path / "c", 1), progress=False)
+    assert fresh.store_version == 2
+
+
 def test_training_without_teacher_is_a_clear_error(tmp_path):
     store = Store.create(str(tmp_path / "s.zarr"))
     g = store.create_group("x", "train", ["x/train/0", "x/train/1"], ["a", "b"], 8, 8, 2)
