@@ -151,7 +151,11 @@ def parse_catalog(data: Any, base_dir: str = ".", check_roots: bool = True, sour
     try:
         cat = Catalog.model_validate({**data, "base_dir": base_dir})
     except ValidationError as exc:
-        raise CatalogError(f"{source}: invalid catalog:\n  " + "\n  ".join(_format_errors(exc))) from None
+        # every problem at once: the sources' own options are checked too, not after a fix
+        datasets = data.get("datasets") if isinstance(data.get("datasets"), dict) else {}
+        more = [p for name, ds in datasets.items() if isinstance(ds, dict)
+                for p in _source_problems(name, ds.get("kind"), ds.get("options", {}))]
+        raise CatalogError(f"{source}: invalid catalog:\n  " + "\n  ".join(_format_errors(exc) + more)) from None
     # A teacher given as a folder next to the catalog is a path, not a Hub id.
     local_teacher = Path(base_dir) / cat.teacher.model
     if cat.teacher.model.startswith((".", "/")) or local_teacher.exists():
@@ -162,19 +166,29 @@ def parse_catalog(data: Any, base_dir: str = ".", check_roots: bool = True, sour
     return cat
 
 
-def _check_datasets(cat: Catalog, check_roots: bool) -> list[str]:
+def _source_problems(name: str, kind: Any, options: Any) -> list[str]:
+    """What is wrong with dataset ``name``'s ``kind`` and its ``options`` (validated by the source)."""
     from depthdata.sources import source_kinds
 
     kinds = source_kinds()
+    if not isinstance(kind, str):
+        return []  # reported by the catalog's own schema
+    if kind not in kinds:
+        return [f"datasets.{name}.kind: unknown kind {kind!r}; known: {', '.join(kinds)}"]
+    try:
+        kinds[kind].Options.model_validate(options if options is not None else {})
+    except ValidationError as exc:
+        return _format_errors(exc, ("datasets", name, "options"))
+    return []
+
+
+def _check_datasets(cat: Catalog, check_roots: bool) -> list[str]:
     problems = []
     for name, ds in cat.datasets.items():
-        if ds.kind not in kinds:
-            problems.append(f"datasets.{name}.kind: unknown kind {ds.kind!r}; known: {', '.join(kinds)}")
+        found = _source_problems(name, ds.kind, ds.options)
+        problems.extend(found)
+        if any(p.startswith(f"datasets.{name}.kind:") for p in found):
             continue
-        try:
-            kinds[ds.kind].Options.model_validate(ds.options)
-        except ValidationError as exc:
-            problems.extend(_format_errors(exc, ("datasets", name, "options")))
         if check_roots:
             root = cat.dataset_root(name)
             fs, path = fsspec.core.url_to_fs(root, **cat.store.storage_options) if "://" in root else (None, root)

@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+from depthdata.errors import DepthdataError
+
 
 BANNER = """\
 ==========================================================================================
@@ -43,6 +45,10 @@ def run_demo(out: str, seed: int = 0, workers: int | None = None, progress: bool
 
     t0 = time.perf_counter()
     out_dir = Path(out).resolve()
+    try:  # an unusable --out is the user's to fix: said in one line, before anything starts
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DepthdataError(f"--out {out}: cannot make the output folder: {exc.strerror or exc}") from None
     print(f"writing demo data under {out_dir / 'data'} ...")
     paths = write_demo_data(out_dir / "data", seed=seed)
     present, model = teacher_weights_present()

@@ -100,6 +100,18 @@ def test_errors_quote_the_yaml_path(tmp_path, patch, expected):
     assert str(tmp_path / "catalog.yaml") in str(err.value)
 
 
+def test_every_problem_is_reported_at_once_nested_and_source_options_included(tmp_path):
+    (tmp_path / "data" / "nyu").mkdir(parents=True)
+    text = (GOOD.replace("shard_size: 16", "shard_size: 16\n  colour: red")
+            .replace("options: {layout: flat}", "options: {layuot: flat}")
+            .replace("  beam_model: vlp16", "  beam_model: vlp16\n  beams: 3"))
+    with pytest.raises(CatalogError) as err:
+        load_catalog(write(tmp_path, text))
+    lines = str(err.value).splitlines()[1:]
+    assert sorted(line.strip() for line in lines) == [
+        "datasets.nyu.options.layuot: unknown key", "lidar.beams: unknown key", "store.colour: unknown key"]
+
+
 def test_missing_root_is_reported_unless_not_checked(tmp_path):
     path = write(tmp_path, GOOD)
     with pytest.raises(CatalogError, match=r"datasets\.nyu\.root: path does not exist: .*data/nyu"):

@@ -655,6 +655,16 @@ def test_build_reports_user_errors_without_a_traceback(tmp_path):
     assert "Traceback" not in run.stderr and "prefect" not in run.stderr.lower()
 
 
+def test_demo_into_an_unusable_folder_is_one_error_line(tmp_path, capsys):
+    from depthdata.cli import main
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    assert main(["demo", "--out", str(blocker), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --out {blocker}: cannot make the output folder") and "Traceback" not in err
+
+
 @pytest.mark.slow
 def test_a_failed_build_prints_its_summary_and_error_without_a_traceback(tmp_path):
     cat = images_catalog(tmp_path, n=3, shard_size=3)

@@ -195,7 +195,9 @@ def test_verify_catches_altered_and_missing_data(tmp_path, capsys):
     assert "shard 1 (ingest): field depth: checksum mismatch for sample 'nyu/train/003'" in text
     assert "shard 0 (ingest): field rgb: checksum mismatch for sample 'nyu/train/000'" in text
     assert cli_main(["verify", url]) == 1
-    assert "MISMATCH" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "PROBLEM nyu/train/depth/c/1/0/0: nyu/train shard 1 (ingest): field depth: checksum mismatch" in out
+    assert "PROBLEM nyu/train/rgb/c/0/0/0/0: nyu/train shard 0 (ingest): field rgb" in out
 
 
 KILL_SCRIPT = textwrap.dedent(
@@ -229,7 +231,8 @@ def test_kill_between_data_and_manifest_leaves_an_incomplete_shard_that_reruns(t
     report = verify_store(url)  # ... but the shard is not complete
     assert [(p.shard, p.stage) for p in report.incomplete] == [(1, "ingest"), (2, "ingest")]
     assert cli_main(["verify", url]) == 1
-    assert "INCOMPLETE nyu/train shard 1" in capsys.readouterr().out
+    assert "INCOMPLETE _manifest/nyu/train/ingest/shard-000001.parquet: nyu/train shard 1 (ingest)" \
+        in capsys.readouterr().out
     for k in (1, 2):  # the re-run redoes what is incomplete
         data, rows = shard_data(g, k)
         g.write_shard(k, "ingest", data, rows)

@@ -62,7 +62,7 @@ def _verify(args: argparse.Namespace) -> int:
         print(json.dumps(report.to_dict(), indent=2))
     else:
         for p in report.problems:
-            print(f"MISMATCH  {p}")
+            print(f"PROBLEM {p}")
         for p in report.incomplete:
             print(f"INCOMPLETE {p}")
         verdict = "OK" if report.ok else "FAILED"

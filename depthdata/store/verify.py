@@ -26,10 +26,11 @@ class Problem:
     file: str = ""
 
     def __str__(self) -> str:
+        """``<file>: <what>``, the file relative to the store's root (the group when the problem
+        is not one file's)."""
         where = f"shard {self.shard}" if self.shard >= 0 else "manifest" if self.stage else "group"
         stage = f" ({self.stage})" if self.stage else ""
-        at = f" [{self.file}]" if self.file else ""
-        return f"{self.group} {where}{stage}: {self.problem}{at}"
+        return f"{self.file or self.group}: {self.group} {where}{stage}: {self.problem}"
 
 
 @dataclass
@@ -89,10 +90,11 @@ def verify_store(url: str, storage_options: dict[str, Any] | None = None, groups
         iterator = tqdm(work, desc="verify", unit="shard")
     for group, stage, k, listed in iterator:
         part = group.part_path(stage, k)
-        if not listed:
-            report.incomplete.append(Problem(group.path, stage, k, "no manifest part (not written or interrupted)"))
-            continue
         rel = mf.part_path(group.path, stage, k)
+        if not listed:
+            report.incomplete.append(Problem(group.path, stage, k, "no manifest part (not written or interrupted)",
+                                             rel))
+            continue
         try:
             table, meta = mf.read_table(store.fs, part)
         except (OSError, pa.ArrowInvalid, ValueError) as exc:  # ValueError: a footer that is not JSON
@@ -106,17 +108,19 @@ def verify_store(url: str, storage_options: dict[str, Any] | None = None, groups
         idx = group.shard_range(k)
         if table.num_rows != len(idx):
             report.problems.append(Problem(group.path, stage, k, f"manifest part has {table.num_rows} rows, "
-                                                                 f"the shard has {len(idx)} samples"))
+                                                                 f"the shard has {len(idx)} samples", rel))
             continue
         ids = table.column("sample_id").to_pylist()
         if ids != group.sample_ids[idx.start: idx.stop]:
-            report.problems.append(Problem(group.path, stage, k, "manifest sample ids differ from the plan"))
+            report.problems.append(Problem(group.path, stage, k, "manifest sample ids differ from the plan", rel))
             continue
         for name in meta.get("fields", []):
+            data_file = _shard_file(group, name, k)
             try:
                 data = group.array(name)[idx.start: idx.stop]
             except Exception as exc:  # noqa: BLE001 - any read failure is a finding, not a crash
-                report.problems.append(Problem(group.path, stage, k, f"field {name}: data unreadable: {exc}"))
+                report.problems.append(Problem(group.path, stage, k, f"field {name}: data unreadable: {exc}",
+                                               data_file))
                 continue
             expected = table.column(f"checksum_{name}").to_pylist()
             dtype = field_spec(name).dtype
@@ -124,7 +128,8 @@ def verify_store(url: str, storage_options: dict[str, Any] | None = None, groups
                 if mf.checksum(data[j].astype(dtype, copy=False)) != expected[j]:
                     report.problems.append(Problem(group.path, stage, k,
                                                    f"field {name}: checksum mismatch for sample {sid!r} "
-                                                   "(data missing or altered after the manifest was written)"))
+                                                   "(data missing or altered after the manifest was written)",
+                                                   data_file))
         report.samples_checked += len(idx)
     for group in opened.values():
         for stage in group.stages():
@@ -198,6 +203,12 @@ def _open_group(store: Store, path: str, report: VerifyReport) -> Group | None:
                                        f"{mf.group_dir(path)}/{segments[-1] if segments else '_plan-000000.parquet'}"))
         return None
     return group
+
+
+def _shard_file(group: Group, field: str, shard: int) -> str:
+    """Store-relative path of the Zarr object holding ``field`` of ``shard`` (default chunk keys)."""
+    ndim = len(field_spec(field).shape(1, 1, 1)) + 1
+    return "/".join([group.path, field, "c", str(shard), *["0"] * (ndim - 1)])
 
 
 def _footer_problem(meta: dict[str, Any], group: str, stage: str, shard: int) -> str:
