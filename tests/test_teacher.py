@@ -248,6 +248,25 @@ def test_stage_aligns_to_ground_truth_and_skips_bad_ingest_rows(tmp_path, teache
     assert math.isnan(rows[2]["align_scale"])
 
 
+def test_a_samples_labels_do_not_depend_on_a_quarantined_neighbour(tmp_path, teacher):
+    """Batch composition must not leak into results: the same images give byte-identical
+    labels whether or not another sample of the shard was quarantined at ingest. (Kernels
+    block by batch size: at 96×128 the tiny model's float16 labels of one image differ between
+    a batch of 1 and a batch of 4, which is what skipping the bad sample used to cause.)"""
+    images = _images(5, 96, 128, seed=3)
+    cfg = TeacherConfig(model=teacher.directory, batch_size=4)
+    clean = _store_with_ingest(tmp_path / "a", images, shard_size=5)
+    teacher_stage.run_shard(clean, 0, cfg)
+    holed = images.copy()
+    holed[1] = 0  # what ingest leaves in a quarantined slot
+    bad = _store_with_ingest(tmp_path / "b", holed, statuses=["ok", "failed", "ok", "ok", "ok"], shard_size=5)
+    teacher_stage.run_shard(bad, 0, cfg)
+    for name in ("teacher", "teacher_conf"):
+        a, b = clean.array(name)[:], bad.array(name)[:]
+        for i in (0, 2, 3, 4):
+            assert a[i].tobytes() == b[i].tobytes(), (name, i)
+
+
 def test_stage_skips_complete_shards_and_redoes_on_new_settings(tmp_path, teacher):
     group = _store_with_ingest(tmp_path, _images(2))
     cfg = TeacherConfig(model=teacher.directory, tta=False)

@@ -56,10 +56,19 @@ def predict_raw(teacher: Teacher, images: np.ndarray, batch_size: int = 4, size:
 
     ``size`` overrides the processor's input size (pixels, before the multiple-of-14 rounding);
     ``flip`` runs on the horizontally mirrored input and mirrors the output back.
+
+    Every batch has exactly ``batch_size`` images (the last is padded with black ones, whose
+    outputs are dropped): kernels pick their blocking by batch size, so a shorter last batch
+    would give an image values that differ in the last float16 bit from a full one's.
     """
     _check_images(images)
-    parts = [_forward(teacher, images[i: i + batch_size], size=size, flip=flip)
-             for i in range(0, len(images), batch_size)]
+    parts = []
+    for i in range(0, len(images), batch_size):
+        batch = images[i: i + batch_size]
+        n = len(batch)
+        if n < batch_size:
+            batch = np.concatenate([batch, np.zeros((batch_size - n, *batch.shape[1:]), batch.dtype)])
+        parts.append(_forward(teacher, batch, size=size, flip=flip)[:n])
     return np.concatenate(parts) if parts else np.zeros((0, *images.shape[1:3]), np.float32)
 
 

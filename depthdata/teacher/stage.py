@@ -148,13 +148,18 @@ def _run_shard(group: Group, shard: int, config: TeacherConfig, teacher: Teacher
     if ok:
         fields = ["rgb"] + (["depth"] if "depth" in group.fields() else [])
         data = group.read_shard(shard, fields)
-        images = data["rgb"][ok]
-        norm = normalise01(predict_raw(teacher, images, config.batch_size))
+        # Every slot goes through the model, a skipped one as its fill (black): a sample's batch
+        # is then fixed by its position in the shard, so its values do not depend on whether a
+        # neighbour was quarantined (batch composition would change the last float16 bit).
+        images = data["rgb"]
+        norm = normalise01(predict_raw(teacher, images, config.batch_size)[ok])
         # every later use (alignment, LiDAR, students) sees the float16 values the store keeps
         stored = norm.disparity01.astype(np.float16)
         if config.tta:
-            conf[ok] = predict_confidence(teacher, images, stored.astype(np.float32), config.batch_size,
-                                          config.tta_scale, config.conf_tolerance)
+            base = np.full((n, h, w), np.nan, np.float32)
+            base[ok] = stored.astype(np.float32)
+            conf[:] = predict_confidence(teacher, images, base, config.batch_size, config.tta_scale,
+                                         config.conf_tolerance)
         uris = None
         for k, j in enumerate(ok):
             row = rows[j]
