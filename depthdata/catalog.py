@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import fsspec
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from depthdata.errors import CatalogError
 from depthdata.lidar.config import LidarConfig
@@ -52,6 +52,35 @@ class StoreConfig(BaseModel):
         return v
 
 
+class IntrinsicsConfig(BaseModel):
+    """Pinhole intrinsics given in the catalog, for images of ``width × height`` pixels."""
+
+    model_config = ConfigDict(extra="forbid")
+    #: focal lengths, pixels
+    fx: float = Field(gt=0)
+    fy: float = Field(gt=0)
+    #: principal point, 0-based pixels (pixel centres at integers)
+    cx: float
+    cy: float
+    #: size of the image these values are for, pixels
+    width: int = Field(gt=0)
+    height: int = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _inside(self) -> "IntrinsicsConfig":
+        # the principal point lies in the image: a value outside is a unit or convention mix-up
+        if not (-0.5 <= self.cx <= self.width - 0.5 and -0.5 <= self.cy <= self.height - 0.5):
+            raise ValueError(f"principal point ({self.cx}, {self.cy}) lies outside the {self.width}×{self.height} "
+                             "image (0-based pixels)")
+        return self
+
+    def for_size(self, height: int, width: int) -> Any:
+        """The intrinsics scaled to an image of ``height × width`` pixels (pixel-centre convention)."""
+        from depthdata.sample import Intrinsics
+
+        return Intrinsics(self.fx, self.fy, self.cx, self.cy).scaled(height / self.height, width / self.width)
+
+
 class DatasetConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     #: source format, one of ``depthdata sources list`` (nyuv2, synthia, diw, images)
@@ -60,8 +89,9 @@ class DatasetConfig(BaseModel):
     root: str
     #: splits to build; default every split the source finds
     splits: list[str] | None = None
-    #: stored resolution ``[height, width]`` in pixels
-    resolution: tuple[int, int] = (480, 640)
+    #: stored resolution ``[height, width]`` in pixels, or ``native``: the size of each split's
+    #: first image (images of another size are brought to it by ``resize``)
+    resolution: tuple[int, int] | Literal["native"] = (480, 640)
     #: how a source image becomes ``resolution``: ``resize`` (each axis scaled on its own),
     #: ``fit_pad`` (uniform scale to fit, padded: RGB 0, depth NaN), ``center_crop`` (uniform
     #: scale to cover, centre cut out)
@@ -70,11 +100,15 @@ class DatasetConfig(BaseModel):
     limit: int | None = Field(None, ge=1)
     #: per-kind options, validated by the source's own schema (see the source options below)
     options: dict[str, Any] = {}
+    #: the camera's pinhole intrinsics, replacing the source's own (e.g. NYU-layout data from
+    #: another camera): ``{fx, fy, cx, cy, width, height}`` in pixels of an image of that
+    #: ``width × height`` (0-based pixel centres); scaled to each image's size
+    intrinsics: IntrinsicsConfig | None = None
 
     @field_validator("resolution")
     @classmethod
-    def _resolution(cls, v: tuple[int, int]) -> tuple[int, int]:
-        if v[0] < 8 or v[1] < 8:
+    def _resolution(cls, v: tuple[int, int] | str) -> tuple[int, int] | str:
+        if v != "native" and (v[0] < 8 or v[1] < 8):
             raise ValueError(f"resolution must be at least 8×8 pixels, got {list(v)}")
         return v
 

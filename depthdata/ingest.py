@@ -50,7 +50,20 @@ class IngestSettings:
     def hashed(self) -> dict[str, Any]:
         """Settings that change what ingest writes; hashed into each manifest part."""
         cfg = self.config
-        return {"kind": cfg.kind, "resolution": list(cfg.resolution), "resize": cfg.resize, "options": cfg.options}
+        out = {"kind": cfg.kind, "resolution": cfg.resolution if cfg.resolution == "native" else list(cfg.resolution),
+               "resize": cfg.resize, "options": cfg.options}
+        if cfg.intrinsics is not None:  # only when set: parts written before the option stay complete
+            out["intrinsics"] = cfg.intrinsics.model_dump()
+        return out
+
+    def load(self, source: Source, split: str, item: SourceItem, size: tuple[int, int]) -> Sample:
+        """One item as stored: read, given the catalog's intrinsics if any, resized to ``size``."""
+        from depthdata.sources.resize import resize_sample
+
+        sample = source.load(split, item)
+        if self.config.intrinsics is not None:
+            sample = sample.with_(intrinsics=self.config.intrinsics.for_size(*sample.rgb.shape[:2]))
+        return resize_sample(sample, size, self.config.resize)
 
 
 class IngestStage(Stage):
@@ -98,18 +111,18 @@ class IngestStage(Stage):
         if unknown:
             raise CatalogError(f"datasets.{dataset}.splits: {unknown} not found under {settings.root} "
                                f"(found: {available})")
-        height, width = cfg.resolution
         fields = ["rgb", *source.fields]
         max_pairs = source.max_pairs if "pairs" in fields else 0
-        if catalog.store.shard_size == "auto":
-            shard_size = auto_shard_size(height, width, fields + list(LATER_FIELDS), max_pairs)
-        else:
-            shard_size = int(catalog.store.shard_size)
         groups = []
         for split in splits:
             items = source.items(split)
             if cfg.limit is not None:
                 items = items[: cfg.limit]
+            height, width = _native_size(source, split, items) if cfg.resolution == "native" else cfg.resolution
+            if catalog.store.shard_size == "auto":
+                shard_size = auto_shard_size(height, width, fields + list(LATER_FIELDS), max_pairs)
+            else:
+                shard_size = int(catalog.store.shard_size)
             ids = [make_sample_id(dataset, split, it.key) for it in items]
             # one stat per file, no read: how a later build notices what changed
             fps = [fingerprint_files(source.item_files(it), it.locator) for it in items]
@@ -138,15 +151,13 @@ class IngestStage(Stage):
     def run_shard(self, group: Group, shard: int, settings: IngestSettings, *, threads: int = 0,
                   force: bool = False) -> ShardResult:
         """Ingest one shard of ``group`` (a group of ``settings.dataset``). Skips a complete shard."""
-        from depthdata.sources.resize import resize_sample
-
         t0 = time.perf_counter()
         config = self.part_config(settings)
         result = ShardResult(group.path, self.name, shard)
         if not force and group.is_complete(shard, self.name, config):
             result.skipped = True
             return result
-        name, cfg = settings.dataset, settings.config
+        name = settings.dataset
         source = settings.source()
         split = group.path.split("/", 1)[1]
         fields = [f for f in ("rgb", "depth", "pairs") if f in group.fields()]
@@ -158,7 +169,7 @@ class IngestStage(Stage):
             item = SourceItem(key=plan_row["sample_id"].split("/", 2)[2], uri=plan_row["source_uri"],
                               locator=json.loads(plan_row["locator"] or "{}"))
             try:
-                sample = resize_sample(source.load(split, item), (h, w), cfg.resize)
+                sample = settings.load(source, split, item, (h, w))
                 if sample.sample_id != plan_row["sample_id"]:
                     raise SampleError(sample.sample_id, f"the plan expected {plan_row['sample_id']!r} here")
                 rows.append(_fill(data, j, sample, max_pairs))
@@ -254,6 +265,21 @@ def plan_changes(group: Group, settings: IngestSettings, source: Source, split: 
     return change
 
 
+def _native_size(source: Source, split: str, items: list[SourceItem], tries: int = 16) -> tuple[int, int]:
+    """``resolution: native``: the size (height, width) of the split's first readable image."""
+    errors = []
+    for item in items[:tries]:
+        try:
+            h, w = source.load(split, item).rgb.shape[:2]
+        except Exception as exc:  # noqa: BLE001 - a bad file is quarantined later; try the next one
+            errors.append(f"{item.uri}: {exc}")
+            continue
+        log.info("%s/%s: native resolution %d×%d (from %s)", source.name, split, h, w, item.uri)
+        return int(h), int(w)
+    raise CatalogError(f"datasets.{source.name}.resolution: native, but none of the first {len(errors)} images of "
+                       f"split {split!r} can be read: {errors[0] if errors else 'the split is empty'}")
+
+
 def _plan_row(item: SourceItem, sample_id: str, fingerprint: str) -> dict[str, Any]:
     return {"sample_id": sample_id, "source_uri": item.uri, "locator": json.dumps(item.locator, sort_keys=True),
             "fingerprint": fingerprint}
@@ -264,14 +290,12 @@ def _stored_equals(group: Group, settings: IngestSettings, source: Source, split
     """Whether reading ``item`` now gives exactly what its ingest row recorded (the checksums of
     every field). A quarantined row, or an item that cannot be read now, counts as changed: the
     new shard stores it, or quarantines it with today's reason."""
-    from depthdata.sources.resize import resize_sample
-
     if row is None or row.get("status") != "ok":
         return False
     h, w, max_pairs = group.height, group.width, int(group.plan["max_pairs"])
     data = _empty_shard(1, h, w, max_pairs, [f for f in ("rgb", "depth", "pairs") if f in group.fields()])
     try:
-        _fill(data, 0, resize_sample(source.load(split, item), (h, w), settings.config.resize), max_pairs)
+        _fill(data, 0, settings.load(source, split, item, (h, w)), max_pairs)
     except Exception:  # noqa: BLE001 - unreadable now: its replacement is quarantined with the reason
         return False
     return all(row.get(f"checksum_{name}") == checksum(arr[0].astype(field_spec(name).dtype, copy=False))

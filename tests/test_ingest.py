@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from depthdata.catalog import load_catalog
-from depthdata.errors import StoreError
+from depthdata.errors import CatalogError, StoreError
 from depthdata.ingest import stage as ingest
 from depthdata.pipeline import open_store
 from depthdata.store import Store
@@ -77,3 +77,44 @@ def test_rerun_skips_complete_shards_and_redoes_changed_settings(image_catalog, 
     assert not ingest.run_shard(group, 0, ingest.settings(changed, "photos")).skipped
 
 
+
+
+def _flat(path, h, w, rgb):
+    img = np.empty((h, w, 3), np.uint8)
+    img[:] = rgb
+    cv2.imwrite(str(path), img[:, :, ::-1])
+
+
+def test_native_resolution_keeps_the_first_images_size_and_fits_others_to_it(tmp_path):
+    root = tmp_path / "pics"
+    root.mkdir()
+    _flat(root / "a.png", 21, 33, (10, 20, 30))  # 1.57 aspect: kept as is
+    _flat(root / "b.png", 42, 66, (40, 50, 60))  # same aspect, twice the size
+    cat = tmp_path / "catalog.yaml"
+    cat.write_text("store: {url: s.zarr, shard_size: 2}\n"
+                   "datasets: {pics: {kind: images, root: pics, resolution: native}}\n")
+    catalog = load_catalog(cat)
+    [group] = ingest.prepare(open_store(catalog, create=True), catalog, "pics")
+    assert (group.height, group.width) == (21, 33)
+    ingest.run_shard(group, 0, ingest.settings(catalog, "pics"))
+    rgb = group.array("rgb")[:]
+    assert (rgb[0] == (10, 20, 30)).all() and (rgb[1] == (40, 50, 60)).all()
+
+
+def test_catalog_intrinsics_replace_the_sources_and_are_scaled_to_the_stored_size(tmp_path):
+    root = tmp_path / "pics"
+    root.mkdir()
+    _flat(root / "a.png", 20, 30, (1, 2, 3))
+    cat = tmp_path / "catalog.yaml"
+    cat.write_text("store: {url: s.zarr, shard_size: 2}\n"
+                   "datasets: {pics: {kind: images, root: pics, resolution: [10, 15],\n"
+                   "  intrinsics: {fx: 100, fy: 90, cx: 14.5, cy: 9.5, width: 30, height: 20}}}\n")
+    catalog = load_catalog(cat)
+    [group] = ingest.prepare(open_store(catalog, create=True), catalog, "pics")
+    ingest.run_shard(group, 0, ingest.settings(catalog, "pics"))
+    row = group.manifest("ingest").to_pylist()[0]
+    # half the size: focal lengths halve; pixel centres: c' = (c + 0.5) * 0.5 - 0.5
+    assert (row["fx"], row["fy"], row["cx"], row["cy"]) == (50.0, 45.0, 7.0, 4.5)
+    cat.write_text(cat.read_text().replace("cx: 14.5", "cx: 31"))
+    with pytest.raises(CatalogError, match=r"datasets\.pics\.intrinsics.*principal point \(31.0, 9.5\) lies outside"):
+        load_catalog(cat)
