@@ -230,3 +230,19 @@ def test_stats_columns_are_declared(report):
     undeclared = [c for c in columns if not any(fnmatch.fnmatchcase(c, p) for p in patterns)]
     assert not undeclared
     assert {c.name for c in STATS_COLUMNS if "<" not in c.name} <= set(columns)
+
+
+def test_histogram_of_one_sample_has_plain_readable_ticks():
+    import matplotlib.pyplot as plt
+
+    from depthdata.eda.figures import value_histogram_figure
+
+    fig = value_histogram_figure({"photos/train": np.array([2.3457123])}, "median depth (m)")
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    lo, hi = ax.get_xlim()
+    assert lo < 2.3457123 < hi and hi - lo > 0.1  # a window around the value, not 1e-6 wide
+    assert ax.xaxis.get_offset_text().get_text() == ""  # no "+2.3457" offset
+    labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+    assert labels and all(0.5 < float(t.replace("−", "-")) < 5 for t in labels)
+    plt.close(fig)

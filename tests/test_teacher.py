@@ -377,3 +377,13 @@ def test_cli_make_tiny_info_and_run(tmp_path, capsys):
     assert np.isfinite(group.array("teacher")[:]).all()
     assert main(["teacher", "info", str(tmp_path / "missing")]) == 2
     assert "no such teacher checkpoint directory" in capsys.readouterr().err
+
+
+def test_loading_and_saving_a_teacher_prints_no_transformers_progress_bars(tmp_path, capfd):
+    from transformers.utils import logging as tlog
+
+    directory = save_tiny_teacher(tmp_path / "t", seed=1)
+    load_teacher(TeacherConfig(model=str(directory), device="cpu", threads=1))
+    err = capfd.readouterr().err
+    assert "Loading weights" not in err and "Writing model shards" not in err
+    assert tlog.is_progress_bar_enabled()  # the caller's setting is restored

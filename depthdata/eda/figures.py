@@ -47,22 +47,32 @@ def binned_histogram(bins: np.ndarray, counts: dict[str, np.ndarray], xlabel: st
 
 
 def value_histogram(values: dict[str, np.ndarray], xlabel: str, bins: int | np.ndarray = 30) -> str:
-    """Distribution of one per-sample statistic, one outline per group."""
+    """Distribution of one per-sample statistic, one outline per group (PNG, base64)."""
+    return to_base64(value_histogram_figure(values, xlabel, bins))
+
+
+def value_histogram_figure(values: dict[str, np.ndarray], xlabel: str, bins: int | np.ndarray = 30) -> plt.Figure:
+    """The figure of :func:`value_histogram`."""
     fig, ax = plt.subplots(figsize=(7, 3.2))
     finite = {k: v[np.isfinite(v)] for k, v in values.items()}
     allv = np.concatenate([v for v in finite.values()] or [np.zeros(0)])
     if isinstance(bins, int) and allv.size:
         lo, hi = float(allv.min()), float(allv.max())
-        bins = np.linspace(lo, hi if hi > lo else lo + 1e-6, bins + 1)
+        if hi <= lo:  # one value (a one-sample group): a readable window around it, not 1e-6 wide
+            pad = max(abs(lo) * 0.05, 1e-3)
+            lo, hi = lo - pad, hi + pad
+        bins = np.linspace(lo, hi, bins + 1)
     for name, v in finite.items():
         if v.size:
             ax.hist(v, bins=bins, histtype="step", linewidth=1.5, label=f"{name} ({v.size} samples)")
+    # plain tick labels: no "+2.3457" offset text that makes a narrow range unreadable
+    ax.ticklabel_format(axis="x", style="plain", useOffset=False)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("samples")
     if allv.size:
         ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    return to_base64(fig)
+    return fig
 
 
 def sample_grid(thumbs: list[Thumb], title: str) -> str:
@@ -103,6 +113,6 @@ def sample_grid(thumbs: list[Thumb], title: str) -> str:
                 img = np.where(np.asarray(a) > 0, a, np.nan)
                 im = ax.imshow(img, cmap=turbo, vmin=vmin, vmax=vmax)
                 if name == "depth" or "depth" not in columns:
-                    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02).ax.tick_params(labelsize=6)
+                    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02).ax.tick_params(labelsize=8)
     fig.tight_layout()
     return to_base64(fig)

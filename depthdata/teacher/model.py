@@ -21,7 +21,7 @@ from depthdata._system import usable_cpus
 from depthdata.teacher.checkpoint import (TeacherError, missing_weights_message, random_init_id, resolve_checkpoint,
                                          weights_sha256)
 from depthdata.teacher.config import TeacherConfig
-from depthdata.teacher.tiny import save_tiny_teacher
+from depthdata.teacher.tiny import quiet_transformers, save_tiny_teacher
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +101,9 @@ def load_from_directory(directory: str | Path, device: str = "cpu", threads: int
     if dev.type == "cpu":
         torch.set_num_threads(cpu_threads(threads))
     try:
-        model = AutoModelForDepthEstimation.from_pretrained(
-            directory, use_safetensors=True, local_files_only=True, trust_remote_code=False, dtype=dtype)
+        with quiet_transformers():
+            model = AutoModelForDepthEstimation.from_pretrained(
+                directory, use_safetensors=True, local_files_only=True, trust_remote_code=False, dtype=dtype)
         processor = AutoImageProcessor.from_pretrained(directory, local_files_only=True, trust_remote_code=False)
     except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as exc:
         raise TeacherError(f"{directory}: cannot load the teacher checkpoint (corrupt or incomplete?): "

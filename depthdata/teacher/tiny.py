@@ -7,6 +7,8 @@ outputs are meaningless as depth.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -69,9 +71,25 @@ def save_random_teacher(directory: str | Path, config: DepthAnythingConfig, seed
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = DepthAnythingForDepthEstimation(config).eval()
-    model.save_pretrained(directory, safe_serialization=True)
+    with quiet_transformers():
+        model.save_pretrained(directory, safe_serialization=True)
     image_processor(size).save_pretrained(directory)
     return directory
+
+
+@contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """No transformers progress bars ("Loading weights", "Writing model shards") inside: one
+    small model per worker process is not long work, and the bars interleave with the build's."""
+    from transformers.utils import logging as tlog
+
+    was = tlog.is_progress_bar_enabled()
+    tlog.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            tlog.enable_progress_bar()
 
 
 def save_tiny_teacher(directory: str | Path, seed: int = 0, size: int = TINY_SIZE) -> Path:
