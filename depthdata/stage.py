@@ -69,6 +69,9 @@ class Stage(ABC):
     settings_key: ClassVar[str]
     #: stages whose completion of a shard this one needs before it runs that shard
     requires: ClassVar[tuple[str, ...]] = ()
+    #: stages whose output of a shard this one reads (when complete): a change there redoes the
+    #: shard (see :meth:`upstream`)
+    consumes: ClassVar[tuple[str, ...]] = ()
     #: manifest columns this stage adds to each row, besides the store's own
     columns: ClassVar[tuple[Column, ...]]
     #: its shards run best on a GPU: a build can route them to workers that have one
@@ -113,6 +116,18 @@ class Stage(ABC):
 
         ``threads``: CPU threads the shard may use (0 = the libraries' own choice; a Dask
         worker running one task per core passes 1)."""
+
+    def upstream(self, group: Group, shard: int, indexes: dict[str, Any] | None = None) -> dict[str, str]:
+        """Digests (:meth:`~depthdata.store.Group.part_digest`) of the :attr:`consumes` parts of
+        ``shard`` as they are now ("" for one not written): recorded in the shard's part, and
+        compared when deciding whether it is complete. ``indexes``: stage → a loaded index."""
+        indexes = indexes or {}
+        return {st: group.part_digest(st, shard, indexes.get(st)) for st in self.consumes}
+
+    def upstream_all(self, group: Group) -> dict[int, dict[str, str]]:
+        """:meth:`upstream` of every shard of ``group``, from the stage indexes (planning)."""
+        indexes = {st: group.stage_index(st) for st in self.consumes}
+        return {k: self.upstream(group, k, indexes) for k in range(group.num_shards)}
 
     def __repr__(self) -> str:
         return f"<stage {self.name}>"

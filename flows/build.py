@@ -221,7 +221,9 @@ def _shards_to_run(stage: Stage, group: Group, config: dict[str, Any], dataset: 
     Also whether the stage's manifest needs consolidating even if no shard runs (a build killed
     before its consolidation)."""
     index = group.stage_index(stage.name)
-    done = group.shard_statuses(stage.name, config, index=index)
+    # a shard made from upstream parts that changed since (another teacher, a redone shard) is redone
+    done = group.shard_statuses(stage.name, config, index=index,
+                                upstream=stage.upstream_all(group) if stage.consumes else None)
     upstream = {req: group.shard_statuses(req) for req in stage.requires}
     jobs = []
     for k in group.live_shards():  # a shard whose samples were all removed is left alone

@@ -48,6 +48,8 @@ class LidarStage(Stage):
     doc = "synthetic LiDAR → sparse"
     settings_key = "lidar"
     requires = ("ingest",)
+    #: the teacher's labels when complete (pseudo-metric depth for samples without ground truth)
+    consumes = ("ingest", "teacher")
     columns = (
         Column("status", "string", "`ok`: returns written; `empty`: no usable depth or no beam hit (`reason` "
                "says which; the slot is all zeros); `skipped`: the ingest row is not `ok`; `quarantined`: the "
@@ -96,7 +98,8 @@ def _blank_row(config: LidarConfig, seed: int, status: str, reason: str) -> dict
 def _run_shard(group: Group, shard: int, config: LidarConfig, force: bool, threads: int) -> ShardResult:
     t0 = time.perf_counter()
     settings = stage.part_config(config)
-    if not force and group.is_complete(shard, stage.name, settings):
+    upstream = stage.upstream(group, shard)
+    if not force and group.is_complete(shard, stage.name, settings, upstream):
         return ShardResult(group.path, stage.name, shard, skipped=True, seconds=time.perf_counter() - t0)
     stage.check_prepared(group)
     ingest = group.shard_rows(shard, "ingest", needed_by="the LiDAR stage")
@@ -132,7 +135,7 @@ def _run_shard(group: Group, shard: int, config: LidarConfig, force: bool, threa
             log.info("%s: no returns: %s", sid, stats.reason)
         rows.append({**stats.row(), "status": status, "depth_source": source,
                      "pseudo_near_m": pseudo[0], "pseudo_far_m": pseudo[1]})
-    group.write_shard(shard, stage.name, {FIELD: sparse}, rows, config=settings)
+    group.write_shard(shard, stage.name, {FIELD: sparse}, rows, config=settings, upstream=upstream)
     written = sum(r["status"] in ("ok", "empty") for r in rows)
     return ShardResult(group.path, stage.name, shard, written=written, quarantined=quarantined,
                        seconds=time.perf_counter() - t0)

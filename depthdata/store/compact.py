@@ -98,7 +98,7 @@ def _compact_group(group: Group) -> Compacted | None:
         new_slots = group.plan_table().column("index").to_numpy()[-len(moving):]
         source_of = dict(zip(new_slots.tolist(), moving))
         for k in range(first, stop):
-            for st in stages:
+            for st in _upstream_first(stages, indexes):
                 _copy_stage(group, st, indexes[st], k, [source_of[i] for i in group.shard_range(k)])
             log.info("%s: shard %d holds %d sample(s) moved from shards %s", group.path, k,
                      len(group.shard_range(k)), affected)
@@ -127,7 +127,23 @@ def _copy_stage(group: Group, stage: str, index: Any, shard: int, sources: list[
         data[name] = np.stack([arr[i] for i in sources])
     new_rows = [{c: v for c, v in rows[i].items() if c not in _STORE_COLUMNS and not c.startswith("checksum_")}
                 for i in sources]
-    group.write_shard(shard, stage, data, new_rows, config=meta.get("config") or {})
+    # the digests of the new shard's upstream parts, copied just before (the rows differ from
+    # any old shard's, so the old digests would make the copy look stale)
+    upstream = {st: group.part_digest(st, shard) for st in meta.get("upstream") or {}}
+    group.write_shard(shard, stage, data, new_rows, config=meta.get("config") or {}, upstream=upstream)
+
+
+def _upstream_first(stages: list[str], indexes: dict[str, Any]) -> list[str]:
+    """``stages`` ordered so that each comes after the stages its parts name as upstream."""
+    needs = {st: {u for rec in indexes[st].parts.values() for u in (rec.meta.get("upstream") or {})} & set(stages)
+             for st in stages}
+    order: list[str] = []
+    while len(order) < len(stages):
+        ready = [st for st in stages if st not in order and needs[st] <= set(order)]
+        if not ready:
+            raise StoreError(f"stages {stages} name each other as upstream: cannot order the copy")
+        order.append(ready[0])
+    return order
 
 
 def _delete_shard(group: Group, stages: list[str], shard: int) -> None:

@@ -658,13 +658,15 @@ class Group:
 
     # -- writing ---------------------------------------------------------------------------
     def write_shard(self, shard: int, stage: str, data: dict[str, np.ndarray], rows: list[dict[str, Any]],
-                    config: dict[str, Any] | None = None) -> None:
+                    config: dict[str, Any] | None = None, upstream: dict[str, str] | None = None) -> None:
         """Write ``stage``'s fields of one whole shard, then its manifest part.
 
         ``data[field]`` holds every sample of the shard (sample axis first). ``rows`` are the
         per-sample manifest rows (stats, lineage, status); this adds ``index``, ``sample_id``,
         ``shard`` and one ``checksum_<field>`` column per field. ``config`` (the stage's settings)
-        is hashed into the part so that a re-run with other settings redoes the shard.
+        is hashed into the part so that a re-run with other settings redoes the shard;
+        ``upstream`` (stage → :meth:`part_digest` of the parts this shard was made from) is kept
+        in it so that a re-run after an upstream change redoes it too.
         """
         idx = self.shard_range(shard)
         expected = set(STAGES.get(stage, ()))
@@ -695,7 +697,7 @@ class Group:
         meta = {
             "group": self.path, "stage": stage, "shard": shard, "fields": sorted(data),
             "config_hash": mf.config_hash(config or {}), "config": config or {},
-            "written": _now(), "package_version": depthdata.__version__,
+            "upstream": upstream or {}, "written": _now(), "package_version": depthdata.__version__,
         }
         mf.atomic_write(self.store.fs, self.part_path(stage, shard), mf.table_bytes(full_rows, meta))
 
@@ -723,9 +725,11 @@ class Group:
         self._stage_index[stage] = index
         return index
 
-    def shard_status(self, shard: int, stage: str, config: dict[str, Any] | None = None) -> ShardStatus:
+    def shard_status(self, shard: int, stage: str, config: dict[str, Any] | None = None,
+                     upstream: dict[str, str] | None = None) -> ShardStatus:
         """Whether ``stage`` is complete for ``shard``: its part exists, parses, has one row per
-        sample, names this shard, and (when ``config`` is given) was written with those settings.
+        sample, names this shard, and (when given) was written with ``config`` from the
+        ``upstream`` parts with those digests (:meth:`part_digest`).
 
         This is the cheap check a shard task makes (one part read); for every shard at once use
         :meth:`shard_statuses`. :func:`depthdata.store.verify.verify_store` re-hashes the data.
@@ -737,26 +741,30 @@ class Group:
             table, meta = mf.read_table(self.store.fs, path)
         except (OSError, pa.ArrowInvalid) as exc:
             return ShardStatus(self.path, stage, shard, False, f"manifest part unreadable: {exc}")
-        return self._status(shard, stage, table.num_rows, meta, config, set(self.fields()))
+        return self._status(shard, stage, table.num_rows, meta, config, set(self.fields()), upstream)
 
     def shard_statuses(self, stage: str, config: dict[str, Any] | None = None,
-                       index: cons.StageIndex | None = None) -> list[ShardStatus]:
+                       index: cons.StageIndex | None = None,
+                       upstream: dict[int, dict[str, str]] | None = None) -> list[ShardStatus]:
         """:meth:`shard_status` of every shard, from the stage's index (a handful of requests
-        whatever the number of shards); ``index``: one already loaded by :meth:`stage_index`."""
+        whatever the number of shards); ``index``: one already loaded by :meth:`stage_index`;
+        ``upstream``: shard → the digests its part must have been made from."""
         index, present = index or self.stage_index(stage), set(self.fields())
-        return [self._status_from_index(k, index, config, present) for k in range(self.num_shards)]
+        return [self._status_from_index(k, index, config, present, upstream.get(k) if upstream is not None else None)
+                for k in range(self.num_shards)]
 
     def _status_from_index(self, shard: int, index: cons.StageIndex, config: dict[str, Any] | None,
-                           present: set[str]) -> ShardStatus:
+                           present: set[str], upstream: dict[str, str] | None = None) -> ShardStatus:
         if shard in index.unreadable:
             return ShardStatus(self.path, index.stage, shard, False, index.unreadable[shard])
         rec = index.parts.get(shard)
         if rec is None:
             return ShardStatus(self.path, index.stage, shard, False, "no manifest part")
-        return self._status(shard, index.stage, rec.rows, rec.meta, config, present)
+        return self._status(shard, index.stage, rec.rows, rec.meta, config, present, upstream)
 
     def _status(self, shard: int, stage: str, rows: int, meta: dict[str, Any],
-                config: dict[str, Any] | None, present: set[str]) -> ShardStatus:
+                config: dict[str, Any] | None, present: set[str], upstream: dict[str, str] | None = None
+                ) -> ShardStatus:
         def status(ok: bool, reason: str = "") -> ShardStatus:
             return ShardStatus(self.path, stage, shard, ok, reason)
 
@@ -767,10 +775,37 @@ class Group:
             return status(False, f"manifest part names fields without data: {missing}")
         if config is not None and meta.get("config_hash") != mf.config_hash(config):
             return status(False, "written with other settings")
+        if upstream is not None:
+            recorded = meta.get("upstream") or {}
+            changed = sorted(st for st in set(upstream) | set(recorded) if recorded.get(st) != upstream.get(st))
+            if changed:
+                return status(False, f"{', '.join(changed)} changed since it was written")
         return status(True)
 
-    def is_complete(self, shard: int, stage: str, config: dict[str, Any] | None = None) -> bool:
-        return self.shard_status(shard, stage, config).complete
+    def is_complete(self, shard: int, stage: str, config: dict[str, Any] | None = None,
+                    upstream: dict[str, str] | None = None) -> bool:
+        return self.shard_status(shard, stage, config, upstream).complete
+
+    def part_digest(self, stage: str, shard: int, index: cons.StageIndex | None = None) -> str:
+        """A digest of what ``stage`` wrote for ``shard``: its settings hash, and every sample's
+        status and field checksums ("" when the shard has no readable part). A later stage
+        records the digests of the parts it read; when one changes (another teacher, a shard
+        redone after a failure) the later stage's shard is no longer complete.
+
+        ``index``: read from that stage index (planning every shard) instead of the part."""
+        if index is not None:
+            rec = index.parts.get(shard)
+            if rec is None:
+                return ""
+            table, meta = index.rows([shard]), rec.meta
+        else:
+            try:
+                table, meta = mf.read_table(self.store.fs, self.part_path(stage, shard))
+            except (OSError, pa.ArrowInvalid, ValueError):
+                return ""
+        cols = sorted(c for c in table.column_names if c == "status" or c.startswith("checksum_"))
+        rows = table.sort_by("index").select(cols).to_pydict()
+        return mf.config_hash({"config_hash": meta.get("config_hash"), "rows": rows})
 
     def shard_rows(self, shard: int, stage: str, needed_by: str = "this stage") -> list[dict[str, Any]]:
         """Manifest rows of ``stage`` for ``shard`` in index order; the stage must be complete."""

@@ -32,6 +32,7 @@ class TeacherStage(Stage):
     doc = "teacher → teacher, teacher_conf"
     settings_key = "teacher"
     requires = ("ingest",)
+    consumes = ("ingest",)
     wants_gpu = True
     columns = (
         Column("status", "string", "`ok`: labelled; `skipped`: the ingest row is not `ok`; `quarantined`: the "
@@ -124,7 +125,8 @@ def _run_shard(group: Group, shard: int, config: TeacherConfig, teacher: Teacher
 
     t0 = time.perf_counter()
     settings = stage_settings(config, teacher)
-    if not force and group.is_complete(shard, stage.name, settings):
+    upstream = stage.upstream(group, shard)
+    if not force and group.is_complete(shard, stage.name, settings, upstream):
         return ShardResult(group.path, stage.name, shard, skipped=True, seconds=time.perf_counter() - t0)
     stage.check_prepared(group)
     ingest = group.shard_rows(shard, "ingest", needed_by="the teacher")
@@ -178,7 +180,8 @@ def _run_shard(group: Group, shard: int, config: TeacherConfig, teacher: Teacher
             if "depth" in data:
                 _align_into(row, stored[k].astype(np.float32), data["depth"][j], ids[j])
 
-    group.write_shard(shard, stage.name, {"teacher": disparity, "teacher_conf": conf}, rows, config=settings)
+    group.write_shard(shard, stage.name, {"teacher": disparity, "teacher_conf": conf}, rows, config=settings,
+                      upstream=upstream)
     written = sum(r["status"] == "ok" for r in rows)
     return ShardResult(group.path, stage.name, shard, written=written, quarantined=quarantined,
                        seconds=time.perf_counter() - t0)
