@@ -210,10 +210,10 @@ def orchestration(cluster) -> list[dict]:
 def demo_build(tmp: Path) -> list[dict]:
     from depthdata.demo import write_demo_catalog, write_demo_data
     from flows.build import build
-    from flows.demo import teacher_weights_present
+    from depthdata.teacher.checkpoint import default_weights_present
 
     paths = write_demo_data(tmp / "demo" / "data", seed=0)
-    present, _ = teacher_weights_present()
+    present, _ = default_weights_present()
     cat = write_demo_catalog(tmp / "demo", paths, random_teacher=not present)
     s = build(cat, report_dir=str(tmp / "demo" / "report"))
     samples = s.stages[0].samples_written + len(s.stages[0].quarantined)

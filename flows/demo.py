@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from depthdata.errors import DepthdataError
+from depthdata.teacher.checkpoint import default_weights_present
 
 
 BANNER = """\
@@ -25,15 +26,6 @@ BANNER = """\
   `depthdata build {catalog}` again.
 ==========================================================================================
 """
-
-
-def teacher_weights_present() -> tuple[bool, str]:
-    """Whether the default teacher's weights are on this machine, and the model named."""
-    from depthdata.teacher.config import TeacherConfig
-    from depthdata.teacher.model import resolve_checkpoint
-
-    config = TeacherConfig()
-    return resolve_checkpoint(config) is not None, config.model
 
 
 def run_demo(out: str, seed: int = 0, workers: int | None = None, progress: bool = True,
@@ -51,7 +43,7 @@ def run_demo(out: str, seed: int = 0, workers: int | None = None, progress: bool
         raise DepthdataError(f"--out {out}: cannot make the output folder: {exc.strerror or exc}") from None
     print(f"writing demo data under {out_dir / 'data'} ...")
     paths = write_demo_data(out_dir / "data", seed=seed)
-    present, model = teacher_weights_present()
+    present, model = default_weights_present()
     catalog = write_demo_catalog(out_dir, paths, random_teacher=not present)
     if not present:
         print(BANNER.format(model=model, catalog=catalog), file=sys.stderr)

@@ -105,7 +105,9 @@ def test_cli_list_preview_and_demo_data(tmp_path, capsys):
     assert "options.layout" in listed and "options.max_depth: 655.0" in listed
     assert run_cli(["demo-data", "--out", str(tmp_path), "-n", "3", "--size", "48", "64"]) == 0
     assert (tmp_path / "catalog.yaml").is_file()
-    capsys.readouterr()
+    # offline (no weights here): the catalog builds as written, with the tiny random teacher, and says so
+    assert "tiny random teacher" in capsys.readouterr().out
+    assert load_catalog(tmp_path / "catalog.yaml").teacher.allow_random_init
     assert run_cli(["sources", "preview", str(tmp_path / "catalog.yaml"), "--dataset", "nyu", "-n", "2",
                     "--split", "train"]) == 0
     text = capsys.readouterr().out

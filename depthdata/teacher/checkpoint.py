@@ -109,3 +109,12 @@ def checkpoint_lineage(config: TeacherConfig) -> dict[str, Any]:
 
 def random_init_id(config: TeacherConfig) -> str:
     return f"random-init:tiny(seed={config.random_init_seed})"
+
+
+def default_weights_present() -> tuple[bool, str]:
+    """Whether the default teacher's weights are on this machine (a local folder or the Hugging
+    Face cache; nothing is downloaded), and the model named."""
+    from depthdata.teacher.config import TeacherConfig
+
+    config = TeacherConfig()
+    return resolve_checkpoint(config) is not None, config.model
