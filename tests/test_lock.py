@@ -92,3 +92,39 @@ def test_a_build_of_a_locked_store_is_refused_and_a_killed_holder_does_not_block
                          "--no-progress"], capture_output=True, text=True, timeout=300)
     assert ok.returncode == 0, ok.stderr[-2000:]
     assert "process" in ok.stderr and "is gone" in ok.stderr  # it said why it took the lock over
+
+
+def test_the_heartbeat_rides_out_a_storage_outage_and_a_retried_acquire_keeps_its_lock(s3_behind_proxy, caplog,
+                                                                                       monkeypatch):
+    """A real endpoint outage (moto behind a proxy the test stops): the heartbeat thread logs
+    each missed beat and renews the lock again once the store is back, instead of dying with a
+    traceback and letting the lock expire under a running build."""
+    import threading
+
+    proxy, opts, direct = s3_behind_proxy
+    # one attempt per call: a missed beat is then seen at once instead of after botocore's retries
+    fs = fsspec.filesystem("s3", skip_instance_cache=True, config_kwargs={"retries": {"total_max_attempts": 1}},
+                           **opts)
+    watcher = fsspec.filesystem("s3", skip_instance_cache=True, **direct)  # not through the proxy
+    path = f"depth/s.zarr/{LOCK_FILE}"
+    crashed = []
+    monkeypatch.setattr(threading, "excepthook", crashed.append)
+    lock = BuildLock(fs, "depth/s.zarr", "s3://depth/s.zarr", heartbeat_s=0.05)
+    lock.acquire()
+    try:
+        proxy.stop()
+        deadline = time.monotonic() + 60
+        while "could not renew the build lock" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "could not renew the build lock: EndpointConnectionError" in caplog.text
+        before = json.loads(watcher.cat_file(path))["heartbeat"]
+        proxy.start()
+        while json.loads(watcher.cat_file(path))["heartbeat"] == before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert json.loads(watcher.cat_file(path))["heartbeat"] > before, "the heartbeat stopped after the outage"
+        assert crashed == []
+        # an acquire retried after an outage that swallowed the answer to its PUT finds its own lock
+        lock.acquire()
+    finally:
+        lock.release()
+    assert not watcher.exists(path)

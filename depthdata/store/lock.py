@@ -72,6 +72,10 @@ class BuildLock:
         if self._create():
             return self._start()
         current = self._read()
+        if current and current.get("token") == self.token:
+            # a retried acquire whose first PUT landed although its answer was lost (an outage):
+            # the lock is already ours
+            return self._start()
         why = self._stale(current)
         if not why:
             raise StoreLocked(self._describe(current))
@@ -140,20 +144,26 @@ class BuildLock:
                 self.fs.rm_file(self.path)
 
     def _start(self) -> None:
+        if self._thread is not None and self._thread.is_alive():  # a retried acquire: beating already
+            return
         self._thread = threading.Thread(target=self._beat, name="depthdata-build-lock", daemon=True)
         self._thread.start()
 
     def _beat(self) -> None:
         while not self._stop.wait(self.heartbeat_s):
-            current = self._read()
-            if current is None or current.get("token") != self.token:
-                log.error("%s: the build lock was taken over by %s; another build may now write this store",
-                          self.url, self._who(current))
-                return
+            # Reading the lock fails like renewing it during a storage outage: either way the
+            # beat is missed and tried again at the next one. An exception escaping here would
+            # end the thread (with a traceback on stderr) and the lock would expire under a
+            # build that is still running (issue #15).
             try:
+                current = self._read()
+                if current is None or current.get("token") != self.token:
+                    log.error("%s: the build lock was taken over by %s; another build may now write this store",
+                              self.url, self._who(current))
+                    return
                 self.fs.pipe_file(self.path, self._payload())
             except Exception as exc:  # noqa: BLE001 - a missed heartbeat is retried at the next beat
-                log.warning("%s: could not renew the build lock: %s", self.url, exc)
+                log.warning("%s: could not renew the build lock: %s: %s", self.url, type(exc).__name__, exc)
 
     @staticmethod
     def _who(lock: dict[str, Any] | None) -> str:
