@@ -1,5 +1,6 @@
 import logging
 import os
+import urllib.request
 
 import pytest
 
@@ -44,6 +45,8 @@ def s3_behind_proxy():
     proxy.start()
     try:
         direct = f"http://127.0.0.1:{server.get_host_and_port()[1]}"
+        # moto's backends live in the process, not the server: forget earlier tests' buckets
+        urllib.request.urlopen(urllib.request.Request(f"{direct}/moto-api/reset", method="POST")).close()
         boto3.client("s3", endpoint_url=direct, aws_access_key_id="testing", aws_secret_access_key="testing",
                      region_name="us-east-1").create_bucket(Bucket="depth")
         creds = {"key": "testing", "secret": "testing"}
