@@ -33,6 +33,7 @@ from depthdata.pipeline import commit as pipeline_commit
 from depthdata.stage import Stage
 from depthdata.store import Group, is_remote
 from depthdata.store.faults import is_transient, with_retries
+from depthdata.store.lock import BuildLock
 from flows import progress, stages
 from flows.runner import TaskRunnerFromEnv, make_task_runner
 from flows.summary import BuildSummary, ShardFailure, StageSummary
@@ -257,9 +258,10 @@ def run_pipeline(catalog_path: str, only: list[str] | None = None, stages_: list
     datasets = select_datasets(catalog, only)
     names = stages.parse_stages(stages_)
     summary = BuildSummary(catalog.store_url)
-    # one build writes a store at a time; a second is refused naming the first (StoreLocked)
-    lock = with_retries(lambda: build_lock(catalog), "opening the store's folder", RETRIES, RETRY_BACKOFF_S)
-    with_retries(lock.acquire, "taking the build lock", RETRIES, RETRY_BACKOFF_S)
+    lock = _take_lock(catalog, summary)
+    if lock is None:  # the store cannot be reached: the summary says why
+        _publish(summary)
+        raise BuildFailed(summary)
     try:
         for name in names:
             if name == stages.EDA:
@@ -271,7 +273,7 @@ def run_pipeline(catalog_path: str, only: list[str] | None = None, stages_: list
             summary.stages.append(run_stage(stage, catalog, datasets, resources))
         _commit(catalog, datasets, summary)
     finally:
-        lock.release()
+        _release(lock)
     _publish(summary)
     if not summary.ok:
         raise BuildFailed(summary)
@@ -285,9 +287,13 @@ def _commit(catalog: Catalog, datasets: list[str], summary: BuildSummary) -> Non
     if summary.committed or not summary.ok or not any(s.stage in STAGES for s in summary.stages):
         return
     logger = _logger()
+
+    def commit() -> tuple[Any, Any]:  # and, when nothing changed, the version readers keep (a store call too)
+        version = pipeline_commit(catalog, datasets)
+        return version, open_store(catalog).latest_version() if version is None else None
+
     try:
-        version = with_retries(lambda: pipeline_commit(catalog, datasets), "committing the version", RETRIES,
-                               RETRY_BACKOFF_S)
+        version, latest = with_retries(commit, "committing the version", RETRIES, RETRY_BACKOFF_S)
     except Exception as exc:  # noqa: BLE001 - the summary says why; the work itself is on disk
         if not (isinstance(exc, DepthdataError) or is_transient(exc)):
             raise
@@ -295,7 +301,6 @@ def _commit(catalog: Catalog, datasets: list[str], summary: BuildSummary) -> Non
         return
     summary.committed = True
     if version is None:
-        latest = open_store(catalog).latest_version()
         summary.version = latest.number if latest else None
         logger.info("nothing changed: readers keep version %s", summary.version)
     else:
@@ -303,6 +308,37 @@ def _commit(catalog: Catalog, datasets: list[str], summary: BuildSummary) -> Non
             version.removed
         logger.info("committed version %d: %d sample(s) added, %d removed", version.number, version.added,
                     version.removed)
+
+
+def _take_lock(catalog: Catalog, summary: BuildSummary) -> BuildLock | None:
+    """The store's build lock, held (one build writes a store at a time; a second is refused
+    naming the first: :class:`~depthdata.store.lock.StoreLocked`), or ``None`` when the store
+    cannot be reached after the retries, with the reason added to ``summary`` (issue #15: an
+    outage at the start of a build ended in a traceback)."""
+    try:
+        lock = with_retries(lambda: build_lock(catalog), "opening the store's folder", RETRIES, RETRY_BACKOFF_S)
+        with_retries(lock.acquire, "taking the build lock", RETRIES, RETRY_BACKOFF_S)
+    except Exception as exc:  # noqa: BLE001 - a fault that outlasted the retries is reported, others raise
+        if not is_transient(exc):
+            raise
+        reason = f"cannot take the build lock: {type(exc).__name__}: {exc}"
+        _logger().error("%s: %s", catalog.store_url, reason)
+        summary.stages.append(StageSummary("lock", failures=[ShardFailure("(whole store)", -1, reason)]))
+        return None
+    return lock
+
+
+def _release(lock: BuildLock) -> None:
+    """Release the build lock; when the store is still unreachable after the retries, say so
+    instead of ending the build in a traceback: the lock is taken over by the next build once
+    this process is gone (same host) or its heartbeat is old (:mod:`depthdata.store.lock`)."""
+    try:
+        with_retries(lock.release, "releasing the build lock", RETRIES, RETRY_BACKOFF_S)
+    except Exception as exc:  # noqa: BLE001 - a fault that outlasted the retries is reported, others raise
+        if not is_transient(exc):
+            raise
+        _logger().warning("%s: could not remove the build lock (%s: %s); the next build takes it over once this "
+                          "process has ended", lock.url, type(exc).__name__, exc)
 
 
 def _eda(catalog: Catalog, report_dir: str) -> StageSummary:

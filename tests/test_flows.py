@@ -674,3 +674,106 @@ def test_a_failed_build_prints_its_summary_and_error_without_a_traceback(tmp_pat
     assert run.returncode == 1, run.stderr[-2000:]
     assert "build FAILED" in run.stdout and "error: " in run.stderr
     assert "Traceback" not in run.stderr
+
+
+
+# -- storage outages: a real moto server behind a TCP proxy the test stops (tests/netfaults.py) ---
+
+#: botocore's own retries make one attempt per call, so the outage is bridged (or not) by the
+#: build's retry policy alone (flows.tasks.RETRIES, RETRY_BACKOFF_S) and a failed call fails fast
+ONE_ATTEMPT = {"config_kwargs": {"retries": {"total_max_attempts": 1}}}
+
+
+def s3_images_catalog(tmp: Path, opts: dict, n: int, shard_size: int, **extra) -> str:
+    write_images(tmp / "pics", n)
+    return write_catalog(tmp / "catalog.yaml", {"pics": {"kind": "images", "root": "pics", "resolution": [10, 12]}},
+                         {"url": "s3://depth/build.zarr", "shard_size": shard_size,
+                          "storage_options": {**opts, **ONE_ATTEMPT}}, **extra)
+
+
+def committed_view(url: str, storage_options: dict | None = None) -> dict:
+    """What a reader of the store's newest committed version sees: per group, the sample ids in
+    slot order, every field's bytes per sample, and each stage's checksums per sample."""
+    store = Store.open(url, storage_options=storage_options)
+    assert store.latest_version() is not None, f"{url}: no committed version"
+    view = {}
+    for path in store.group_paths():
+        g = store.group(path)
+        ids = [r["sample_id"] for r in g.manifest("ingest").to_pylist()]
+        view[path] = {
+            "ids": ids,
+            "data": {f: {sid: g.read(sid, [f])[f].tobytes() for sid in ids} for f in g.fields()},
+            "checksums": {st: {r["sample_id"]: {k: v for k, v in r.items() if k.startswith("checksum_")}
+                               for r in g.manifest(st).to_pylist()} for st in g.stages()},
+        }
+    return view
+
+
+def test_a_build_that_cannot_reach_its_store_ends_in_a_summary_and_runs_once_it_is_back(
+        prefect_api, tmp_path, s3_behind_proxy, monkeypatch):
+    """The endpoint is down when the build starts: taking the build lock is retried, then the
+    build fails with the reason in its summary (it raised out of the flow before, issue #15);
+    once the endpoint is back the same build runs."""
+    import flows.build as fb
+
+    proxy, opts, _ = s3_behind_proxy
+    monkeypatch.setattr(fb, "RETRY_BACKOFF_S", 0.01)  # in-process: the policy's shape, not its waits
+    cat = s3_images_catalog(tmp_path, opts, n=3, shard_size=3)
+    proxy.stop()
+    with pytest.raises(BuildFailed) as err:
+        in_process()(cat, stages=["ingest"])
+    [(stage, failure)] = err.value.summary.failures
+    assert stage == "lock" and failure.group == "(whole store)"
+    assert failure.reason.startswith("cannot take the build lock: EndpointConnectionError")
+    assert "FAILED (whole store): cannot take the build lock" in err.value.summary.to_text()
+    proxy.start()
+    summary = in_process()(cat, stages=["ingest"])
+    assert summary.ok and summary.stages[0].samples_written == 3
+
+
+@pytest.mark.slow
+def test_after_an_outage_fails_an_ingest_shard_the_teacher_labels_every_complete_one(
+        prefect_api, tmp_path, s3_behind_proxy, monkeypatch):
+    """Issue #15, item 2: an outage that outlasts the retries fails ingest shard 1; the endpoint
+    is back before the teacher stage, which labels the complete shards 0 and 2 and reports
+    shard 1 as waiting for ingest (it once failed the complete shards with an internal
+    'call prepare_group' error). A re-run completes the store as an uninterrupted build does."""
+    import flows.build as fb
+    import flows.tasks as ft
+
+    proxy, opts, _ = s3_behind_proxy
+    monkeypatch.setattr(ft, "RETRY_BACKOFF_S", 0.01)
+    monkeypatch.setattr(fb, "RETRY_BACKOFF_S", 0.01)
+    cat = s3_images_catalog(tmp_path, opts, n=6, shard_size=2, teacher={"allow_random_init": True, "tta": False})
+    down = []
+
+    def outage(stage, shard):  # before every attempt of every shard
+        if (stage, shard) == ("ingest", 1):
+            if not down:
+                proxy.stop()  # the endpoint goes away as shard 1 starts, for all its attempts
+                down.append(1)
+        elif down:
+            proxy.start()  # and is back for the next shard
+            down.clear()
+
+    real = before_each_shard(monkeypatch, outage)
+    with pytest.raises(BuildFailed) as err:
+        in_process()(cat, stages=["ingest", "teacher"])
+    ingest, teacher = err.value.summary.stages
+    assert (ingest.shards_written, [(f.shard, f.reason.split(":")[0]) for f in ingest.failures]) == (
+        2, [(1, "EndpointConnectionError")])
+    assert teacher.shards_written == 2 and teacher.samples_written == 4
+    assert [(f.shard, f.reason) for f in teacher.failures] == [(1, "ingest is not complete for this shard")]
+    assert "prepare" not in err.value.summary.to_text()
+
+    monkeypatch.setattr(flow_stages, "run_shard", real)
+    resumed = in_process()(cat, stages=["ingest", "teacher"])
+    assert resumed.ok and resumed.committed
+    assert [(s.shards_written, s.shards_skipped) for s in resumed.stages] == [(1, 2), (1, 2)]
+    from depthdata.store.verify import verify_store
+
+    report = verify_store("s3://depth/build.zarr", storage_options=opts)
+    assert report.ok, report.to_dict()
+    clean = in_process()(cat, stages=["ingest", "teacher"], store_url=str(tmp_path / "clean.zarr"))
+    assert clean.ok
+    assert committed_view("s3://depth/build.zarr", opts) == committed_view(str(tmp_path / "clean.zarr"))
