@@ -37,8 +37,8 @@ from depthdata.store.lock import BuildLock
 from flows import progress, stages
 from flows.runner import TaskRunnerFromEnv, make_task_runner
 from flows.summary import BuildSummary, ShardFailure, StageSummary
-from flows.tasks import (RETRIES, RETRY_BACKOFF_S, ShardOutcome, catalog_payload, consolidate_task, eda_task,
-                         shards_task)
+from flows.tasks import (RETRIES, RETRY_BACKOFF_S, ShardOutcome, StorageFault, catalog_payload, consolidate_task,
+                         eda_task, shards_task)
 
 log = logging.getLogger(__name__)
 
@@ -107,9 +107,12 @@ def _logger() -> logging.Logger | logging.LoggerAdapter:
 def _outcome(fut: Any) -> tuple[Any, str]:
     """``(result, "")`` of a finished task, or ``(None, reason)`` when it failed."""
     try:
-        return fut.result(), ""
+        result = fut.result()
     except Exception as exc:  # noqa: BLE001 - a failed shard is reported, the others go on
         return None, f"{type(exc).__name__}: {exc}"
+    if isinstance(result, StorageFault):  # returned, not raised: Prefect logs no traceback for it
+        return None, result.reason
+    return result, ""
 
 
 def run_stage(stage: Stage, catalog: Catalog, datasets: list[str],

@@ -13,8 +13,9 @@ or is retried on its own, and reports its own outcome.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from prefect import task
 from prefect.cache_policies import NONE
@@ -30,6 +31,7 @@ from flows import stages
 #: retries of a shard after a transient I/O error; delays 2, 4, 8 s (± 50 % jitter)
 RETRIES = 3
 RETRY_BACKOFF_S = 2.0
+T = TypeVar("T")
 
 def _retry_on_transient(task: Task[..., Any], task_run: TaskRun, state: State) -> bool:
     error = state.data if isinstance(state.data, BaseException) else state.result(raise_on_failure=False)
@@ -86,23 +88,41 @@ def shards_task(stage: str, catalog: dict[str, Any], dataset: str, group_path: s
     return run_shards(stage, catalog_from_payload(catalog), dataset, group_path, shards)
 
 
-@task(name="consolidate", task_run_name="consolidate {stage} {group_path}", retries=RETRIES,
-      retry_delay_seconds=exponential_backoff(backoff_factor=RETRY_BACKOFF_S), retry_jitter_factor=0.5,
-      retry_condition_fn=_retry_on_transient, cache_policy=NONE)
-def consolidate_task(stage: str, catalog: dict[str, Any], group_path: str) -> str | None:
+@dataclass(frozen=True)
+class StorageFault:
+    """What a task returns, instead of raising, when a storage fault outlasted its retries: the
+    flow reports the reason in its summary, and Prefect, which logs a raised error with its
+    traceback, has nothing to log (issue #15: an outage ended builds in tracebacks)."""
+
+    reason: str
+
+
+def _retried(call: Callable[[], T], what: str) -> T | StorageFault:
+    """``call()`` with a shard's retry policy; a transient fault that outlasts it is returned as
+    a :class:`StorageFault`, any other error is raised."""
+    try:
+        return with_retries(call, what, RETRIES, RETRY_BACKOFF_S)
+    except Exception as exc:  # noqa: BLE001 - only transient faults are returned, the rest raises
+        if not is_transient(exc):
+            raise
+        return StorageFault(f"{type(exc).__name__}: {exc}")
+
+
+@task(name="consolidate", task_run_name="consolidate {stage} {group_path}", cache_policy=NONE)
+def consolidate_task(stage: str, catalog: dict[str, Any], group_path: str) -> str | None | StorageFault:
     """Consolidate one group's manifest of ``stage`` (on a worker: reading thousands of parts
     takes memory the flow process should not keep for the rest of the run)."""
     from depthdata.pipeline import open_store
 
-    return open_store(catalog_from_payload(catalog)).group(group_path).consolidate(stage)
+    return _retried(lambda: open_store(catalog_from_payload(catalog)).group(group_path).consolidate(stage),
+                    f"consolidating the {stage} manifest of {group_path}")
 
 
-@task(name="eda-report", retries=RETRIES, retry_delay_seconds=exponential_backoff(backoff_factor=RETRY_BACKOFF_S),
-      retry_condition_fn=_retry_on_transient, cache_policy=NONE)
-def eda_task(catalog: dict[str, Any], out_dir: str) -> list[str]:
+@task(name="eda-report", cache_policy=NONE)
+def eda_task(catalog: dict[str, Any], out_dir: str) -> list[str] | StorageFault:
     """Write the EDA report of the whole store into ``out_dir``; returns the files written."""
     from depthdata.eda import write_report
 
     cat = catalog_from_payload(catalog)
-    written = write_report(cat.store_url, out_dir, storage_options=cat.store.storage_options, progress=False)
-    return list(written.values())
+    return _retried(lambda: list(write_report(cat.store_url, out_dir, storage_options=cat.store.storage_options,
+                                              progress=False).values()), "writing the EDA report")
