@@ -6,7 +6,9 @@ started once per session). Every PREFECT_* location points into a temporary fold
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -31,6 +33,7 @@ from PIL import Image
 from depthdata.errors import DepthdataError
 from depthdata.stage import Quarantined, ShardResult
 from depthdata.store import Group, Store
+from depthdata.store.verify import verify_store
 from flows import stages as flow_stages
 from flows.build import BuildFailed, build, with_runner
 from flows.summary import BuildSummary, ShardFailure, StageSummary
@@ -775,5 +778,125 @@ def test_after_an_outage_fails_an_ingest_shard_the_teacher_labels_every_complete
     report = verify_store("s3://depth/build.zarr", storage_options=opts)
     assert report.ok, report.to_dict()
     clean = in_process()(cat, stages=["ingest", "teacher"], store_url=str(tmp_path / "clean.zarr"))
+    assert clean.ok
+    assert committed_view("s3://depth/build.zarr", opts) == committed_view(str(tmp_path / "clean.zarr"))
+
+
+class BuildProcess:
+    """``depthdata build`` in its own process against the harness's Prefect server, its stderr
+    read line by line as it comes (so a test can wait for what the build says)."""
+
+    def __init__(self, prefect_api: str, cwd: Path, *args: str):
+        import threading
+
+        env = {**os.environ, "PREFECT_API_URL": prefect_api}
+        self.proc = subprocess.Popen([sys.executable, "-m", "depthdata", "build", *args, "--no-progress"], env=env,
+                                     cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=lambda: self.lines.extend(self.proc.stderr), daemon=True)
+        self._reader.start()
+
+    def wait_for(self, done, what: str, timeout: float = 240) -> None:
+        """Poll ``done()`` until it is true; fails naming ``what`` if the build ends first."""
+        deadline = time.monotonic() + timeout
+        while not done():
+            assert self.proc.poll() is None and time.monotonic() < deadline, \
+                f"the build ended before {what}:\n{''.join(self.lines)[-3000:]}"
+            time.sleep(0.02)
+
+    def finish(self, timeout: float = 300) -> tuple[int, str, str]:
+        """``(exit status, stdout, stderr)`` once the process has ended."""
+        out = self.proc.communicate(timeout=timeout)[0]
+        self._reader.join()
+        return self.proc.returncode, out, "".join(self.lines)
+
+
+def part_count(fs, store: str, stage: str) -> int:
+    fs.invalidate_cache()  # s3fs keeps listings: a watcher must list again
+    return len(fs.glob(f"{store}/_manifest/*/*/{stage}/shard-*.parquet"))
+
+
+def expected_images(n: int, h: int = 10, w: int = 12) -> dict[str, np.ndarray]:
+    """sample id → the rgb a build of :func:`write_images` stores (a flat colour stays flat)."""
+    return {f"pics/train/img{i:02d}.png": np.full((h, w, 3), COLOURS[i], np.uint8) for i in range(n)}
+
+
+@pytest.mark.slow
+def test_a_short_storage_outage_during_ingest_is_bridged_by_the_retries(prefect_api, tmp_path, s3_behind_proxy):
+    """Issue #15, item 1: the endpoint of an S3 store goes away for 6 s while ``depthdata build``
+    ingests (a separate process; the proxy refuses and resets its connections). The shard that
+    meets the outage is retried and the build completes; the store verifies and holds every image.
+
+    6 s, not the issue's 8 s: the shortest retry window is 1 + 2 + 4 = 7 s (back-off 2, 4 s ×
+    the jitter's low end 0.5, ...), so 6 s is bridged whatever the jitter draws, while 8 s would
+    fail in a small fraction of runs; botocore's own retries are off (ONE_ATTEMPT), so the
+    build's policy is what bridges it (without it the shard failed at once)."""
+    proxy, opts, direct = s3_behind_proxy
+    n = 6
+    cat = s3_images_catalog(tmp_path, opts, n=n, shard_size=1)
+    watch = fsspec.filesystem("s3", skip_instance_cache=True, **direct)  # the bucket, not through the proxy
+    build_ = BuildProcess(prefect_api, tmp_path, cat, "--stages", "ingest", "--workers", "0")
+    build_.wait_for(lambda: part_count(watch, "depth/build.zarr", "ingest") >= 1, "the first ingest shard")
+    proxy.stop()
+    time.sleep(6)  # the outage itself, not a wait for a result
+    proxy.start()
+    code, out, err = build_.finish()
+    assert code == 0, out + err[-3000:]
+    # the outage met a shard in flight, which said so and retried
+    assert re.search(r"ingest pics/train shard \d+: EndpointConnectionError: .*; retrying in", err), err[-3000:]
+    assert f"{n} samples written, 0 quarantined; shards: {n} written" in out
+    assert "Traceback" not in err + out
+    report = verify_store("s3://depth/build.zarr", storage_options=opts)
+    assert report.ok, report.to_dict()
+    view = committed_view("s3://depth/build.zarr", opts)["pics/train"]
+    want = expected_images(n)
+    assert view["ids"] == sorted(want)
+    assert view["data"]["rgb"] == {sid: rgb.tobytes() for sid, rgb in want.items()}
+
+
+@pytest.mark.slow
+def test_a_long_storage_outage_ends_the_build_in_a_summary_and_a_rerun_completes_it(prefect_api, tmp_path,
+                                                                                  s3_behind_proxy):
+    """Issue #15, items 1 and 3: the endpoint goes away during ingest and stays away until the
+    build process has ended (about 40-80 s here: longer than any retry window, 21 s at most).
+    Everything the outage meets outlasts its retries: the ingest shard in flight, the
+    consolidation, the planning of the LiDAR stage (the build process's own calls) and the lock's
+    release. The build still ends as builds end: exit status 1, the summary naming each failure
+    and its reason, no traceback. With the endpoint back, running the same command again
+    completes the store: it verifies and equals an uninterrupted build's."""
+    proxy, opts, direct = s3_behind_proxy
+    n = 4
+    cat = nyu_catalog(tmp_path, n=n, shard_size=2, store_url="s3://depth/build.zarr")
+    doc = yaml.safe_load(Path(cat).read_text())
+    doc["store"]["storage_options"] = {**opts, **ONE_ATTEMPT}
+    Path(cat).write_text(yaml.safe_dump(doc))
+    args = (cat, "--stages", "ingest,lidar", "--workers", "0")
+    watch = fsspec.filesystem("s3", skip_instance_cache=True, **direct)
+    build_ = BuildProcess(prefect_api, tmp_path, *args)
+    build_.wait_for(lambda: part_count(watch, "depth/build.zarr", "ingest") >= 1, "the first ingest shard")
+    proxy.stop()
+    t0 = time.monotonic()
+    code, out, err = build_.finish()
+    outage_s = time.monotonic() - t0
+    proxy.start()
+    assert code == 1, out + err[-3000:]
+    assert out.startswith("build FAILED"), out
+    assert re.search(r"ingest .*1 failed.*\n +FAILED nyu/train shard 1: EndpointConnectionError: Could not connect",
+                     out), out
+    assert "FAILED nyu: planning failed: EndpointConnectionError: Could not connect" in out  # the LiDAR stage
+    assert "no version committed" in out
+    assert "could not remove the build lock (EndpointConnectionError" in err
+    assert "Traceback" not in out + err, err[-5000:]
+    print(f"outage {outage_s:.0f} s")  # shown with -s: how long the build carried on without its store
+
+    again = BuildProcess(prefect_api, tmp_path, *args)
+    code, out, err = again.finish()
+    assert code == 0, out + err[-3000:]
+    assert re.search(r"ingest +2 samples written, 0 quarantined; shards: 1 written, 1 skipped", out), out
+    assert "taking over the build lock" in err  # the lock the first build could not remove
+    from depthdata.cli import main
+
+    assert main(["verify", "s3://depth/build.zarr", "--storage-options", json.dumps(opts)]) == 0
+    clean = in_process()(cat, stages=["ingest", "lidar"], store_url=str(tmp_path / "clean.zarr"))
     assert clean.ok
     assert committed_view("s3://depth/build.zarr", opts) == committed_view(str(tmp_path / "clean.zarr"))
