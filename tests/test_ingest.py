@@ -118,3 +118,16 @@ def test_catalog_intrinsics_replace_the_sources_and_are_scaled_to_the_stored_siz
     cat.write_text(cat.read_text().replace("cx: 14.5", "cx: 31"))
     with pytest.raises(CatalogError, match=r"datasets\.pics\.intrinsics.*principal point \(31.0, 9.5\) lies outside"):
         load_catalog(cat)
+
+
+def test_a_group_whose_creation_was_cut_short_is_finished_by_the_next_build(image_catalog):
+    """A build killed (or cut off from an object store) right after the group's zarr.json was
+    written, before its plan: the next build finishes the group instead of refusing it as built
+    "with other settings" (every value None) for ever."""
+    catalog = load_catalog(image_catalog)
+    store = open_store(catalog, create=True)
+    store.root.require_group("photos").require_group("train")  # all that reached the store
+    [group] = ingest.prepare(open_store(catalog, create=True), catalog, "photos")
+    assert (len(group), group.num_shards, group.height, group.width) == (7, 3, 30, 45)
+    assert sum(ingest.run_shard(group, k, ingest.settings(catalog, "photos")).written for k in range(3)) == 5
+    assert verify_store(catalog.store_url).ok

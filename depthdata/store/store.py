@@ -362,6 +362,10 @@ class Store:
             existing = self.root[path]
         except KeyError:
             existing = None
+        if existing is not None and "plan" not in existing.attrs:
+            # a creation cut short between the group's zarr.json and its attributes (a kill, an
+            # outage): nothing was written into the group yet, so finish creating it
+            existing = None
         if existing is not None:
             old = dict(existing.attrs.get("plan", {}))
             if old != plan:
@@ -380,9 +384,14 @@ class Store:
         # The plan also keeps each item's locator (JSON), so a shard task on any worker finds
         # its items without listing the source again.
         pl.write_segment(self.fs, f"{self.fs_root}/{mf.group_dir(path)}", 0, rows, {"group": path, **plan})
-        zg = self.root.require_group(dataset).require_group(split)
-        zg.attrs["plan"] = plan
-        zg.attrs["created"] = _now()
+        # the group's zarr.json is written once, with its attributes: a group without its plan
+        # could be neither read nor planned again (see above for stores cut short before this)
+        parent = self.root.require_group(dataset)
+        attributes = {"plan": plan, "created": _now()}
+        if split in parent:
+            parent[split].attrs.update(attributes)
+        else:
+            parent.create_group(split, attributes=attributes)
         return self.group(path)
 
     def consolidate(self, groups: Iterable[str] | None = None) -> list[tuple[str, str, str]]:
