@@ -44,6 +44,21 @@ def image_format(data: bytes) -> str | None:
     return None
 
 
+def _imdecode(buf: np.ndarray, flags: int, name: str) -> np.ndarray | None:
+    """``cv2.imdecode``, whose refusals by exception become errors naming the file. OpenCV
+    answers most bad files with ``None``, but raises for some: an image whose header declares
+    more pixels than it decodes (``CV_IO_MAX_IMAGE_PIXELS``, 2^30 by default), which a reason of
+    "error: OpenCV(5.0.0) .../loadsave.cpp:79: ..." named neither the file nor the problem."""
+    try:
+        return cv2.imdecode(buf, flags)
+    except cv2.error as exc:
+        detail = getattr(exc, "err", "") or str(exc)
+        if "CV_IO_MAX_IMAGE_PIXELS" in detail:
+            raise SourceError(name, "cannot decode image: its header declares more pixels than OpenCV decodes "
+                              "(CV_IO_MAX_IMAGE_PIXELS)") from None
+        raise SourceError(name, f"cannot decode image (OpenCV: {detail})") from None
+
+
 def decode_rgb(data: bytes, name: str, exif: bool = True) -> np.ndarray:
     """uint8 ``H×W×3`` RGB from encoded JPEG, PNG or WebP bytes.
 
@@ -61,11 +76,11 @@ def decode_rgb(data: bytes, name: str, exif: bool = True) -> np.ndarray:
         if b"\xff\xd9" not in data[-64:]:
             raise SourceError(name, "cannot decode image (truncated or corrupt): JPEG end marker missing")
         flags = cv2.IMREAD_COLOR_RGB | (0 if exif else cv2.IMREAD_IGNORE_ORIENTATION)
-        img = cv2.imdecode(buf, flags)
+        img = _imdecode(buf, flags, name)
         if img is None:
             raise SourceError(name, "cannot decode image (truncated or corrupt)")
         return img
-    img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    img = _imdecode(buf, cv2.IMREAD_UNCHANGED, name)
     if img is None:
         raise SourceError(name, "cannot decode image (truncated or corrupt)")
     if img.dtype != np.uint8:
@@ -85,7 +100,7 @@ def read_rgb(path: str, exif: bool = True) -> np.ndarray:
 
 def decode_unchanged(data: bytes, name: str) -> np.ndarray:
     """An image exactly as stored (bit depth and channels kept; channel order BGR)."""
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    img = _imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED, name)
     if img is None:
         raise SourceError(name, "cannot decode image (not an image, truncated or corrupt)")
     return img
