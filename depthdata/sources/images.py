@@ -3,7 +3,8 @@
 JPEG, PNG and WebP are recognised by content; EXIF orientation is honoured (option
 ``exif_orientation``), grayscale is replicated to RGB and transparency is composited over
 black. The item key is the file's path relative to the dataset root (extension kept, so
-``a.jpg`` and ``a.png`` stay distinct).
+``a.jpg`` and ``a.png`` stay distinct). A link named like an image whose target is gone is
+listed, and quarantined as not found, rather than left out.
 """
 
 from __future__ import annotations
@@ -58,7 +59,11 @@ class ImagesSource(Source):
         found = set()
         for pat in patterns:
             for p in glob.glob(pat, root_dir=self.root, recursive=True):
-                if is_image_name(p) and os.path.isfile(os.path.join(self.root, p)):
+                full = os.path.join(self.root, p)
+                # files, and links named like images whose target is gone: those are samples the
+                # user meant to have, so their read fails and quarantines them, naming the file,
+                # instead of leaving them out unsaid (folders and other non-files are no samples)
+                if is_image_name(p) and (os.path.isfile(full) or (os.path.islink(full) and not os.path.exists(full))):
                     found.add(os.path.normpath(p))
         return sorted(found)
 
