@@ -955,3 +955,207 @@ def test_builds_killed_at_random_points_resume_to_the_store_of_an_uninterrupted_
     print("kill points (files written of", total, ", ingest parts, lidar parts, exit):", landed)
     # the points spread over the build: most kills left it unfinished, at different stages of it
     assert sum(code != 0 for *_, code in landed) >= 3 and len({(i, li) for _, i, li, _ in landed}) >= 3, landed
+
+
+# -- a corpus of bad inputs, one file per case, among good ones ---------------------------------
+
+def _png(path: Path, array: np.ndarray) -> bytes:
+    """Write ``array`` as a PNG with Pillow (not the OpenCV the readers use); returns its bytes."""
+    Image.fromarray(array).save(path)
+    return path.read_bytes()
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A PNG whose header declares ``width×height`` RGB pixels, with a single row of data."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * (1 + 3 * width)))
+            + chunk(b"IEND", b""))
+
+
+def bad_input_corpus(tmp: Path) -> tuple[str, dict[str, dict[str, np.ndarray]], dict[str, tuple[str, str]]]:
+    """A catalog over five sources in their real layouts, each folder holding good files and
+    bad ones (one file per problem). Returns the catalog, ``{good sample id: {field: what the
+    store must hold}}`` (computed here, not by the readers) and ``{bad sample id: (what the
+    reason must name, the problem it must state)}``."""
+    from depthdata.demo.formats import write_nyu_labeled
+
+    good: dict[str, dict[str, np.ndarray]] = {}
+    bad: dict[str, tuple[str, str]] = {}
+    h, w = 20, 30
+    flat = lambda colour: np.full((h, w, 3), colour, np.uint8)  # noqa: E731
+
+    # images: every file under the root that is named like an image
+    pics = tmp / "pics"
+    pics.mkdir()
+    _png(pics / "good.png", flat((200, 30, 90)))
+    good["pics/train/good.png"] = {"rgb": flat((200, 30, 90))}
+    Image.fromarray(flat((40, 160, 220))).save(pics / "good.jpg", quality=95)
+    decoded = np.asarray(Image.open(pics / "good.jpg").convert("RGB"))  # Pillow's decoder, not OpenCV's
+    assert (decoded == decoded[0, 0]).all()  # a flat colour stays flat through JPEG
+    good["pics/train/good.jpg"] = {"rgb": np.broadcast_to(decoded[0, 0], (h, w, 3))}
+    _png(pics / "gray.png", np.full((h, w), 77, np.uint8))
+    good["pics/train/gray.png"] = {"rgb": flat((77, 77, 77))}
+    _png(pics / "alpha.png", np.dstack([flat((200, 100, 50)), np.full((h, w), 128, np.uint8)]))
+    good["pics/train/alpha.png"] = {"rgb": flat((200 * 128 // 255, 100 * 128 // 255, 50 * 128 // 255))}  # over black
+    (pics / "png_named.jpg").write_bytes((pics / "good.png").read_bytes())  # known by content, not by name
+    good["pics/train/png_named.jpg"] = {"rgb": flat((200, 30, 90))}
+    jpeg = (pics / "good.jpg").read_bytes()
+    png = (pics / "good.png").read_bytes()
+    cases = {
+        "truncated.jpg": (jpeg[: len(jpeg) // 2], "JPEG end marker missing"),
+        "truncated.png": (png[: len(png) // 2], "cannot decode image (truncated or corrupt)"),
+        "empty.png": (b"", "file is empty (0 bytes)"),
+        "text.png": (b"not an image, just text\n", "not a recognised image file"),
+        "crc.png": (png[:-20] + bytes([png[-20] ^ 0xFF]) + png[-19:], "cannot decode image"),
+    }
+    for name, (data, problem) in cases.items():
+        (pics / name).write_bytes(data)
+        bad[f"pics/train/{name}"] = (name, problem)
+    (pics / "huge.png").write_bytes(png_declaring(100_000, 100_000))  # 10^10 pixels: never allocated
+    bad["pics/train/huge.png"] = ("huge.png", "its header declares more pixels than OpenCV decodes")
+    _png(pics / "depth16.png", np.full((h, w), 4000, np.uint16))  # a depth map among the photos
+    bad["pics/train/depth16.png"] = ("depth16.png", "expected an 8-bit colour image, got 16-bit samples")
+    (pics / "dangling.png").symlink_to(pics / "moved-away.png")
+    bad["pics/train/dangling.png"] = ("dangling.png", "file not found")
+    if os.geteuid() != 0:  # root reads whatever the permissions say
+        _png(pics / "unreadable.png", flat((1, 2, 3)))
+        (pics / "unreadable.png").chmod(0)
+        bad["pics/train/unreadable.png"] = ("unreadable.png", "cannot read file: Permission denied")
+    (pics / "folder.png").mkdir()  # a folder named like an image is a folder, not a sample
+    _png(pics / "folder.png" / "inside.png", flat((5, 6, 7)))
+    good["pics/train/folder.png/inside.png"] = {"rgb": flat((5, 6, 7))}
+
+    # images from a list file, which names a missing file and a folder
+    (pics / "list.txt").write_text("good.png\nmissing.png\nfolder.png\n")
+    good["listed/train/good.png"] = {"rgb": flat((200, 30, 90))}
+    bad["listed/train/missing.png"] = ("missing.png", "file not found")
+    bad["listed/train/folder.png"] = ("folder.png", "expected a file, found a folder")
+
+    # SYNTHIA (rand): 16-bit depth in centimetres beside each RGB frame
+    rgb_dir, depth_dir = tmp / "synthia" / "RGB", tmp / "synthia" / "Depth" / "Depth"
+    rgb_dir.mkdir(parents=True)
+    depth_dir.mkdir(parents=True)
+    cm = np.full((h, w), 250, np.uint16)
+    frames = {  # frame: (rgb bytes writer, depth writer or None, problem or None)
+        "0000000": (cm, None),
+        "0000001": (None, "file not found"),
+        "0000002": (np.full((h // 2, w // 2), 250, np.uint16), f"depth is {h // 2}×{w // 2} but its RGB image"),
+        "0000003": (np.full((h, w), 250, np.uint8), "wrong bit depth"),
+        "0000004": (np.zeros((h, w), np.uint16), "depth has no valid pixel"),
+    }
+    for frame, (depth, problem) in frames.items():
+        _png(rgb_dir / f"{frame}.png", flat((10, 20, 30)))
+        if depth is not None:
+            _png(depth_dir / f"{frame}.png", depth)
+        if problem is None:
+            good[f"synth/train/{frame}"] = {"rgb": flat((10, 20, 30)), "depth": np.full((h, w), 2.5, np.float32)}
+        else:
+            bad[f"synth/train/{frame}"] = (f"Depth/{frame}.png", problem)
+    (rgb_dir / "0000005.png").write_bytes(png[:40])  # a broken RGB frame whose depth is fine
+    _png(depth_dir / "0000005.png", cm)
+    bad["synth/train/0000005"] = ("RGB/0000005.png", "cannot decode image")
+
+    # NYU scene folders: N.jpg + N.png, 8-bit depth where 0-255 spans 0-10 m
+    scene = tmp / "nyuf" / "kitchen_0001_out"
+    scene.mkdir(parents=True)
+    for i in range(1, 6):
+        Image.fromarray(flat((40, 160, 220))).save(scene / f"{i}.jpg", quality=95)
+    _png(scene / "1.png", np.full((h, w), 51, np.uint8))
+    good["nyuf/train/kitchen_0001_out/1"] = {"rgb": np.broadcast_to(decoded[0, 0], (h, w, 3)),
+                                             "depth": np.full((h, w), 51 * 10 / 255, np.float32)}
+    bad["nyuf/train/kitchen_0001_out/2"] = ("kitchen_0001_out/2.png", "file not found")  # no depth file
+    _png(scene / "3.png", np.full((h, w), 5100, np.uint16))
+    bad["nyuf/train/kitchen_0001_out/3"] = ("kitchen_0001_out/3.png", "wrong bit depth")
+    _png(scene / "4.png", np.full((h + 2, w), 51, np.uint8))
+    bad["nyuf/train/kitchen_0001_out/4"] = ("kitchen_0001_out/4.png", f"depth is {h + 2}×{w}")
+    (scene / "5.jpg").write_text("not a photo")
+    _png(scene / "5.png", np.full((h, w), 51, np.uint8))
+    bad["nyuf/train/kitchen_0001_out/5"] = ("kitchen_0001_out/5.jpg", "not a recognised image file")
+
+    # NYU labeled .mat, raw depth in metres: one good sample, then one bad value per sample
+    raw = np.full((4, h, w), 3.0, np.float32)
+    raw[1, 5, 5], raw[2, 7, 7], raw[3] = -1.0, np.inf, 0.0
+    (tmp / "nyum").mkdir()
+    write_nyu_labeled(str(tmp / "nyum" / "nyu_depth_v2_labeled.mat"), np.stack([flat((90, 90, 90))] * 4),
+                      np.full((4, h, w), 3.0, np.float32), ["room"] * 4, ["office"] * 4, raw_depth=raw)
+    good["nyum/all/00000"] = {"rgb": flat((90, 90, 90)), "depth": np.full((h, w), 3.0, np.float32)}
+    for i, problem in ((1, "depth has negative values"), (2, "depth has infinite values"),
+                       (3, "depth has no valid pixel")):
+        bad[f"nyum/all/{i:05d}"] = (f"[rawDepths][{i}]", problem)
+
+    # DIW: two lines per record (image path, then y_A,x_A,y_B,x_B,ord,width,height, 1-based)
+    diw = tmp / "diw"
+    diw.mkdir()
+    for name in ("good", "fields", "letters", "outside", "order", "last"):
+        _png(diw / f"{name}.png", flat((60, 70, 80)))
+    records = [("good.png", f"10,5,2,7,>,{w},{h}", None),
+               ("fields.png", "10,5,2", "expected 7 fields"),
+               ("letters.png", f"ten,5,2,7,>,{w},{h}", "must be integers"),
+               ("outside.png", f"{h + 1},5,2,7,>,{w},{h}", f"y_A={h + 1} outside 1..{h}"),
+               ("order.png", f"10,5,2,7,=,{w},{h}", "unknown order symbol '='"),
+               ("missing.png", f"10,5,2,7,<,{w},{h}", "file not found")]
+    lines = []
+    for k, (image, record, problem) in enumerate(records):
+        lines += [image, record]
+        stem = image[:-4]
+        if problem is None:  # 1-based (y, x) → 0-based pixel centres; '>' (A farther) → +1
+            good[f"diw/train/{stem}"] = {"rgb": flat((60, 70, 80)), "pairs": np.array([[9, 4, 1, 6, 1]], np.float32)}
+        else:
+            bad[f"diw/train/{stem}"] = (image if problem == "file not found" else f"DIW_train_val.csv:{2 * k + 2}",
+                                        problem)
+    lines.append("last.png")  # a record cut off after its first line
+    bad["diw/train/last"] = (f"DIW_train_val.csv:{len(lines)}", "record lacks its second line")
+    (diw / "DIW_train_val.csv").write_text("\n".join(lines) + "\n")
+
+    size = {"resolution": [h, w]}  # the stored size is the files' size: values are compared as they are
+    datasets = {
+        "pics": {"kind": "images", "root": "pics", **size},
+        "listed": {"kind": "images", "root": "pics", **size, "options": {"list_file": "list.txt"}},
+        "synth": {"kind": "synthia", "root": "synthia", **size},
+        "nyuf": {"kind": "nyuv2", "root": "nyuf", **size, "options": {"layout": "scene_folders"}},
+        "nyum": {"kind": "nyuv2", "root": "nyum", **size, "options": {"layout": "labeled_mat", "raw_depth": True}},
+        "diw": {"kind": "diw", "root": "diw", **size},
+    }
+    cat = write_catalog(tmp / "catalog.yaml", datasets, {"url": "store.zarr", "shard_size": 4})
+    return cat, good, bad
+
+
+def test_a_corpus_of_bad_inputs_quarantines_each_with_its_reason_and_stores_every_good_one(prefect_api, tmp_path):
+    """Held-out style check over every source kind: each bad file is quarantined with a reason
+    naming it and its problem, each good one is stored with exactly the values computed here,
+    and no item of any source is missing from the manifest or counted twice."""
+    (tmp_path / "corpus").mkdir()
+    cat, good, bad = bad_input_corpus(tmp_path / "corpus")
+    summary = in_process()(cat, stages=["ingest"])
+    assert summary.ok and summary.committed
+    ingest = summary.stages[0]
+    assert ingest.samples_written == len(good)
+    reasons = {q.sample_id: q.reason for q in ingest.quarantined}
+    assert sorted(reasons) == sorted(bad)
+    for sid, (names, problem) in bad.items():
+        assert names in reasons[sid] and problem in reasons[sid], (sid, reasons[sid])
+
+    store = Store.open(str(tmp_path / "corpus" / "store.zarr"))
+    seen = []
+    for path in store.group_paths():
+        g = store.group(path)
+        rows = g.manifest("ingest").to_pylist()
+        seen += [r["sample_id"] for r in rows]
+        for r in rows:
+            sid = r["sample_id"]
+            assert r["status"] == ("ok" if sid in good else "quarantined"), (sid, r["reason"])
+            if sid in bad:
+                assert r["reason"] == reasons[sid]
+                continue
+            stored = g.read(sid, list(good[sid]))
+            for field, want in good[sid].items():
+                np.testing.assert_allclose(stored[field][: len(want)] if field == "pairs" else stored[field], want,
+                                           rtol=1e-6, err_msg=f"{sid} {field}")
+    assert sorted(seen) == sorted([*good, *bad])  # nothing lost, nothing twice
+    assert verify_store(str(tmp_path / "corpus" / "store.zarr")).ok
