@@ -12,7 +12,6 @@ import jinja2
 import numpy as np
 import pandas as pd
 from fsspec.implementations.local import LocalFileSystem
-from fsspec.utils import get_protocol
 from tqdm import tqdm
 
 import depthdata
@@ -21,6 +20,7 @@ from depthdata.eda import stats as st
 from depthdata.eda.outliers import OutlierRules, flag_outliers
 from depthdata.eda.scan import GroupScan, scan_group
 from depthdata.eda.template import REPORT_TEMPLATE
+from depthdata.eda.written import output_fs, write_marker
 from depthdata.store import Store
 from depthdata.store.manifest import Column
 
@@ -78,7 +78,8 @@ def write_report(store_url: str, out_dir: str | Path, samples_per_grid: int = 8,
     store's kind of file system (same protocol) takes the store's ``storage_options``.
     ``samples_per_grid`` ok samples per group, drawn with ``seed``, appear in the sample grids.
     Reads one shard at a time, at store ``version`` (default: the newest committed). Returns ``{"stats": ..., "report": ...}``: local paths, or URLs
-    for remote outputs. Raises :class:`~depthdata.errors.StoreError` for a missing or foreign
+    for remote outputs. Last, writes ``report-version.json``: the store version the folder
+    describes (:func:`depthdata.eda.written.report_version`). Raises :class:`~depthdata.errors.StoreError` for a missing or foreign
     store.
     """
     if samples_per_grid < 0:
@@ -97,6 +98,8 @@ def write_report(store_url: str, out_dir: str | Path, samples_per_grid: int = 8,
         table.to_parquet(f, index=False)
     with fs.open(f"{root}/{REPORT_NAME}", "wb") as f:
         f.write(_render(store, table, scans, seed, rules).encode("utf-8"))
+    # last: the record of which version the folder describes (report_version) follows the files
+    write_marker(fs, root, store_url, store.version.number if store.version else None, [STATS_NAME, REPORT_NAME])
     # remote outputs are named as the caller spelled the folder's URL
     base = root if isinstance(fs, LocalFileSystem) else str(out_dir).rstrip("/")
     written = {"stats": f"{base}/{STATS_NAME}", "report": f"{base}/{REPORT_NAME}"}
@@ -107,11 +110,7 @@ def write_report(store_url: str, out_dir: str | Path, samples_per_grid: int = 8,
 def _output_fs(out_dir: str, store_url: str, storage_options: dict[str, Any] | None,
                out_storage_options: dict[str, Any] | None) -> tuple[fsspec.AbstractFileSystem, str]:
     """The file system and root path of the report folder (created)."""
-    if out_storage_options is None:
-        same_kind = get_protocol(out_dir) == get_protocol(store_url)
-        out_storage_options = (storage_options or {}) if same_kind else {}
-    fs, root = fsspec.core.url_to_fs(out_dir, **out_storage_options)
-    root = root.rstrip("/")
+    fs, root = output_fs(out_dir, store_url, storage_options, out_storage_options)
     fs.makedirs(root, exist_ok=True)
     return fs, root
 
