@@ -98,13 +98,42 @@ def checkpoint_lineage(config: TeacherConfig) -> dict[str, Any]:
                 "weights_sha256": weights_sha256(directory), "teacher_random_init": False}
     if not config.allow_random_init:
         raise TeacherError(missing_weights_message(config.model, config.revision, "not in the Hugging Face cache"))
+    return {"teacher_id": random_init_id(config), "teacher_revision": "random",
+            "weights_sha256": tiny_weights_sha256(config.random_init_seed), "teacher_random_init": True}
+
+
+def tiny_weights_sha256(seed: int) -> str:
+    """SHA-256 of the tiny random teacher's weights for ``seed``. Making them imports torch and
+    transformers and builds the model (~5 s), which every planning of a random-teacher build
+    (the offline demo) paid, also with nothing to do; the hash depends only on the seed, the
+    tiny model's code and the torch / transformers versions, so it is kept in a small file under
+    ``$XDG_CACHE_HOME/depthdata`` keyed by all of them (any change misses the key)."""
+    import json
+    from importlib import metadata
+
+    tiny = Path(__file__).with_name("tiny.py")
+    key = hashlib.sha256(json.dumps([seed, metadata.version("torch"), metadata.version("transformers"),
+                                     hashlib.sha256(tiny.read_bytes()).hexdigest()]).encode()).hexdigest()[:32]
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "depthdata" / f"tiny-teacher-{key}.sha256"
+    try:
+        sha = cache.read_text().strip()
+        if len(sha) == 64:
+            return sha
+    except OSError:
+        pass
     from depthdata.teacher.tiny import save_tiny_teacher
 
     with tempfile.TemporaryDirectory(prefix="depthdata-tiny-teacher-") as tmp:
-        save_tiny_teacher(tmp, seed=config.random_init_seed)
+        save_tiny_teacher(tmp, seed=seed)
         sha = weights_sha256(tmp)
-    return {"teacher_id": random_init_id(config), "teacher_revision": "random", "weights_sha256": sha,
-            "teacher_random_init": True}
+    try:  # written whole, then renamed: a reader never sees half a hash
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        part = cache.with_suffix(f".{os.getpid()}.part")
+        part.write_text(sha)
+        os.replace(part, cache)
+    except OSError:
+        pass  # a read-only home: the next planning computes it again
+    return sha
 
 
 def random_init_id(config: TeacherConfig) -> str:
