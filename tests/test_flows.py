@@ -1159,3 +1159,25 @@ def test_a_corpus_of_bad_inputs_quarantines_each_with_its_reason_and_stores_ever
                                            rtol=1e-6, err_msg=f"{sid} {field}")
     assert sorted(seen) == sorted([*good, *bad])  # nothing lost, nothing twice
     assert verify_store(str(tmp_path / "corpus" / "store.zarr")).ok
+def test_planning_a_random_teacher_build_builds_the_tiny_model_once_per_machine(tmp_path, monkeypatch):
+    """The teacher stage's settings hash names the weights' SHA-256. For the tiny random teacher
+    (the offline demo) that took building the model, ~5 s of every planning; the hash is kept
+    under XDG_CACHE_HOME and later plannings read it, with the same lineage."""
+    from depthdata.teacher import checkpoint, tiny
+    from depthdata.teacher.config import TeacherConfig
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    config = TeacherConfig(allow_random_init=True, random_init_seed=3)
+    cold = checkpoint.checkpoint_lineage(config)
+    with tempfile.TemporaryDirectory() as tmp:  # what the teacher stage loads and hashes
+        tiny.save_tiny_teacher(tmp, seed=3)
+        assert cold["weights_sha256"] == checkpoint.weights_sha256(tmp)
+    assert len(list((tmp_path / "cache" / "depthdata").glob("tiny-teacher-*.sha256"))) == 1
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the tiny teacher was built again")
+
+    monkeypatch.setattr(tiny, "save_tiny_teacher", no_model)
+    assert checkpoint.checkpoint_lineage(config) == cold
+    with pytest.raises(AssertionError, match="built again"):  # another seed is another model
+        checkpoint.checkpoint_lineage(TeacherConfig(allow_random_init=True, random_init_seed=4))
