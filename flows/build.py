@@ -7,7 +7,14 @@ publishes that as a markdown artifact, and fails when any shard failed. Stages r
 another; the shards of one stage run in parallel across every group.
 
 The store's manifest parts are the only record of what is done, so a re-run (after a kill, a
-failure or a catalog change) redoes exactly the shards that are not complete.
+failure or a catalog change) redoes exactly the shards that are not complete, and a re-run with
+nothing to do submits no task (and starts no cluster). The EDA report is rewritten only when
+the store's committed version differs from the one the report folder describes.
+
+What the Prefect UI shows of a run: its name and tags say the catalog, the store and the stages
+(:func:`run_name`, :func:`run_tags`); each task's state message says what it did
+(:mod:`flows.tasks`); the library's log records are in the run's logs (:mod:`flows.logs`); the
+summary artifact has one key per store (:func:`flows.summary.artifact_key`).
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import dask
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, tags
 from prefect.artifacts import create_markdown_artifact
 from prefect.exceptions import MissingContextError
 from prefect.futures import as_completed
@@ -35,7 +42,8 @@ from depthdata.store import Group, is_remote
 from depthdata.store.faults import is_transient, with_retries
 from depthdata.store.lock import BuildLock
 from flows import progress, stages
-from flows.runner import TaskRunnerFromEnv, make_task_runner
+from flows.logs import collect_warnings, route_library_logs
+from flows.runner import TaskRunnerFromEnv, check_runner_options, make_task_runner
 from flows.summary import BuildSummary, ShardFailure, StageSummary
 from flows.tasks import (RETRIES, RETRY_BACKOFF_S, ShardOutcome, StorageFault, catalog_payload, consolidate_task,
                          eda_task, shards_task)
@@ -47,9 +55,11 @@ class BuildFailed(DepthdataError):
     """At least one shard failed; the others completed. Carries the run's summary."""
 
     def __init__(self, summary: BuildSummary):
+        from flows.summary import group_failures
+
         self.summary = summary
-        lines = [f"{st} {f.where}: {f.reason}" for st, f in summary.failures]
-        super().__init__(f"{len(lines)} shard(s) failed:\n  " + "\n  ".join(lines))
+        lines = [f"{st} {where}: {reason}" for st, where, reason in group_failures(summary.failures, {})]
+        super().__init__(f"{len(summary.failures)} shard(s) failed:\n  " + "\n  ".join(lines))
 
 
 def load_run_catalog(catalog_path: str, store_url: str | None = None) -> Catalog:
@@ -81,13 +91,15 @@ def select_datasets(catalog: Catalog, only: list[str] | None) -> list[str]:
 
 
 def default_report_dir(catalog: Catalog) -> str:
-    """``report`` beside the store: ``<store folder>/report``, or for a remote store the URL
-    of ``report`` in the same place (``s3://bucket/builds/x.zarr`` → ``s3://bucket/builds/report``),
-    which every worker reaches as it reaches the store."""
-    url = catalog.store_url
+    """``<store name>-report`` beside the store: ``build/x-report`` for ``build/x.zarr``, or for
+    a remote store the URL in the same place (``s3://bucket/builds/x.zarr`` →
+    ``s3://bucket/builds/x-report``), which every worker reaches as it reaches the store. Named
+    after the store, so that stores in one folder do not overwrite each other's report."""
+    url = catalog.store_url.rstrip("/")
+    name = url.rsplit("/", 1)[-1].removesuffix(".zarr") + "-report"
     if is_remote(url):
-        return url.rstrip("/").rsplit("/", 1)[0] + "/report"
-    return str(Path(url.removeprefix("file://")).parent / "report")
+        return url.rsplit("/", 1)[0] + "/" + name
+    return str(Path(url.removeprefix("file://")).parent / name)
 
 
 def resolve_report_dir(report_dir: str | None, catalog: Catalog) -> str:
@@ -105,14 +117,17 @@ def _logger() -> logging.Logger | logging.LoggerAdapter:
 
 
 def _outcome(fut: Any) -> tuple[Any, str]:
-    """``(result, "")`` of a finished task, or ``(None, reason)`` when it failed."""
+    """``(result, "")`` of a finished task, or ``(None, reason)`` when it raised. A shard task
+    with a failed shard ends ``Failed`` but still returns its shards' outcomes: those count."""
     try:
-        result = fut.result()
+        value = fut.result(raise_on_failure=False)
     except Exception as exc:  # noqa: BLE001 - a failed shard is reported, the others go on
-        return None, f"{type(exc).__name__}: {exc}"
-    if isinstance(result, StorageFault):  # returned, not raised: Prefect logs no traceback for it
-        return None, result.reason
-    return result, ""
+        value = exc
+    if isinstance(value, BaseException):
+        return None, f"{type(value).__name__}: {value}"
+    if isinstance(value, StorageFault):  # returned, not raised: Prefect logs no traceback for it
+        return None, value.reason
+    return value, ""
 
 
 def run_stage(stage: Stage, catalog: Catalog, datasets: list[str],
@@ -137,6 +152,7 @@ def run_stage(stage: Stage, catalog: Catalog, datasets: list[str],
             # (the settings are kept with their config, so an id is never reused within the stage)
             if id(settings) not in configs:
                 configs[id(settings)] = (settings, stage.part_config(settings))
+                _warn_random_teacher(stage, settings, configs[id(settings)][1], part)
             config = configs[id(settings)][1]
             if not groups and stage.requires:
                 part.failures.append(ShardFailure(ds, -1, "the store has no group of this dataset: run ingest first"))
@@ -160,12 +176,13 @@ def run_stage(stage: Stage, catalog: Catalog, datasets: list[str],
         jobs += todo
         summary.shards_skipped += part.shards_skipped
         summary.failures += part.failures
+        summary.warnings += [w for w in part.warnings if w not in summary.warnings]
     logger.info("%s: %d shard task(s) over %d dataset(s), %d shard(s) already complete", stage.name, len(jobs),
                 len(datasets), summary.shards_skipped)
     progress.emit(progress.Event("stage_start", stage.name, total=len(jobs)))
     payload = catalog_payload(catalog)
     annotate = dask.annotate(resources=resources) if resources else contextlib.nullcontext()
-    with annotate:
+    with annotate, tags(f"stage:{stage.name}"):
         futures = {shards_task.submit(stage.name, payload, ds, path, shards, _label(shards)): (path, shards)
                    for ds, path, shards in batches(jobs)}
     for fut in as_completed(list(futures)):
@@ -183,13 +200,24 @@ def run_stage(stage: Stage, catalog: Catalog, datasets: list[str],
                 outcome = "failed"
             progress.emit(progress.Event("shard_done", stage.name, outcome=outcome))
     summary.failures.sort(key=lambda f: (f.group, f.shard))
-    _consolidate(stage, to_consolidate, payload)
+    with tags(f"stage:{stage.name}"):
+        _consolidate(stage, to_consolidate, payload)
     summary.seconds = time.perf_counter() - t0
     progress.emit(progress.Event("stage_end", stage.name))
     logger.info("%s: %d shard(s) written, %d skipped, %d failed, %d sample(s), %.1f s", stage.name,
                 summary.shards_written, summary.shards_skipped, len(summary.failures), summary.samples_written,
                 summary.seconds)
     return summary
+
+
+def _warn_random_teacher(stage: Stage, settings: Any, config: dict[str, Any], summary: StageSummary) -> None:
+    """A stage whose settings hash says its labels come from a randomly initialised teacher
+    (``teacher.allow_random_init`` without weights): say so in the summary, also when every
+    shard is already complete (the labels in the store are still those)."""
+    if config.get("teacher_random_init"):
+        summary.warnings.append(
+            f"{stage.name}: no weights found for {getattr(settings, 'model', 'the teacher')!r}: the pseudo-labels come "
+            f"from a tiny RANDOMLY INITIALISED teacher ({config.get('teacher_id')}) and are meaningless")
 
 
 #: at most this many tasks per stage: shards are batched beyond it. Prefect costs ~0.1 s of CPU
@@ -255,21 +283,41 @@ def _consolidate(stage: Stage, groups: list[Group], payload: dict[str, Any]) -> 
 
 def run_pipeline(catalog_path: str, only: list[str] | None = None, stages_: list[str] | str | None = None,
                  store_url: str | None = None, report_dir: str | None = None,
-                 teacher_gpu: float = 0.0) -> BuildSummary:
-    """The body of every flow: the chosen stages over the chosen datasets, then the artifact."""
+                 teacher_gpu: float = 0.0, dask_address: str | None = None,
+                 workers: int | None = None) -> BuildSummary:
+    """The body of every flow: the chosen stages over the chosen datasets, then the artifact.
+    ``dask_address`` / ``workers`` are checked here; the flow's task runner uses them
+    (:class:`flows.runner.RunnerFromParameters`)."""
+    route_library_logs()
+    check_runner_options(dask_address, workers)
     catalog = load_run_catalog(catalog_path, store_url)
     datasets = select_datasets(catalog, only)
     names = stages.parse_stages(stages_)
-    summary = BuildSummary(catalog.store_url)
+    _tag_run(catalog_path, catalog, only, names)
+    summary = BuildSummary(catalog.store_url, catalog=absolute_location(catalog_path),
+                           roots={ds: catalog.dataset_root(ds) for ds in datasets})
+    with collect_warnings() as warned:
+        try:
+            _run_stages(catalog, datasets, names, summary, report_dir, teacher_gpu)
+        finally:
+            summary.warnings += [w for w in warned if w not in summary.warnings]
+    _publish(summary)
+    if not summary.ok:
+        raise BuildFailed(summary)
+    return summary
+
+
+def _run_stages(catalog: Catalog, datasets: list[str], names: list[str], summary: BuildSummary,
+                report_dir: str | None, teacher_gpu: float) -> None:
     lock = _take_lock(catalog, summary)
     if lock is None:  # the store cannot be reached: the summary says why
-        _publish(summary)
-        raise BuildFailed(summary)
+        return
     try:
         for name in names:
             if name == stages.EDA:
                 _commit(catalog, datasets, summary)  # the report describes the committed version
-                summary.stages.append(_eda(catalog, resolve_report_dir(report_dir, catalog)))
+                summary.stages.append(_eda(catalog, resolve_report_dir(report_dir, catalog), _report_version(
+                    catalog, summary)))
                 continue
             stage = STAGES[name]
             resources = {"GPU": teacher_gpu} if stage.wants_gpu and teacher_gpu > 0 else None
@@ -277,10 +325,6 @@ def run_pipeline(catalog_path: str, only: list[str] | None = None, stages_: list
         _commit(catalog, datasets, summary)
     finally:
         _release(lock)
-    _publish(summary)
-    if not summary.ok:
-        raise BuildFailed(summary)
-    return summary
 
 
 def _commit(catalog: Catalog, datasets: list[str], summary: BuildSummary) -> None:
@@ -344,15 +388,61 @@ def _release(lock: BuildLock) -> None:
                           "process has ended", lock.url, type(exc).__name__, exc)
 
 
-def _eda(catalog: Catalog, report_dir: str) -> StageSummary:
+def _report_version(catalog: Catalog, summary: BuildSummary) -> int | None:
+    """The store version the report describes: the one this build committed or kept, else
+    (the build committed nothing: it failed, or ran no shard stage) the newest committed one,
+    which readers see; ``None`` when the store has none."""
+    if summary.committed:
+        return summary.version
+    try:
+        latest = with_retries(lambda: open_store(catalog).latest_version(), "reading the store's versions", RETRIES,
+                              RETRY_BACKOFF_S)
+    except Exception:  # noqa: BLE001 - no store, or none reachable: the report task says why
+        return None
+    return latest.number if latest else None
+
+
+def _report_up_to_date(catalog: Catalog, report_dir: str, version: int | None) -> list[str] | None:
+    """The report's files when the folder already describes ``version`` of the store, else
+    ``None`` (a read error too: rewriting is always correct)."""
+    from depthdata.eda.written import report_version
+
+    if version is None:
+        return None
+    try:
+        found = report_version(report_dir, catalog.store_url, catalog.store.storage_options)
+    except Exception as exc:  # noqa: BLE001 - cannot tell: write it
+        _logger().info("eda: cannot read what %s describes (%s: %s); rewriting it", report_dir,
+                       type(exc).__name__, exc)
+        return None
+    if found is None or found[0] != version:
+        return None
+    return [f"{report_dir.rstrip('/')}/{name}" for name in found[1]]
+
+
+def _eda(catalog: Catalog, report_dir: str, version: int | None = None) -> StageSummary:
+    """The EDA report of store ``version`` into ``report_dir``, unless the folder already has
+    it: the scan costs seconds to hours and a scheduled build that changed nothing would write
+    the same report again."""
     logger = _logger()
     t0 = time.perf_counter()
     summary = StageSummary("eda")
     progress.emit(progress.Event("stage_start", "eda", total=1))
-    fut = eda_task.submit(catalog_payload(catalog), report_dir)
+    current = _report_up_to_date(catalog, report_dir, version)
+    if current is not None:
+        summary.outputs, summary.note = current, f"report up to date (version {version})"
+        logger.info("eda: %s already describes version %d of the store: not rewritten", report_dir, version)
+        progress.emit(progress.Event("shard_done", "eda", outcome="skipped"))
+        summary.seconds = time.perf_counter() - t0
+        progress.emit(progress.Event("stage_end", "eda"))
+        return summary
+    with tags("stage:eda"):
+        fut = eda_task.submit(catalog_payload(catalog), report_dir, version)
     outputs, reason = _outcome(fut)
     if not reason:
         summary.outputs = list(outputs)
+        summary.note = f"report written (version {version})" if version is not None else \
+            "report written (no committed version: the working state)"
         outcome = "written"
     else:
         logger.error("eda: report FAILED: %s", reason)
@@ -365,16 +455,76 @@ def _eda(catalog: Catalog, report_dir: str) -> StageSummary:
 
 
 def _publish(summary: BuildSummary) -> None:
-    create_markdown_artifact(summary.to_markdown(), key="depthdata-build",
-                             description=f"depthdata build of {summary.store_url}")
+    catalog = f"catalog {summary.catalog_name} into " if summary.catalog else ""
+    create_markdown_artifact(summary.to_markdown(), key=summary.artifact_key(),
+                             description=f"depthdata build of {catalog}{summary.store_url}")
+
+
+def store_name(store_url: str) -> str:
+    """The last part of a store's URL or path (``demo.zarr``)."""
+    return store_url.rstrip("/").rsplit("/", 1)[-1]
+
+
+def run_name(kind: str, params: dict[str, Any], now: _dt.datetime | None = None) -> str:
+    """``<flow>-<catalog stem>[-<datasets>]-<store name>[-<stages>]-<YYYYmmdd-HHMMSS>``, e.g.
+    ``build-catalog-demo.zarr-all-20261122-031500`` or
+    ``build-catalog-nyu-demo.zarr-ingest+lidar-20261122-031500``: the runs list tells builds of
+    other catalogs, stores and stages apart. The stage flows (``ingest``, ...) name no stages."""
+    catalog_path = str(params.get("catalog_path") or "catalog")
+    parts = [kind, Path(catalog_path).stem]
+    if params.get("only"):
+        parts.append("+".join(params["only"]))
+    store = params.get("store_url")
+    if not store:
+        try:  # the catalog's; a catalog that cannot be read fails the run in its body, with the reason
+            store = load_run_catalog(catalog_path).store_url
+        except Exception:  # noqa: BLE001
+            store = None
+    if store:
+        parts.append(store_name(store))
+    if kind == "build":
+        chosen = params.get("stages")
+        try:
+            names = stages.parse_stages(chosen)
+        except DepthdataError:
+            names = list(chosen or [])
+        parts.append("all" if names == list(stages.STAGE_ORDER) else "+".join(names))
+    parts.append((now or _dt.datetime.now()).strftime("%Y%m%d-%H%M%S"))
+    return "-".join(parts)
+
+
+def run_tags(catalog_path: str, catalog: Catalog, only: list[str] | None, names: list[str],
+             from_deployment: bool) -> list[str]:
+    """The tags of a build's flow run, to filter the runs list by: ``depthdata``,
+    ``catalog:<stem>``, ``store:<name>``, ``stage:<name>`` per stage, ``dataset:<name>`` per
+    ``--only`` dataset, and ``manual`` for a run not started by a deployment."""
+    out = ["depthdata", f"catalog:{Path(catalog_path).stem}", f"store:{store_name(catalog.store_url)}"]
+    out += [f"stage:{n}" for n in names] + [f"dataset:{d}" for d in only or []]
+    return out + ([] if from_deployment else ["manual"])
+
+
+def _tag_run(catalog_path: str, catalog: Catalog, only: list[str] | None, names: list[str]) -> None:
+    """Add :func:`run_tags` to the current flow run's tags (a deployment's stay). Tags are set
+    in the run's body because only there are the parameters, and the catalog, known; a run
+    outside Prefect (tests calling :func:`run_pipeline`) has none to set."""
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    if ctx is None or ctx.flow_run is None:
+        return
+    have = list(ctx.flow_run.tags or [])
+    new = run_tags(catalog_path, catalog, only, names, ctx.flow_run.deployment_id is not None)
+    merged = have + [t for t in new if t not in have]
+    if merged != have:
+        try:
+            ctx.client.update_flow_run(ctx.flow_run.id, tags=merged)
+            ctx.flow_run.tags = merged
+        except Exception as exc:  # noqa: BLE001 - tags help to find runs; the build goes on without them
+            _logger().warning("could not tag the flow run: %s: %s", type(exc).__name__, exc)
 
 
 def _run_name(kind: str) -> str:
-    params = flow_run.parameters or {}
-    name = Path(str(params.get("catalog_path", "catalog"))).stem
-    only = params.get("only")
-    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return f"{kind}-{name}{'-' + '+'.join(only) if only else ''}-{stamp}"
+    return run_name(kind, flow_run.parameters or {})
 
 
 def _flow_name(kind: str):
@@ -384,17 +534,22 @@ def _flow_name(kind: str):
 @flow(name="depthdata-build", flow_run_name=_flow_name("build"), task_runner=TaskRunnerFromEnv(),
       validate_parameters=True)
 def build(catalog_path: str, only: list[str] | None = None, stages: list[str] | None = None,
-          store_url: str | None = None, report_dir: str | None = None, teacher_gpu: float = 0.0) -> BuildSummary:
-    """Every stage (or ``stages``) in order for every dataset (or ``only``) of a catalog."""
-    return run_pipeline(catalog_path, only, stages, store_url, report_dir, teacher_gpu)
+          store_url: str | None = None, report_dir: str | None = None, teacher_gpu: float = 0.0,
+          dask_address: str | None = None, workers: int | None = None) -> BuildSummary:
+    """Every stage (or ``stages``) in order for every dataset (or ``only``) of a catalog. Shard
+    tasks run on the Dask cluster at ``dask_address``, or a local cluster of ``workers``
+    processes (0: in the flow's process); both ``None``: ``DEPTHDATA_DASK_ADDRESS`` /
+    ``DEPTHDATA_WORKERS``, else a local cluster of one worker per CPU."""
+    return run_pipeline(catalog_path, only, stages, store_url, report_dir, teacher_gpu, dask_address, workers)
 
 
 def _stage_flow(stage: str, doc: str):
     @flow(name=f"depthdata-{stage}", flow_run_name=_flow_name(stage), task_runner=TaskRunnerFromEnv(),
           validate_parameters=True)
     def stage_flow(catalog_path: str, only: list[str] | None = None, store_url: str | None = None,
-                   report_dir: str | None = None, teacher_gpu: float = 0.0) -> BuildSummary:
-        return run_pipeline(catalog_path, only, [stage], store_url, report_dir, teacher_gpu)
+                   report_dir: str | None = None, teacher_gpu: float = 0.0, dask_address: str | None = None,
+                   workers: int | None = None) -> BuildSummary:
+        return run_pipeline(catalog_path, only, [stage], store_url, report_dir, teacher_gpu, dask_address, workers)
 
     stage_flow.__doc__ = doc
     return stage_flow

@@ -23,9 +23,10 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    help="store URL to build into, replacing the catalog's store.url (a local path, relative to "
                         "the current folder, or any fsspec URL such as s3://bucket/x.zarr)")
     p.add_argument("--report", metavar="DIR",
-                   help="folder or fsspec URL of the EDA report (default: 'report' beside the store, e.g. "
-                        "s3://bucket/report for s3://bucket/x.zarr; remote URLs use the catalog's "
-                        "store.storage_options when they are on the store's file system)")
+                   help="folder or fsspec URL of the EDA report (default: '<store name>-report' beside the store, "
+                        "e.g. build/x-report for build/x.zarr, s3://bucket/x-report for s3://bucket/x.zarr; remote "
+                        "URLs use the catalog's store.storage_options when they are on the store's file system). "
+                        "Rewritten only when the store's committed version changed since it was written")
     p.add_argument("--dask-address", metavar="ADDR",
                    help="run shard tasks on an existing Dask cluster, e.g. tcp://host:8786 (default: a local "
                         "cluster started for the run)")
@@ -97,18 +98,21 @@ class _NoTracebackForUserErrors(logging.Filter):
 
 
 def _build(args: argparse.Namespace) -> int:
-    from flows.build import BuildFailed, build, load_run_catalog, select_datasets, with_runner
+    from flows.build import BuildFailed, build, load_run_catalog, select_datasets
     from flows.progress import show_bars
-    from flows.runner import prefect_api
+    from flows.runner import check_runner_options, prefect_api
     from flows.stages import parse_stages
 
     _quiet_dask_logs()
     # the user's mistakes are found before a Prefect server or a cluster starts
     select_datasets(load_run_catalog(args.catalog, args.store), args.only)
-    flow_obj = with_runner(build, args.dask_address, args.workers)
+    check_runner_options(args.dask_address, args.workers)
+    # the cluster options are parameters of the run (the UI shows them), which choose its runner
+    flow_obj = build
     params = {"catalog_path": args.catalog, "only": args.only,
               "stages": parse_stages(args.stages) if args.stages else None,
-              "store_url": args.store, "report_dir": args.report, "teacher_gpu": args.teacher_gpu}
+              "store_url": args.store, "report_dir": args.report, "teacher_gpu": args.teacher_gpu,
+              "dask_address": args.dask_address, "workers": args.workers}
     quiet = _NoTracebackForUserErrors()
     logging.getLogger("prefect.flow_runs").addFilter(quiet)
     with prefect_api(), show_bars(not args.no_progress and sys.stderr.isatty()):

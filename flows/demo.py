@@ -31,7 +31,7 @@ BANNER = """\
 def run_demo(out: str, seed: int = 0, workers: int | None = None, progress: bool = True,
              student_steps: int = 40) -> int:
     from depthdata.demo import write_demo_catalog, write_demo_data
-    from flows.build import BuildFailed, build, with_runner
+    from flows.build import BuildFailed, build
     from flows.progress import show_bars
     from flows.runner import prefect_api
 
@@ -48,10 +48,9 @@ def run_demo(out: str, seed: int = 0, workers: int | None = None, progress: bool
     if not present:
         print(BANNER.format(model=model, catalog=catalog), file=sys.stderr)
     report_dir = str(out_dir / "report")
-    flow_obj = with_runner(build, None, workers)
     with prefect_api(), show_bars(progress):
         try:
-            summary = flow_obj(catalog_path=catalog, report_dir=report_dir)
+            summary = build(catalog_path=catalog, report_dir=report_dir, workers=workers)
         except BuildFailed as exc:
             summary = exc.summary
     print(summary.to_text())

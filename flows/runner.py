@@ -115,9 +115,10 @@ def runner_from_env() -> tuple[str | None, int | None]:
 
 
 class TaskRunnerFromEnv(TaskRunner):
-    """The flows' own task runner, made when a flow run starts rather than when the flows are
+    """The flows' own task runner, chosen for each flow run rather than when the flows are
     imported: Prefect starts every run on ``flow.task_runner.duplicate()``, and this one's
-    ``duplicate`` is :func:`make_task_runner` of :func:`runner_from_env`.
+    ``duplicate`` is a :class:`RunnerFromParameters` (which reads the environment at once, so a
+    bad ``DEPTHDATA_WORKERS`` fails the run before it starts).
 
     Made at import, the runner changed Dask's config and the environment of every process that
     imported ``flows.build`` (:func:`tune_local_workers`), and a bad ``DEPTHDATA_WORKERS`` made
@@ -125,11 +126,67 @@ class TaskRunnerFromEnv(TaskRunner):
     """
 
     def duplicate(self) -> TaskRunner:
-        return make_task_runner(*runner_from_env())
+        return RunnerFromParameters(*runner_from_env())
 
     def submit(self, task, parameters, wait_for=None, dependencies=None):
         # Prefect submits to the runner that duplicate() made; reaching this is a misuse.
         raise TypeError("TaskRunnerFromEnv only chooses a flow run's task runner: enter its duplicate()")
+
+
+def runner_options(dask_address: str | None, workers: int | None, env: tuple[str | None, int | None] = (None, None)
+                   ) -> tuple[str | None, int | None]:
+    """The ``(dask_address, workers)`` a run uses: its parameters where given (either one
+    replaces both of ``env``, the environment's), else ``env``."""
+    if dask_address or workers is not None:
+        return dask_address or None, workers
+    return env
+
+
+class RunnerFromParameters(TaskRunner):
+    """A flow run's task runner, made by :func:`make_task_runner` when the run submits its first
+    task: from the run's parameters ``dask_address`` / ``workers`` (what the UI shows for the
+    run and a deployment, and what "custom run" changes), else from the environment
+    (:func:`runner_from_env`). Prefect makes a run's runner before the run's parameters are in
+    any context, so the choice waits for the first task; a run that submits no task (a build
+    with nothing to do) starts no cluster at all."""
+
+    def __init__(self, env_address: str | None = None, env_workers: int | None = None):
+        super().__init__()
+        self._env = (env_address, env_workers)
+        self._runner: TaskRunner | None = None
+        self._stack = contextlib.ExitStack()
+
+    def duplicate(self) -> "RunnerFromParameters":
+        return type(self)(*self._env)
+
+    def runner(self) -> TaskRunner:
+        """The runner this run uses (made and started on first use)."""
+        if self._runner is None:
+            from prefect.context import FlowRunContext
+
+            ctx = FlowRunContext.get()
+            params = ctx.parameters if ctx is not None and ctx.parameters else {}
+            address, workers = runner_options(params.get("dask_address"), params.get("workers"), self._env)
+            self._runner = self._stack.enter_context(make_task_runner(address, workers))
+        return self._runner
+
+    def submit(self, task, parameters, wait_for=None, dependencies=None):
+        return self.runner().submit(task, parameters, wait_for=wait_for, dependencies=dependencies)
+
+    def __exit__(self, exc_type: Any, exc_value: Any, traceback: Any) -> None:
+        try:
+            self._stack.__exit__(exc_type, exc_value, traceback)
+        finally:
+            self._runner = None
+            super().__exit__(exc_type, exc_value, traceback)
+
+
+def check_runner_options(dask_address: str | None, workers: int | None) -> None:
+    """Refuse what :func:`make_task_runner` would refuse, without making anything."""
+    if dask_address and workers is not None:
+        raise DepthdataError("--workers sizes a local cluster; it cannot be combined with --dask-address")
+    if workers is not None and workers < 0:
+        raise DepthdataError(f"--workers must be >= 0, got {workers}")
 
 
 def make_task_runner(dask_address: str | None = None, workers: int | None = None) -> TaskRunner:
@@ -141,15 +198,12 @@ def make_task_runner(dask_address: str | None = None, workers: int | None = None
     """
     from flows.dask_runner import DaskTaskRunner
 
+    check_runner_options(dask_address, workers)
     if dask_address:
-        if workers is not None:
-            raise DepthdataError("--workers sizes a local cluster; it cannot be combined with --dask-address")
         return DaskTaskRunner(address=dask_address)
     if workers == 0:
         return ThreadPoolTaskRunner(max_workers=1)
     n = default_workers() if workers is None else workers
-    if n < 0:
-        raise DepthdataError(f"--workers must be >= 0, got {n}")
     tune_local_workers()
     cluster_kwargs: dict[str, Any] = {
         "n_workers": n,

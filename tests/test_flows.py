@@ -123,7 +123,7 @@ def test_summary_counts_written_skipped_quarantined():
     assert not summary.ok
     md = summary.to_markdown()
     assert "| ingest | 2 | 1 | 1 | 5 | 1 |" in md
-    assert "| ingest | a/train | 3 | OSError: disk gone |" in md
+    assert "| ingest | a/train shard 3 | OSError: disk gone |" in md
     assert "| ingest | a/train/x | /d/x.png | cannot decode |" in md
     text = summary.to_text()
     assert "FAILED a/train shard 3: OSError: disk gone" in text
@@ -169,14 +169,18 @@ def test_serve_parameters_are_absolute_and_checked(tmp_path, monkeypatch):
 
     images_catalog(tmp_path)
     monkeypatch.chdir(tmp_path)
-    params = deployment_parameters("catalog.yaml", only=["pics"], stages="lidar,ingest", store_url="out.zarr")
+    params = deployment_parameters("catalog.yaml", only=["pics"], stages="lidar,ingest", store_url="out.zarr",
+                                   workers=2)
     assert params["catalog_path"] == str(tmp_path / "catalog.yaml")
+    assert (params["workers"], params["dask_address"]) == (2, None)
     assert params["store_url"] == str(tmp_path / "out.zarr")
     assert params["stages"] == ["ingest", "lidar"]
     assert deployment_parameters("catalog.yaml", report_dir="rep")["report_dir"] == str(tmp_path / "rep")
     assert deployment_parameters("catalog.yaml", report_dir="s3://b/rep")["report_dir"] == "s3://b/rep"
     with pytest.raises(Exception, match="--only.*nope"):
         deployment_parameters("catalog.yaml", only=["nope"])
+    with pytest.raises(DepthdataError, match="cannot be combined"):
+        deployment_parameters("catalog.yaml", dask_address="tcp://h:8786", workers=2)
 
 
 def test_report_goes_beside_the_store_local_or_remote(tmp_path, monkeypatch):
@@ -185,10 +189,12 @@ def test_report_goes_beside_the_store_local_or_remote(tmp_path, monkeypatch):
     images_catalog(tmp_path)
     monkeypatch.chdir(tmp_path)
     local = load_run_catalog("catalog.yaml", "builds/x.zarr")
-    assert resolve_report_dir(None, local) == str(tmp_path / "builds" / "report")
+    # named after the store: two stores in one folder keep their own report
+    assert resolve_report_dir(None, local) == str(tmp_path / "builds" / "x-report")
+    assert resolve_report_dir(None, load_run_catalog("catalog.yaml", "builds/y.zarr")) == str(tmp_path / "builds" / "y-report")
     assert resolve_report_dir("elsewhere", local) == str(tmp_path / "elsewhere")  # relative to the current folder
     remote = load_run_catalog("catalog.yaml", "s3://bucket/builds/x.zarr/")
-    assert resolve_report_dir(None, remote) == "s3://bucket/builds/report"
+    assert resolve_report_dir(None, remote) == "s3://bucket/builds/x-report"
     assert resolve_report_dir("gs://other/rep", remote) == "gs://other/rep"
 
 
@@ -261,6 +267,19 @@ def test_flow_called_as_is_takes_its_task_runner_from_the_environment_at_run_tim
     assert build(cat, stages=["ingest"]).stages[0].shards_written == 1
 
 
+def test_the_runs_workers_parameter_wins_over_the_environment(prefect_api, tmp_path, monkeypatch):
+    """``workers`` / ``dask_address`` are parameters of the run (the UI shows them, a custom run
+    changes them): given, they choose the runner whatever the environment says."""
+    cat = images_catalog(tmp_path, n=3, shard_size=3)
+    pids = []
+    before_each_shard(monkeypatch, lambda stage, shard: pids.append(os.getpid()))
+    monkeypatch.setenv("DEPTHDATA_DASK_ADDRESS", "tcp://127.0.0.1:9")  # nothing listens there
+    assert build(cat, stages=["ingest"], workers=0).stages[0].shards_written == 1
+    assert pids == [os.getpid()]
+    with pytest.raises(DepthdataError, match="cannot be combined"):
+        build(cat, stages=["ingest"], workers=0, dask_address="tcp://127.0.0.1:9")
+
+
 def test_unreadable_file_is_quarantined_with_its_reason(prefect_api, tmp_path):
     cat = images_catalog(tmp_path, n=5, shard_size=2, corrupt=(3,))
     summary = in_process()(cat, stages=["ingest"])
@@ -313,11 +332,14 @@ def test_build_publishes_a_markdown_artifact(prefect_api, tmp_path):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
+    from flows.summary import artifact_key
+
     cat = images_catalog(tmp_path, n=3, shard_size=3)
     in_process()(cat, stages=["ingest"])
+    key = artifact_key(str(tmp_path / "store.zarr"))
     with get_client(sync_client=True) as client:
-        arts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["depthdata-build"])))
-    assert arts, "no depthdata-build artifact"
+        arts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+    assert arts, f"no {key} artifact"
     latest = max(arts, key=lambda a: a.created)
     assert latest.type == "markdown"
     assert str(tmp_path / "store.zarr") in latest.data and "| ingest | 1 | 0 | 0 | 3 | 0 |" in latest.data
@@ -380,7 +402,7 @@ def test_serve_registers_a_cron_deployment_and_keeps_serving(prefect_api, tmp_pa
     cat = images_catalog(tmp_path)
     env = {**os.environ, "PREFECT_API_URL": prefect_api}
     proc = subprocess.Popen([sys.executable, "-m", "depthdata", "serve", cat, "--cron", "15 3 * * *",
-                             "--name", "nightly", "--timezone", "Europe/Paris", "--only", "pics"],
+                             "--name", "nightly", "--timezone", "Europe/Paris", "--only", "pics", "--workers", "3"],
                             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
     def deployment():
@@ -403,6 +425,10 @@ def test_serve_registers_a_cron_deployment_and_keeps_serving(prefect_api, tmp_pa
         assert [(s.schedule.cron, s.schedule.timezone) for s in found.schedules] == [("15 3 * * *", "Europe/Paris")]
         assert found.parameters["catalog_path"] == str(tmp_path / "catalog.yaml")
         assert found.parameters["only"] == ["pics"]
+        # what shapes a run is on the deployment in the UI: the cluster too, and where the flow is
+        assert found.parameters["workers"] == 3 and found.parameters["dask_address"] is None
+        assert found.entrypoint == "flows.build.build"
+        assert {"depthdata", "catalog:catalog", "store:store.zarr"} <= set(found.tags)
         assert proc.poll() is None  # still serving, waiting for the schedule
     finally:
         proc.send_signal(signal.SIGINT)
@@ -569,8 +595,8 @@ def test_build_into_s3_store_served_by_moto(prefect_api, tmp_path, s3_bucket):
     summary = in_process()(cat, stages=["ingest", "eda"])
     assert summary.ok and summary.stages[0].samples_written == 5
     # the report goes beside the store, in the bucket, written with the store's options
-    assert summary.stages[1].outputs == ["s3://depth/report/stats.parquet", "s3://depth/report/report.html"]
-    with fsspec.open("s3://depth/report/stats.parquet", "rb", **opts) as f:
+    assert summary.stages[1].outputs == ["s3://depth/build-report/stats.parquet", "s3://depth/build-report/report.html"]
+    with fsspec.open("s3://depth/build-report/stats.parquet", "rb", **opts) as f:
         assert len(pd.read_parquet(f)) == 5
     rows = manifest_rows("s3://depth/build.zarr", "ingest", opts)
     assert sorted(rows) == [f"pics/train/img{i:02d}.png" for i in range(5)]
@@ -1159,6 +1185,245 @@ def test_a_corpus_of_bad_inputs_quarantines_each_with_its_reason_and_stores_ever
                                            rtol=1e-6, err_msg=f"{sid} {field}")
     assert sorted(seen) == sorted([*good, *bad])  # nothing lost, nothing twice
     assert verify_store(str(tmp_path / "corpus" / "store.zarr")).ok
+
+
+# -- the operator's view: run names and tags, task states, logs, the artifact (#21) -------------
+
+def test_artifact_groups_identical_failures_shortens_paths_and_links_outputs():
+    from flows.summary import group_failures
+
+    store, root = "/data/builds/nyu.zarr", "/data/raw/nyu"
+    long_reason = f"TeacherError: no weights for 'depth-anything/x' under {store}/_cache: " + "details " * 70
+    teacher = StageSummary("teacher", failures=[ShardFailure(ds, -1, f"planning failed: {long_reason}")
+                                                 for ds in ("a", "b", "c", "d", "e")])
+    lidar = StageSummary("lidar", failures=[ShardFailure("a/train", k, "ValueError: boom") for k in (0, 1, 2, 5)])
+    ingest = StageSummary("ingest")
+    ingest.add(ShardResult("nyu/train", "ingest", 0, written=1, quarantined=[
+        Quarantined("nyu/train/x.png", f"{root}/rooms/x.png", f"{root}/rooms/x.png: not a recognised image file"),
+        Quarantined("nyu/train/y.png", f"{root}/rooms/y.png", f"{root}/rooms/y.png: not a recognised image file")]))
+    eda = StageSummary("eda", outputs=[f"/data/builds/nyu-report/{n}" for n in ("stats.parquet", "report.html")],
+                       note="report up to date (version 3)")
+    summary = BuildSummary(store, [ingest, teacher, lidar, eda], version=3, committed=True,
+                           catalog="/etc/depthdata/nightly.yaml", roots={"nyu": root},
+                           warnings=["teacher: tiny RANDOMLY INITIALISED teacher"])
+    md = summary.to_markdown()
+    assert md.startswith("# depthdata build of catalog `nightly`: FAILED")
+    # five identical 600-character reasons: one row with a count, the path under the store shortened
+    assert md.count("TeacherError") == 1 and "| teacher | 5 datasets: a, b, c, d, e |" in md
+    assert f"{store}/_cache" not in md and "{store}/_cache" in md
+    assert "| lidar | 4 shards: a/train shards 0-2, 5 | ValueError: boom |" in md
+    # the source relative to its dataset's root, the reason without the path it repeated
+    assert "| ingest | 2: nyu/train/x.png, nyu/train/y.png | rooms/x.png, rooms/y.png | not a recognised image file |" in md
+    assert "[`/data/builds/nyu.zarr`](file:///data/builds/nyu.zarr)" in md
+    assert "[`report.html`](file:///data/builds/nyu-report/report.html)" in md
+    assert "- **EDA report** report up to date (version 3)" in md and "| eda |" not in md  # no row of zeros
+    assert "## Warnings\n\n- teacher: tiny RANDOMLY INITIALISED teacher" in md
+    assert "`{store}` = `/data/builds/nyu.zarr`" in md
+    assert group_failures([("x", ShardFailure("g", 1, "r"))], {}) == [("x", "g shard 1", "r")]
+    text = summary.to_text()
+    assert "FAILED 4 shards: a/train shards 0-2, 5: ValueError: boom" in text
+    assert "eda     report up to date (version 3)" in text and "warning: teacher: tiny" in text
+
+
+def test_artifact_key_is_one_per_store_and_valid():
+    import re
+
+    from flows.summary import artifact_key
+
+    a, b = artifact_key("/data/a/store.zarr"), artifact_key("/data/b/store.zarr")
+    assert a != b and a == artifact_key("/data/a/store.zarr/")
+    assert a.startswith("depthdata-build-store-") and artifact_key("s3://Bkt/My_Build.zarr").startswith(
+        "depthdata-build-my-build-")
+    for key in (a, b, artifact_key("s3://Bkt/My_Build.zarr"), artifact_key("/x/.zarr")):
+        assert re.fullmatch(r"[a-z0-9-]+", key), key
+
+
+def test_task_state_message_says_written_skipped_quarantined_failed():
+    from flows.tasks import ShardOutcome, outcome_message
+
+    q = Quarantined("pics/train/b.png", "/d/pics/b.png", "/d/pics/b.png: not a recognised image file")
+    outcomes = [ShardOutcome(0, ShardResult("pics/train", "ingest", 0, written=2)),
+                ShardOutcome(1, ShardResult("pics/train", "ingest", 1, written=1, quarantined=[q])),
+                ShardOutcome(2, ShardResult("pics/train", "ingest", 2, skipped=True)),
+                ShardOutcome(3, error="ValueError: boom")]
+    assert outcome_message(outcomes, "/d/pics") == (
+        "3 samples written in 2 shards; 1 shard skipped (already complete); 1 quarantined: pics/train/b.png: "
+        "not a recognised image file; 1 of 4 shards FAILED: shard 3: ValueError: boom")
+    assert outcome_message([ShardOutcome(0, ShardResult("g", "lidar", 0, skipped=True))]) == \
+        "1 shard skipped (already complete)"
+
+
+def test_run_names_say_catalog_store_and_stages():
+    import datetime as dt
+
+    from flows.build import run_name
+
+    now = dt.datetime(2026, 11, 22, 3, 15, 0)
+    assert run_name("build", {"catalog_path": "/c/nightly.yaml", "store_url": "s3://b/x.zarr"}, now) == \
+        "build-nightly-x.zarr-all-20261122-031500"
+    assert run_name("build", {"catalog_path": "/c/nightly.yaml", "store_url": "/s/y.zarr", "only": ["nyu", "diw"],
+                              "stages": ["lidar", "ingest"]}, now) == \
+        "build-nightly-nyu+diw-y.zarr-ingest+lidar-20261122-031500"
+    assert run_name("lidar", {"catalog_path": "/c/nightly.yaml", "store_url": "/s/y.zarr"}, now) == \
+        "lidar-nightly-y.zarr-20261122-031500"
+
+
+def _flow_run(client, name_prefix: str):
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+
+    runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(like_=name_prefix)))
+    assert len(runs) == 1, [r.name for r in runs]
+    return runs[0]
+
+
+def _send_logs():
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=30)
+
+
+def test_ui_shows_run_tags_task_outcomes_and_library_logs(prefect_api, tmp_path):
+    """What the UI reads back through the API after a build with a corrupt image: the run's name
+    and tags, the task that quarantined saying so in its state, and the library's own log line
+    (``depthdata.ingest``) among the run's logs, attached to that task run."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId, TaskRunFilter, TaskRunFilterFlowRunId
+
+    (tmp_path / "cat").mkdir()
+    cat = images_catalog(tmp_path / "cat", n=5, shard_size=2, corrupt=(3,))
+    store = tmp_path / "cat" / "tagged-store.zarr"
+    in_process()(cat, stages=["ingest"], store_url=str(store))
+    _send_logs()
+    with get_client(sync_client=True) as client:
+        run = _flow_run(client, "build-catalog-tagged-store.zarr-ingest-%")
+        assert {"depthdata", "catalog:catalog", "store:tagged-store.zarr", "stage:ingest", "manual"} <= set(run.tags)
+        tasks = {t.name: t for t in client.read_task_runs(
+            task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=[run.id])))}
+        # shard 1 holds img02 (written) and img03 (garbage bytes)
+        bad = tasks["ingest pics/train shard 1"]
+        assert bad.state.is_completed() and bad.state.message == (
+            "1 sample written in 1 shard; 1 quarantined: pics/train/img03.png: not a recognised image file "
+            "(expected JPEG, PNG or WebP)")
+        assert tasks["ingest pics/train shard 0"].state.message == "2 samples written in 1 shard"
+        assert "stage:ingest" in bad.tags
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])))
+    quarantine = [lg for lg in logs if lg.name == "depthdata.ingest" and "quarantined pics/train/img03.png" in lg.message]
+    assert [lg.task_run_id for lg in quarantine] == [bad.id]
+    assert any(lg.name == "depthdata.ingest" and lg.message == "planned pics/train: 5 samples in 3 shards of 2"
+               and lg.task_run_id is None for lg in logs)  # planning, in the flow's own process
+
+
+def test_console_leaves_out_per_task_lines_that_stay_in_the_api(prefect_api, tmp_path):
+    """``depthdata build``'s console: the library's lines and the run's own, not one "Finished in
+    state Completed()" per task run; those stay in the run's logs in the API (the UI)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    cat = images_catalog(tmp_path, n=4, shard_size=2)
+    env = {**os.environ, "PREFECT_API_URL": prefect_api}
+    run = subprocess.run([sys.executable, "-m", "depthdata", "build", cat, "--stages", "ingest", "--workers", "0",
+                          "--no-progress", "--store", str(tmp_path / "console.zarr")],
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "planned pics/train: 4 samples in 2 shards of 2" in run.stderr
+    assert not [line for line in run.stderr.splitlines() if "Task run" in line or "task_runs" in line]
+    _send_logs()
+    with get_client(sync_client=True) as client:
+        flow_run = _flow_run(client, "build-catalog-console.zarr-%")
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run.id])))
+    finished = sorted(lg.message for lg in logs if lg.task_run_id is not None and "Finished in state" in lg.message)
+    # the two shard tasks and the consolidation of the group, with their state messages
+    assert finished == ["Finished in state Completed('2 samples written in 1 shard')"] * 2 + [
+        "Finished in state Completed('consolidated into consolidated-000001.parquet')"], finished
+
+
+def test_library_logs_of_a_task_on_a_dask_worker_reach_its_run(prefect_api, tmp_path):
+    """On a worker process of a local cluster (which did not import Prefect with any extra
+    logging setting), a task's ``depthdata.*`` records still reach its task run."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    cat = images_catalog(tmp_path, n=3, shard_size=3, corrupt=(1,))
+    with_runner(build, workers=1)(cat, stages=["ingest"], store_url=str(tmp_path / "worker-logs.zarr"))
+    with get_client(sync_client=True) as client:
+        run = _flow_run(client, "build-catalog-worker-logs.zarr-%")
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])))
+    [record] = [lg for lg in logs if lg.name == "depthdata.ingest" and "quarantined pics/train/img01.png" in lg.message]
+    assert record.task_run_id is not None
+
+
+def test_failed_shard_turns_its_task_red_with_the_reason(prefect_api, tmp_path, monkeypatch):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterFlowRunId
+
+    cat = images_catalog(tmp_path, n=4, shard_size=2)
+
+    def broken(stage, shard):
+        if shard == 1:
+            raise ValueError("simulated bug in shard 1")
+
+    before_each_shard(monkeypatch, broken)
+    with pytest.raises(BuildFailed):
+        in_process()(cat, stages=["ingest"], store_url=str(tmp_path / "red.zarr"))
+    with get_client(sync_client=True) as client:
+        run = _flow_run(client, "build-catalog-red.zarr-%")
+        tasks = {t.name: t for t in client.read_task_runs(
+            task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=[run.id])))}
+    assert tasks["ingest pics/train shard 1"].state.is_failed()
+    assert tasks["ingest pics/train shard 1"].state.message == \
+        "1 of 1 shard FAILED: shard 1: ValueError: simulated bug in shard 1"
+    assert tasks["ingest pics/train shard 0"].state.is_completed()
+
+
+def test_random_teacher_is_a_warning_of_the_summary(prefect_api, tmp_path):
+    cat = nyu_catalog(tmp_path, n=2, shard_size=2)
+    doc = yaml.safe_load(Path(cat).read_text())
+    doc["teacher"] = {"allow_random_init": True}
+    Path(cat).write_text(yaml.safe_dump(doc))
+    summary = in_process()(cat, stages=["ingest", "teacher"])
+    [warning] = summary.all_warnings
+    assert "RANDOMLY INITIALISED" in warning and "random-init:tiny(seed=0)" in warning
+    assert "## Warnings" in summary.to_markdown()
+
+
+def test_noop_rerun_submits_no_task_and_keeps_the_report(prefect_api, tmp_path, monkeypatch):
+    """A re-run with nothing to do: no task at all (planning reads the manifest) and the EDA
+    report, already written from the same committed version, is not written again. When the
+    store changes, the next build writes the report of the new version."""
+    import json
+
+    import flows.build as fb
+    from depthdata.eda.written import MARKER_NAME
+
+    cat = images_catalog(tmp_path, n=4, shard_size=2)
+    first = in_process()(cat, stages=["ingest", "eda"])
+    report = tmp_path / "store-report"
+    assert first.version == 1 and first.stages[1].outputs == [str(report / "stats.parquet"),
+                                                              str(report / "report.html")]
+    assert json.loads((report / MARKER_NAME).read_text())["store_version"] == 1
+    mtimes = {p.name: p.stat().st_mtime_ns for p in report.iterdir()}
+
+    submitted = []
+    real_submit = fb.shards_task.submit, fb.eda_task.submit, fb.consolidate_task.submit
+    monkeypatch.setattr(fb.shards_task, "submit", lambda *a, **k: submitted.append("shards") or real_submit[0](*a, **k))
+    monkeypatch.setattr(fb.eda_task, "submit", lambda *a, **k: submitted.append("eda") or real_submit[1](*a, **k))
+    monkeypatch.setattr(fb.consolidate_task, "submit",
+                        lambda *a, **k: submitted.append("consolidate") or real_submit[2](*a, **k))
+    again = in_process()(cat, stages=["ingest", "eda"])
+    assert submitted == []
+    assert again.version == 1 and again.stages[1].note == "report up to date (version 1)"
+    assert again.stages[1].outputs == first.stages[1].outputs
+    assert {p.name: p.stat().st_mtime_ns for p in report.iterdir()} == mtimes
+    assert "report up to date (version 1)" in again.to_markdown()
+
+    write_images(tmp_path / "pics", 6)  # two more images: a new version, a new report
+    grown = in_process()(cat, stages=["ingest", "eda"])
+    assert grown.version == 2 and submitted.count("eda") == 1
+    assert grown.stages[1].note == "report written (version 2)"
+    assert json.loads((report / MARKER_NAME).read_text())["store_version"] == 2
+    assert len(pd.read_parquet(report / "stats.parquet")) == 6
+
+
 def test_planning_a_random_teacher_build_builds_the_tiny_model_once_per_machine(tmp_path, monkeypatch):
     """The teacher stage's settings hash names the weights' SHA-256. For the tiny random teacher
     (the offline demo) that took building the model, ~5 s of every planning; the hash is kept
