@@ -540,7 +540,17 @@ def build(catalog_path: str, only: list[str] | None = None, stages: list[str] | 
     tasks run on the Dask cluster at ``dask_address``, or a local cluster of ``workers``
     processes (0: in the flow's process); both ``None``: ``DEPTHDATA_DASK_ADDRESS`` /
     ``DEPTHDATA_WORKERS``, else a local cluster of one worker per CPU."""
-    return run_pipeline(catalog_path, only, stages, store_url, report_dir, teacher_gpu, dask_address, workers)
+    return _completed(run_pipeline(catalog_path, only, stages, store_url, report_dir, teacher_gpu, dask_address,
+                                   workers))
+
+
+def _completed(summary: BuildSummary) -> Any:
+    """The flow run's final state: ``Completed`` with the summary as its result (what calling the
+    flow returns) and :meth:`~flows.summary.BuildSummary.headline` as its message, which the
+    UI shows in the run's details."""
+    from prefect.states import Completed
+
+    return Completed(data=summary, message=summary.headline())
 
 
 def _stage_flow(stage: str, doc: str):
@@ -549,7 +559,8 @@ def _stage_flow(stage: str, doc: str):
     def stage_flow(catalog_path: str, only: list[str] | None = None, store_url: str | None = None,
                    report_dir: str | None = None, teacher_gpu: float = 0.0, dask_address: str | None = None,
                    workers: int | None = None) -> BuildSummary:
-        return run_pipeline(catalog_path, only, [stage], store_url, report_dir, teacher_gpu, dask_address, workers)
+        return _completed(run_pipeline(catalog_path, only, [stage], store_url, report_dir, teacher_gpu, dask_address,
+                                       workers))
 
     stage_flow.__doc__ = doc
     return stage_flow

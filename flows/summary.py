@@ -128,6 +128,21 @@ class BuildSummary:
         """Label → root of the paths shortened in the summary: ``store`` and each dataset."""
         return {"store": self.store_url.removeprefix("file://"), **self.roots}
 
+    def headline(self) -> str:
+        """One line for the flow run's state message (the run's details in the UI): per stage
+        what it did, then the version."""
+        parts = []
+        for s in self.stages:
+            if not s.shard_stage:
+                parts.append(f"{s.stage}: {_eda_state(s) if s.stage == 'eda' else 'FAILED'}")
+                continue
+            what = [f"{s.samples_written} samples written"]
+            what += [f"{len(s.quarantined)} quarantined"] * bool(s.quarantined)
+            what += [f"{s.shards_skipped} shards skipped"] * bool(s.shards_skipped)
+            what += [f"{len(s.failures)} FAILED"] * bool(s.failures)
+            parts.append(f"{s.stage}: {', '.join(what)}")
+        return "; ".join([*parts, self.version_line()])
+
     def to_markdown(self) -> str:
         roots = self.short_paths()
         catalog = f" of catalog `{self.catalog_name}`" if self.catalog else ""

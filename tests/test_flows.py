@@ -1446,3 +1446,16 @@ def test_planning_a_random_teacher_build_builds_the_tiny_model_once_per_machine(
     assert checkpoint.checkpoint_lineage(config) == cold
     with pytest.raises(AssertionError, match="built again"):  # another seed is another model
         checkpoint.checkpoint_lineage(TeacherConfig(allow_random_init=True, random_init_seed=4))
+
+
+def test_the_flow_runs_state_message_sums_up_the_build(prefect_api, tmp_path):
+    from prefect.client.orchestration import get_client
+
+    cat = images_catalog(tmp_path, n=5, shard_size=2, corrupt=(3,))
+    summary = in_process()(cat, stages=["ingest"], store_url=str(tmp_path / "headline.zarr"))
+    assert isinstance(summary, BuildSummary)  # calling the flow still returns the summary
+    with get_client(sync_client=True) as client:
+        run = _flow_run(client, "build-catalog-headline.zarr-%")
+    assert run.state.is_completed()
+    # the version counts the quarantined sample among its 5 (it has a slot, marked as such)
+    assert run.state.message == "ingest: 4 samples written, 1 quarantined; version 1: 5 sample(s) added, 0 removed"
