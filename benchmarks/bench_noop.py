@@ -40,7 +40,7 @@ def main() -> None:
     from depthdata.demo import write_demo_catalog, write_demo_data
     from depthdata.eda.written import MARKER_NAME
     from flows import build as fb
-    from flows.demo import teacher_weights_present
+    from depthdata.teacher.checkpoint import default_weights_present
     from flows.runner import prefect_api
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-noop-"))
@@ -48,7 +48,7 @@ def main() -> None:
     os.environ["XDG_CACHE_HOME"] = str(cache)  # the tiny teacher's hash, removed by the "before" case
     try:
         paths = write_demo_data(tmp / "data", seed=0)
-        present, _ = teacher_weights_present()
+        present, _ = default_weights_present()
         catalog = write_demo_catalog(tmp, paths, random_teacher=not present)
         report = tmp / "report"
         submitted: list[str] = []

@@ -257,7 +257,7 @@ def test_a_worker_runs_the_deployment_and_writes_the_store(deployed, first_run):
     assert first_run.is_completed(), f"{first_run}\nworker:\n{tail(deployed.worker_log)}"
     assert store_sample_count(str(deployed.store), "pics/train") == N_FIRST
     assert verify_store(str(deployed.store)).ok
-    assert (deployed.store.parent / "report" / "report.html").is_file()
+    assert (deployed.store.parent / "store-report" / "report.html").is_file()  # <store name>-report
 
 
 @pytest.mark.slow
