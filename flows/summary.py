@@ -188,7 +188,8 @@ class BuildSummary:
         for s in self.stages:
             if not s.shard_stage:
                 lines.append(f"  {s.stage:<7} {_eda_state(s) if s.stage == 'eda' else 'FAILED'}; {s.seconds:.1f} s")
-                lines += [f"      FAILED: {f.reason}" for f in s.failures] + [f"      wrote {o}" for o in s.outputs]
+                verb = "kept" if "up to date" in s.note else "wrote"
+                lines += [f"      FAILED: {f.reason}" for f in s.failures] + [f"      {verb} {o}" for o in s.outputs]
                 continue
             lines.append(
                 f"  {s.stage:<7} {s.samples_written:>6} samples written, {len(s.quarantined)} quarantined; "

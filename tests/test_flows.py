@@ -1223,6 +1223,7 @@ def test_artifact_groups_identical_failures_shortens_paths_and_links_outputs():
     text = summary.to_text()
     assert "FAILED 4 shards: a/train shards 0-2, 5: ValueError: boom" in text
     assert "eda     report up to date (version 3)" in text and "warning: teacher: tiny" in text
+    assert "      kept /data/builds/nyu-report/report.html" in text
 
 
 def test_artifact_key_is_one_per_store_and_valid():
