@@ -72,8 +72,9 @@ class StageSummary:
 
     @property
     def shard_stage(self) -> bool:
-        """Whether the stage runs shards (its counts mean something); not the EDA report or the commit."""
-        return self.stage not in ("eda", "commit")
+        """Whether the stage runs shards (its counts mean something); not the EDA report, the
+        build lock or the commit."""
+        return self.stage not in ("eda", "lock", "commit")
 
 
 @dataclass
@@ -189,7 +190,8 @@ class BuildSummary:
             if not s.shard_stage:
                 lines.append(f"  {s.stage:<7} {_eda_state(s) if s.stage == 'eda' else 'FAILED'}; {s.seconds:.1f} s")
                 verb = "kept" if "up to date" in s.note else "wrote"
-                lines += [f"      FAILED: {f.reason}" for f in s.failures] + [f"      {verb} {o}" for o in s.outputs]
+                lines += [f"      FAILED {f.where}: {f.reason}" for f in s.failures]
+                lines += [f"      {verb} {o}" for o in s.outputs]
                 continue
             lines.append(
                 f"  {s.stage:<7} {s.samples_written:>6} samples written, {len(s.quarantined)} quarantined; "
