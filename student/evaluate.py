@@ -26,7 +26,7 @@ from depthdata import metrics
 from depthdata.store import Store, select_groups
 from depthdata.stream import ShardMapDataset
 from student import export
-from student.model import DEFAULT_EPS, Student, disparity_to_relative_depth
+from student.model import DEFAULT_EPS, StudentNet, disparity_to_relative_depth
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def _resize(depth: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(depth, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
 
 
-def torch_predictor(model: Student, eps: float = DEFAULT_EPS, size: tuple[int, int] | None = None) -> Predictor:
+def torch_predictor(model: StudentNet, eps: float = DEFAULT_EPS, size: tuple[int, int] | None = None) -> Predictor:
     """uint8 ``H×W×3`` RGB → relative depth ``H×W`` of a torch student (run at ``size`` if given)."""
     model.eval()
 
