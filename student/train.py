@@ -1,5 +1,9 @@
-"""Distillation training from a store: AdamW on :func:`student.losses.distill_loss`, a step
+"""Distillation training from a store: AdamW on :func:`student.losses.total_loss`, a step
 budget, and checkpoints that resume exactly.
+
+The architecture (``model.arch``) and the loss terms (``loss``) come from the config. Each batch
+may mix samples of groups with different fields: every loss term applies to the samples that have
+its fields (:func:`student.data.training_fields`, :class:`student.data.MixedCollate`).
 
 A checkpoint directory holds ``model.safetensors`` (weights + architecture, see
 :mod:`student.checkpoint`) and ``state.pt`` (step, optimizer state, stream position, torch RNG
@@ -22,9 +26,9 @@ from tqdm import tqdm
 from depthdata.errors import DepthdataError
 from depthdata.store import Store, select_groups
 from student.checkpoint import load_model, save_model
-from student.data import training_loader
-from student.losses import LossWeights, distill_loss
-from student.model import Student, StudentConfig, load_encoder_weights
+from student.data import training_fields, training_loader
+from student.losses import LossConfig, total_loss
+from student.model import StudentConfig, StudentNet, build_student, load_encoder_weights
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +58,7 @@ class TrainConfig:
     log_every: int = 10
     model: StudentConfig = field(default_factory=StudentConfig)
     encoder_weights: str | None = None
-    loss: LossWeights = field(default_factory=LossWeights)
+    loss: LossConfig = field(default_factory=LossConfig)
     #: the committed store version to train on (default: the newest when training starts); a
     #: resumed run keeps the version it started on, even after a later build committed more
     store_version: int | None = None
@@ -65,7 +69,7 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
-    model: Student
+    model: StudentNet
     checkpoint: Path
     losses: list[float]
     steps: int
@@ -73,7 +77,7 @@ class TrainResult:
     store_version: int | None = None
 
 
-def _save(model: Student, opt: torch.optim.Optimizer, loader_state: dict, step: int, losses: list[float],
+def _save(model: StudentNet, opt: torch.optim.Optimizer, loader_state: dict, step: int, losses: list[float],
           cfg: TrainConfig, ckpt: Path) -> None:
     ckpt.mkdir(parents=True, exist_ok=True)
     save_model(model, ckpt / MODEL_FILE, trained_on={"store": cfg.store_url, "version": cfg.store_version,
@@ -90,19 +94,17 @@ def checkpoint_dir(out_dir: str | Path) -> Path:
     return Path(out_dir) / "checkpoint"
 
 
-def train(cfg: TrainConfig, model: Student | None = None, resume: bool = True, progress: bool = True) -> TrainResult:
+def train(cfg: TrainConfig, model: StudentNet | None = None, resume: bool = True, progress: bool = True) -> TrainResult:
     """Train (or continue training) a student; returns it in eval mode with its loss history.
 
     ``model`` starts from given weights (e.g. a pruned student to fine-tune); otherwise a new
-    :class:`Student` of ``cfg.model`` is seeded from ``cfg.seed``. With ``resume`` an existing
+    student of ``cfg.model`` is seeded from ``cfg.seed``. With ``resume`` an existing
     checkpoint in ``cfg.out_dir`` takes precedence over both.
     """
     if cfg.steps < 0 or cfg.batch_size < 1:
         raise DepthdataError(f"steps must be >= 0 and batch size >= 1, got {cfg.steps}, {cfg.batch_size}")
     torch.manual_seed(cfg.seed)
     groups = select_groups(Store.open(cfg.store_url, version=cfg.store_version), cfg.groups)
-    ds, loader = training_loader(cfg.store_url, groups, cfg.batch_size, cfg.seed, cfg.size, cfg.hflip,
-                                 cfg.streams, cfg.num_workers, cfg.store_version)
     ckpt = checkpoint_dir(cfg.out_dir)
     state = None
     if resume and (ckpt / STATE_FILE).is_file():
@@ -110,9 +112,13 @@ def train(cfg: TrainConfig, model: Student | None = None, resume: bool = True, p
         state = torch.load(ckpt / STATE_FILE, map_location="cpu", weights_only=True)
         log.info("resuming from %s at step %d", ckpt, state["step"])
     elif model is None:
-        model = Student(cfg.model)
+        model = build_student(cfg.model)
         if cfg.encoder_weights:
             load_encoder_weights(model, cfg.encoder_weights)
+    cfg.loss.validate(model.output)
+    plan = training_fields(cfg.store_url, groups, cfg.store_version, cfg.loss.term_fields(), model.inputs)
+    ds, loader = training_loader(cfg.store_url, groups, cfg.batch_size, cfg.seed, cfg.size, cfg.hflip,
+                                 cfg.streams, cfg.num_workers, cfg.store_version, plan)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     step, losses = 0, []
     if state is not None:
@@ -137,8 +143,8 @@ def train(cfg: TrainConfig, model: Student | None = None, resume: bool = True, p
             loader.set_epoch(ds.epoch + 1)
             batches = None
             continue
-        pred = model(batch["rgb"])
-        loss, terms = distill_loss(pred, batch, cfg.loss)
+        pred = model.forward_train(*(batch[name] for name in model.inputs))
+        loss, terms = total_loss(pred, batch, cfg.loss, model.output)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -148,7 +154,7 @@ def train(cfg: TrainConfig, model: Student | None = None, resume: bool = True, p
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
         if step % cfg.log_every == 0 or step == cfg.steps:
             log.info("step %d/%d loss %.5f (%s) epoch %d", step, cfg.steps, losses[-1],
-                     ", ".join(f"{k} {v:.4f}" for k, v in terms.items()), ds.epoch)
+                     ", ".join(f"{k} {float(v):.4f}" for k, v in terms.items()), ds.epoch)
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
             _save(model, opt, loader.state_dict(), step, losses, cfg, ckpt)
     bar.close()
