@@ -192,12 +192,13 @@ def run(sess: ort.InferenceSession, batch: np.ndarray, sparse: np.ndarray | None
 
 
 def agreement(reference: Sequence[np.ndarray], other: Sequence[np.ndarray]) -> dict[str, float]:
-    """Mean AbsRel and δ<1.25 of ``other`` against ``reference`` relative-depth maps (``H×W``,
-    both in (0, 1]), after median scaling as in the contest's scoring."""
+    """Mean AbsRel and δ<1.25 of ``other`` against ``reference`` depth maps (``H×W``; relative in
+    (0, 1] or metres), after median scaling as in the contest's scoring."""
     abs_rel, delta1 = [], []
     for ref, out in zip(reference, other, strict=True):
-        # The maps are unitless in (0, 1]; widen the metres-oriented default range to cover them.
-        m = metrics.evaluate(out, ref, align="median", min_depth=1e-6, max_depth=2.0)
+        # Relative maps are unitless in (0, 1], completion maps metres: widen the metres-oriented
+        # default range to cover the whole reference either way.
+        m = metrics.evaluate(out, ref, align="median", min_depth=1e-6, max_depth=max(2.0, 2.0 * float(np.max(ref))))
         abs_rel.append(m["abs_rel"])
         delta1.append(m["delta1"])
     return {"abs_rel": float(np.mean(abs_rel)), "delta1": float(np.mean(delta1)), "images": len(abs_rel)}
@@ -205,3 +206,24 @@ def agreement(reference: Sequence[np.ndarray], other: Sequence[np.ndarray]) -> d
 
 def model_bytes(path: str | Path) -> int:
     return Path(path).stat().st_size
+
+
+def export_fp32_int8(model: StudentNet, out_dir: str | Path, size: tuple[int, int], eps: float, store_url: str,
+                     groups: Sequence[str] | None, calibration: int, version: int | None = None) -> dict:
+    """``out_dir/student_fp32.onnx`` and ``out_dir/student_int8.onnx`` of ``model`` at ``size``, INT8
+    calibrated on ``calibration`` store samples (with their sparse LiDAR for completion models).
+    Returns the paths (``onnx_fp32``, ``onnx_int8``), their sizes (``bytes_fp32``, ``bytes_int8``)
+    and ``int8_vs_fp32`` (:func:`agreement` on the calibration samples)."""
+    out = Path(out_dir)
+    size = tuple(size)
+    fp32 = export_onnx(model, out / "student_fp32.onnx", size, eps)
+    completion = "sparse" in model.inputs
+    samples = list(store_inputs(store_url, groups, calibration, version, sparse=completion))
+    int8 = quantize_int8(fp32, out / "student_int8.onnx", [x["rgb"] for x in samples],
+                         sparse=[x["sparse"] for x in samples] if completion else None)
+    s32, s8 = session(fp32), session(int8)
+    feeds = [feed(x["rgb"], size, x.get("sparse")) for x in samples]
+    ref = [s32.run([OUTPUT_NAME], f)[0][0, 0] for f in feeds]
+    q = [s8.run([OUTPUT_NAME], f)[0][0, 0] for f in feeds]
+    return {"onnx_fp32": fp32, "onnx_int8": int8, "bytes_fp32": model_bytes(fp32), "bytes_int8": model_bytes(int8),
+            "int8_vs_fp32": agreement(ref, q)}
