@@ -13,7 +13,8 @@ page differs, so the reference cannot drift from the code. Nothing here is hand-
 * ``errors.md``: :class:`depthdata.errors.DepthdataError` and every subclass in the packages;
 * ``cli.md``: every command and option of :func:`depthdata.cli.build_parser`;
 * ``student.md``: the student architectures of :mod:`student.arch` (parameters and MACs counted
-  by :func:`student.arch.profile`) and the loss terms of :data:`student.losses.TERMS`;
+  by :func:`student.arch.profile`), the loss terms of :data:`student.losses.TERMS` and the
+  training settings (:class:`student.train.TrainConfig`, the keys of a run's YAML file);
 * ``benchmark-results.md``: ``benchmarks/results/*.json`` through ``benchmarks.run_all``.
 
 Usage: ``python docs/gen_reference.py`` (writes), ``python docs/gen_reference.py --check``
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import inspect
 import math
 import pkgutil
@@ -467,8 +469,32 @@ def page_student() -> str:
              f"{fmt_value(LossConfig().use_conf)}; each intermediate prediction adds `aux_weight` "
              f"{fmt_value(LossConfig().aux_weight)} × its loss). A term applies to the samples of a batch that "
              "have its fields; *outputs* are the model outputs it accepts.", "",
-             *table(["term", "fields", "outputs", "options (defaults)", "what"], term_rows), ""]
+             *table(["term", "fields", "outputs", "options (defaults)", "what"], term_rows), "",
+             "## Training settings", "",
+             "The keys of a run's YAML file (`student train --config run.yaml`; flags given on the command line "
+             "override it) and of `student.train.TrainConfig`. The resolved settings are saved with the checkpoint "
+             "(`OUT/checkpoint/config.yaml`).", "",
+             *table(["key", "default", "meaning"], train_rows()), ""]
     return "\n".join(lines)
+
+
+def train_rows() -> list[list[str]]:
+    import dataclasses
+
+    from student.train import TrainConfig
+
+    comments = field_comments(TrainConfig)
+    rows = []
+    for f in dataclasses.fields(TrainConfig):
+        if f.default is not dataclasses.MISSING:
+            default = fmt_value(f.default)
+        elif f.default_factory is not dataclasses.MISSING:
+            value = f.default_factory()
+            default = "see above" if f.name == "loss" else f"`{json.dumps(dataclasses.asdict(value))}`"
+        else:
+            default = "required"
+        rows.append([f"`{f.name}`", default, comments.get(f.name, "")])
+    return rows
 
 
 # -- driver ----------------------------------------------------------------------------------------

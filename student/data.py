@@ -149,10 +149,12 @@ class Resize:
 def training_loader(store_url: str, groups: Sequence[str], batch_size: int, seed: int,
                     size: tuple[int, int] | None, hflip: bool, streams: int,
                     num_workers: int = 0, version: int | None = None,
-                    fields: FieldPlan | None = None) -> tuple[ShardDataset, ResumableLoader]:
+                    fields: FieldPlan | None = None, rank: int = 0,
+                    world_size: int = 1) -> tuple[ShardDataset, ResumableLoader]:
     """A shuffled, resumable stream of training batches (``rgb`` float in [0, 1]) from store
     ``version`` (default: the newest; ``ds.version`` says which) reading ``fields`` (default:
-    :func:`training_fields` for the default loss); batches carry ``present`` (:class:`MixedCollate`)."""
+    :func:`training_fields` for the default loss); batches carry ``present`` (:class:`MixedCollate`).
+    ``rank`` of ``world_size`` processes reads its own share of every epoch."""
     transforms: list[Any] = []
     if size is not None:
         transforms.append(Resize(tuple(size)))
@@ -160,11 +162,12 @@ def training_loader(store_url: str, groups: Sequence[str], batch_size: int, seed
         transforms.append(RandomHFlip())
     plan = fields or training_fields(store_url, groups, version)
     ds = ShardDataset(store_url, groups=list(groups), fields=plan.required, optional_fields=plan.optional,
-                      shuffle=True, seed=seed, batch_size=batch_size, streams=streams, rgb_float=True, rank=0,
-                      world_size=1, transform=Compose(transforms) if transforms else None,
+                      shuffle=True, seed=seed, batch_size=batch_size, streams=streams, rgb_float=True, rank=rank,
+                      world_size=world_size, transform=Compose(transforms) if transforms else None,
                       num_workers=max(1, num_workers), version=version)
     if len(ds) == 0:
         raise DepthdataError(f"{store_url}: no training batch can be formed from {len(ds.shards)} servable shard(s) "
-                             f"with batch size {batch_size} × {streams} streams (lower them, or check that the "
+                             f"with batch size {batch_size} × {streams} streams × {world_size} process(es) (lower them, or "
+                             "check that the "
                              "teacher stage completed)")
     return ds, ResumableLoader(ds, num_workers=num_workers, collate_fn=MixedCollate(plan.optional))

@@ -163,10 +163,11 @@ def _output_tail(path: Path) -> list[str]:
 def quantize_int8(fp32_path: str | Path, int8_path: str | Path, images: Sequence[np.ndarray],
                   per_channel: bool = True, sparse: Sequence[np.ndarray] | None = None) -> Path:
     """Static INT8 quantization of an exported model, calibrated on ``images`` (uint8 H×W×3 RGB,
-    resized to the model's input size) and, for a completion model, their ``sparse`` maps. Every operator onnxruntime can quantize runs in int8
-    (convs, adds, muls, resizes): quantizing convs alone measured slower, because each conv then
-    needs its own quantize/dequantize pair. The prediction conv and everything after it (final
-    upsampling, sigmoid, depth mapping) stay float (see :func:`_output_tail`)."""
+    resized to the model's input size) and, for a completion model, their ``sparse`` maps. Every
+    operator onnxruntime can quantize runs in int8 (convs, adds, muls, resizes): quantizing convs
+    alone measured slower, because each conv then needs its own quantize/dequantize pair. The
+    prediction conv and everything after it (final upsampling, sigmoid, depth mapping) stay
+    float (see :func:`_output_tail`)."""
     if not images:
         raise DepthdataError("INT8 calibration needs at least one image")
     fp32_path, int8_path = Path(fp32_path), Path(int8_path)

@@ -207,7 +207,8 @@ def silog_loss(pred_m: torch.Tensor, target_m: torch.Tensor, weight: torch.Tenso
     return (mean_d2 - lam * mean_d * mean_d).mean()
 
 
-def pixel_distill_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, mode: str = "l2") -> torch.Tensor:
+def pixel_distill_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
+                       mode: str = "l2") -> torch.Tensor:
     """Pixel-wise distillation to the teacher, without alignment (the student is trained to the
     teacher's own convention): per image the weighted mean ``(pred − target)²`` (``mode="l2"``) or
     its square root (``"rmse"``), averaged over images with weight."""

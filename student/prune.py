@@ -12,7 +12,6 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import torch
 import torch_pruning as tp
 
 from depthdata.errors import DepthdataError

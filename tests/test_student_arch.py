@@ -191,3 +191,10 @@ def test_local_classifier_weights_load_into_each_encoder(name, classifier, tmp_p
     with pytest.raises(DepthdataError, match="w.pth"):
         load_encoder_weights(_model("resnet18-unet"), tmp_path / "w.pth") if name != "resnet18-unet" else \
             load_encoder_weights(_model("mnv2-fbnet"), tmp_path / "w.pth")
+
+
+def test_the_command_line_names_every_architecture():
+    from student.cli import ARCH_HELP
+
+    # The help is written without importing torch (``depthdata --help`` stays light); it must not drift.
+    assert all(name in ARCH_HELP for name in architectures())

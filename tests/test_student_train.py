@@ -89,3 +89,35 @@ def test_groups_that_cannot_feed_the_model_or_the_loss_are_errors(mixed, tmp_pat
     with pytest.raises(DepthdataError, match="distill.*outputs depth"):
         train(_cfg(mixed, tmp_path / "e", 1, model=StudentConfig(arch="completion"),
                    loss=LossConfig((LossTerm("distill"),))), progress=False)
+
+
+def test_command_line_options_select_architecture_and_loss():
+    import argparse
+
+    from student.cli import _train_config, register
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(["student", "train", "--store", "s.zarr", "--out", "o", "--arch", "mnv2-fbnet",
+                              "--loss", "ssi=1,rank=0.25"])
+    cfg = _train_config(args, "o")
+    assert cfg.model == StudentConfig(arch="mnv2-fbnet")
+    assert cfg.loss == LossConfig((LossTerm("ssi", 1.0), LossTerm("rank", 0.25)))
+
+
+@pytest.mark.slow
+def test_cli_run_of_the_completion_model_exports_and_evaluates_metres(tmp_path):
+    import json
+
+    import onnx
+
+    from depthdata.cli import main
+
+    url = build_store(str(tmp_path / "s.zarr"), n=6, shard_size=3, h=H, w=W, pairs=False)
+    assert main(["student", "run", "--store", url, "--out", str(tmp_path / "o"), "--arch", "completion",
+                 "--steps", "3", "--finetune-steps", "1", "--batch-size", "2", "--loss", "ssi=1,sparse=1,l1=0.1"]) == 0
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert report["arch"] == "completion"
+    assert [i.name for i in onnx.load(report["paths"]["onnx_fp32"]).graph.input] == ["input", "sparse"]
+    assert report["int8_vs_fp32"]["abs_rel"] < 0.05
+    assert report["eval"]["int8"]["synth/train"]["gt"]["images"] == 6

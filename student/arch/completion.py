@@ -60,7 +60,8 @@ class Completion(StudentNet):
         widths = [out_channels(self.encoder[i]) for i in self.stage_ends]
         chans = (2, *DEPTH_WIDTHS)
         self.sparse_branch = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(ci, co, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(co), nn.ReLU(inplace=True))
+            nn.Sequential(nn.Conv2d(ci, co, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(co),
+                          nn.ReLU(inplace=True))
             for ci, co in zip(chans[:-1], chans[1:]))
         self.lateral = nn.ModuleList(nn.Conv2d(w, DECODER, 1) for w in widths)
         # Sparse features at strides 4, 8, 16, 32 (branch outputs 1–4) join the laterals.
