@@ -12,6 +12,9 @@ page differs, so the reference cannot drift from the code. Nothing here is hand-
 * ``eda-stats.md``: :data:`depthdata.eda.report.STATS_COLUMNS`;
 * ``errors.md``: :class:`depthdata.errors.DepthdataError` and every subclass in the packages;
 * ``cli.md``: every command and option of :func:`depthdata.cli.build_parser`;
+* ``student.md``: the student architectures of :mod:`student.arch` (parameters and MACs counted
+  by :func:`student.arch.profile`), the loss terms of :data:`student.losses.TERMS` and the
+  training settings (:class:`student.train.TrainConfig`, the keys of a run's YAML file);
 * ``benchmark-results.md``: ``benchmarks/results/*.json`` through ``benchmarks.run_all``.
 
 Usage: ``python docs/gen_reference.py`` (writes), ``python docs/gen_reference.py --check``
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import inspect
 import math
 import pkgutil
@@ -429,6 +433,70 @@ def page_benchmarks() -> str:
     return "\n".join(lines)
 
 
+# -- student ---------------------------------------------------------------------------------------
+
+def page_student() -> str:
+    from student.arch import CONTEST_SIZE, architectures, profile
+    from student.losses import DEFAULT_TERMS, TERMS, LossConfig
+
+    h, w = CONTEST_SIZE
+    arch_rows = []
+    for name, cls in sorted(architectures().items()):
+        p = profile(cls)
+        output = "relative disparity in [0, 1]" if cls.output == "disparity" else "metric depth (m)"
+        arch_rows.append([f"`{name}`", cls.source, ", ".join(f"`{i}`" for i in cls.inputs), output,
+                          f"{p.params / 1e6:.2f} M", f"{p.macs / 1e9:.2f} G",
+                          ", ".join(f"`{o}`" for o in sorted(cls.options)) or "–", f"`{cls.__module__}`"])
+    term_rows = []
+    for name, spec in TERMS.items():
+        opts = dict(spec.options)
+        term_rows.append([f"`{name}`", ", ".join(f"`{f}`" for f in spec.fields(opts)),
+                          ", ".join(spec.kinds(opts)),
+                          ", ".join(f"`{k}: {fmt_value(v).strip('`')}`" for k, v in opts.items()) or "–", spec.doc])
+    default = " + ".join(f"{t.weight:g}·`{t.name}`" for t in DEFAULT_TERMS)
+    lines = ["# Student architectures and loss terms", "",
+             "Chosen by name: `StudentConfig.arch` (`--arch`) and the terms of `LossConfig` (`--loss`). How they "
+             "are used: [Student](../student.md).", "",
+             "## Architectures", "",
+             f"Parameters and multiply-accumulates of the deployed graph (training-only heads dropped) for one "
+             f"{h}×{w} input, counted by `student.arch.profile`: `torch.utils.flop_counter.FlopCounterMode` on the "
+             "meta device (convolutions, transposed convolutions and matrix products; MACs = FLOPs / 2). Options: "
+             "the `StudentConfig` fields the architecture reads.", "",
+             *table(["name", "source", "inputs", "output", "params", f"MACs at {h}×{w}", "options", "module"],
+                    arch_rows), "",
+             "## Loss terms", "",
+             f"Default loss: {default} (teacher confidence weighs the teacher terms: `use_conf` "
+             f"{fmt_value(LossConfig().use_conf)}; each intermediate prediction adds `aux_weight` "
+             f"{fmt_value(LossConfig().aux_weight)} × its loss). A term applies to the samples of a batch that "
+             "have its fields; *outputs* are the model outputs it accepts.", "",
+             *table(["term", "fields", "outputs", "options (defaults)", "what"], term_rows), "",
+             "## Training settings", "",
+             "The keys of a run's YAML file (`student train --config run.yaml`; flags given on the command line "
+             "override it) and of `student.train.TrainConfig`. The resolved settings are saved with the checkpoint "
+             "(`OUT/checkpoint/config.yaml`).", "",
+             *table(["key", "default", "meaning"], train_rows()), ""]
+    return "\n".join(lines)
+
+
+def train_rows() -> list[list[str]]:
+    import dataclasses
+
+    from student.train import TrainConfig
+
+    comments = field_comments(TrainConfig)
+    rows = []
+    for f in dataclasses.fields(TrainConfig):
+        if f.default is not dataclasses.MISSING:
+            default = fmt_value(f.default)
+        elif f.default_factory is not dataclasses.MISSING:
+            value = f.default_factory()
+            default = "see above" if f.name == "loss" else f"`{json.dumps(dataclasses.asdict(value))}`"
+        else:
+            default = "required"
+        rows.append([f"`{f.name}`", default, comments.get(f.name, "")])
+    return rows
+
+
 # -- driver ----------------------------------------------------------------------------------------
 
 PAGES = {
@@ -438,6 +506,7 @@ PAGES = {
     "eda-stats.md": page_eda_stats,
     "errors.md": page_errors,
     "cli.md": page_cli,
+    "student.md": page_student,
     "benchmark-results.md": page_benchmarks,
 }
 

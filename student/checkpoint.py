@@ -1,9 +1,11 @@
 """Saving and loading student weights as safetensors, pruned or not.
 
-A model file is one ``.safetensors`` whose metadata holds the :class:`StudentConfig` JSON.
-Structured pruning only changes channel counts, so a pruned model is rebuilt from the
-unpruned architecture by resizing each conv / batch-norm to the tensor shapes in the file
-(safetensors holds no code, unlike pickling the pruned module).
+A model file is one ``.safetensors`` whose metadata holds the :class:`StudentConfig` JSON
+(``arch`` selects the architecture; files written before architectures had names hold none and
+load as ``fpn-mnv3s``, the only one there was). Structured pruning only changes channel counts,
+so a pruned model is rebuilt from the unpruned architecture by resizing each (transposed) conv /
+batch-norm to the tensor shapes in the file (safetensors holds no code, unlike pickling the
+pruned module).
 """
 
 from __future__ import annotations
@@ -17,10 +19,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from depthdata.errors import DepthdataError
-from student.model import Student, StudentConfig
+from student.model import StudentConfig, StudentNet, build_student
 
 
-def save_model(model: Student, path: str | Path, trained_on: dict | None = None) -> Path:
+def save_model(model: StudentNet, path: str | Path, trained_on: dict | None = None) -> Path:
     """Write ``model``'s state dict and config to ``path`` (``.safetensors``); ``trained_on``
     (store URL, committed version, groups) goes into the metadata as JSON."""
     path = Path(path)
@@ -34,10 +36,17 @@ def save_model(model: Student, path: str | Path, trained_on: dict | None = None)
 
 
 def _resize_to(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Give every Conv2d / BatchNorm2d the channel counts of ``state`` (after pruning)."""
+    """Give every Conv2d / ConvTranspose2d / BatchNorm2d the channel counts of ``state`` (after pruning)."""
     for name, module in model.named_modules():
         prefix = f"{name}." if name else ""
-        if isinstance(module, nn.Conv2d) and f"{prefix}weight" in state:
+        if isinstance(module, nn.ConvTranspose2d) and f"{prefix}weight" in state:
+            # Transposed weights are (in, out / groups, k, k); pruning keeps groups = 1 here.
+            w = state[f"{prefix}weight"]
+            module.in_channels, module.out_channels = int(w.shape[0]), int(w.shape[1]) * module.groups
+            module.weight = nn.Parameter(torch.empty_like(w))
+            if module.bias is not None:
+                module.bias = nn.Parameter(torch.empty_like(state[f"{prefix}bias"]))
+        elif isinstance(module, nn.Conv2d) and f"{prefix}weight" in state:
             w = state[f"{prefix}weight"]
             depthwise = module.groups > 1 and module.groups == module.in_channels
             module.out_channels = int(w.shape[0])
@@ -55,8 +64,8 @@ def _resize_to(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
             module.running_var = torch.ones(n)
 
 
-def load_model(path: str | Path) -> Student:
-    """A :class:`Student` (in eval mode) from a file written by :func:`save_model`."""
+def load_model(path: str | Path) -> StudentNet:
+    """A student (in eval mode) from a file written by :func:`save_model`."""
     path = Path(path)
     if not path.is_file():
         raise DepthdataError(f"{path}: student model file not found")
@@ -68,7 +77,11 @@ def load_model(path: str | Path) -> Student:
         raise DepthdataError(f"{path}: not a readable safetensors file ({exc})") from None
     if "student_config" not in meta:
         raise DepthdataError(f"{path}: safetensors file without a student_config (not written by student.checkpoint)")
-    model = Student(StudentConfig.from_json(meta["student_config"]))
+    try:
+        config = StudentConfig.from_json(meta["student_config"])
+    except TypeError as exc:  # an option this version does not know
+        raise DepthdataError(f"{path}: unknown student configuration ({exc})") from None
+    model = build_student(config)
     _resize_to(model, state)
     try:
         model.load_state_dict(state, strict=True)

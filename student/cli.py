@@ -31,13 +31,31 @@ def _common(p: argparse.ArgumentParser, out_help: str) -> None:
 
 
 def _train_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--steps", type=int, default=200, help="optimizer steps in total (default 200)")
-    p.add_argument("--batch-size", type=int, default=4, help="samples per step (default 4)")
-    p.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default 1e-3)")
-    p.add_argument("--seed", type=int, default=0, help="seed of model init, data order and augmentation")
+    # Defaults are None so that only the flags given override a --config file; the values in the
+    # help are TrainConfig's defaults (not imported here: --help must not load torch).
+    p.add_argument("--config", default=None, metavar="YAML",
+                   help="training settings file (keys of TrainConfig, docs: Student, Recipes); flags given override it")
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps in total (default 200)")
+    p.add_argument("--batch-size", type=int, default=None, help="samples per step and process (default 4)")
+    p.add_argument("--lr", type=float, default=None, help="(peak) learning rate (default 1e-3)")
+    p.add_argument("--optimizer", choices=["adamw", "sgd"], default=None, help="optimizer (default adamw)")
+    p.add_argument("--schedule", choices=["constant", "cosine", "onecycle"], default=None,
+                   help="learning-rate schedule (default constant)")
+    p.add_argument("--clip-grad-norm", type=float, default=None, help="clip the gradients' global norm (default: off)")
+    p.add_argument("--ema-decay", type=float, default=None, help="average the weights, e.g. 0.999 (default: off)")
+    p.add_argument("--rebalance-every", type=int, default=None,
+                   help="rebalance the loss-term weights every N steps (default 0: off)")
+    p.add_argument("--seed", type=int, default=None, help="seed of model init, data order and augmentation (default 0)")
     p.add_argument("--size", type=_size, default=None, help="train at HEIGHTxWIDTH (default: the store's size)")
-    p.add_argument("--streams", type=int, default=2, help="interleaved shard streams (default 2)")
+    p.add_argument("--streams", type=int, default=None, help="interleaved shard streams (default 2)")
+    p.add_argument("--loss", default=None, metavar="TERM=WEIGHT,...",
+                   help="loss terms and weights, e.g. ssi=1,grad=0.5,rank=0.5 (default: ssi=1,grad=0.5,sparse=0.5,"
+                   "rank=0.5); terms: l1, silog, distill, ssi, grad, rank, sparse (docs: Student, Losses)")
     p.add_argument("--no-resume", action="store_true", help="start over even if OUT holds a checkpoint")
+
+
+ARCH_HELP = ("student architecture: fpn-mnv3s (default), lpcvc-mnv3s, resnet18-unet, mnv2-fbnet, completion "
+             "(docs: Student, Architectures)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -51,8 +69,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "re-run continues from them.")
     _common(t, "output folder (checkpoint under OUT/checkpoint)")
     _train_options(t)
-    t.add_argument("--encoder", default="mobilenet_v3_small",
-                   choices=["mobilenet_v3_small", "mobilenet_v3_large", "mobilenet_v2"], help="MobileNet encoder")
+    t.add_argument("--arch", default=None, help=ARCH_HELP)
+    t.add_argument("--encoder", default=None,
+                   choices=["mobilenet_v3_small", "mobilenet_v3_large", "mobilenet_v2"],
+                   help="MobileNet encoder of fpn-mnv3s")
     t.add_argument("--encoder-weights", default=None, help="local torchvision state dict (.pth or .safetensors)")
     t.set_defaults(func=_train)
 
@@ -89,24 +109,55 @@ def register(sub: argparse._SubParsersAction) -> None:
     r = ssub.add_parser("run", help="train → prune → fine-tune → export INT8 → evaluate",
                         description="The whole student stage; writes OUT/report.json.")
     _common(r, "output folder")
-    r.add_argument("--steps", type=int, default=40, help="training steps (default 40)")
+    r.add_argument("--steps", type=int, default=None, help="training steps (default 40)")
     r.add_argument("--finetune-steps", type=int, default=None, help="fine-tune steps after pruning (default steps/2)")
     r.add_argument("--ratio", type=float, default=0.3, help="pruning ratio (default 0.3)")
-    r.add_argument("--batch-size", type=int, default=4, help="samples per step (default 4)")
+    r.add_argument("--batch-size", type=int, default=None, help="samples per step (default 4)")
     r.add_argument("--size", type=_size, default=None, help="train at HEIGHTxWIDTH (default: the store's size)")
     r.add_argument("--export-size", type=_size, default=None, help="ONNX input HEIGHTxWIDTH (default: training size)")
-    r.add_argument("--seed", type=int, default=0, help="seed")
+    r.add_argument("--seed", type=int, default=None, help="seed (default 0)")
+    r.add_argument("--arch", default=None, help=ARCH_HELP)
+    r.add_argument("--loss", default=None, metavar="TERM=WEIGHT,...", help="loss terms and weights (as for train)")
+    r.add_argument("--config", default=None, metavar="YAML",
+                   help="training settings file (as for train; store and output come from the flags)")
     r.set_defaults(func=_run)
 
 
+# flag → TrainConfig key, for the flags a --config file may also set
+_OVERRIDES = {"groups": "groups", "steps": "steps", "batch_size": "batch_size", "lr": "lr", "optimizer": "optimizer",
+              "schedule": "schedule", "clip_grad_norm": "clip_grad_norm", "ema_decay": "ema_decay",
+              "rebalance_every": "rebalance_every", "seed": "seed", "size": "size", "streams": "streams",
+              "encoder_weights": "encoder_weights"}
+
+
+def _settings(args: argparse.Namespace) -> dict:
+    """The run's settings: the --config file, then every flag that was given on top."""
+    from student.train import load_config
+
+    d = load_config(args.config) if getattr(args, "config", None) else {}
+    for flag, key in _OVERRIDES.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            d[key] = list(value) if key == "size" else value
+    if getattr(args, "arch", None) is not None or getattr(args, "encoder", None) is not None:
+        model = dict(d.get("model") or {})
+        if getattr(args, "arch", None) is not None:
+            model["arch"] = args.arch
+        if getattr(args, "encoder", None) is not None:
+            model["encoder"] = args.encoder
+        d["model"] = model
+    if getattr(args, "loss", None):
+        from student.losses import LossConfig
+
+        d["loss"] = {**(d.get("loss") or {}), "terms": LossConfig.from_spec(args.loss).to_dict()["terms"]}
+    return d
+
+
 def _train_config(args: argparse.Namespace, out: str):
-    from student.model import StudentConfig
     from student.train import TrainConfig
 
-    return TrainConfig(store_url=args.store, out_dir=out, groups=args.groups, steps=args.steps,
-                       batch_size=args.batch_size, lr=args.lr, seed=args.seed, size=args.size, streams=args.streams,
-                       model=StudentConfig(getattr(args, "encoder", "mobilenet_v3_small")),
-                       encoder_weights=getattr(args, "encoder_weights", None))
+    settings = _settings(args) | {"store_url": args.store, "out_dir": out}
+    return TrainConfig.from_dict(settings, source=args.config or "student command line")
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -140,16 +191,9 @@ def _export(args: argparse.Namespace) -> int:
     from student import export
     from student.checkpoint import load_model
 
-    model = load_model(args.model)
-    out = Path(args.out)
-    fp32 = export.export_onnx(model, out / "student_fp32.onnx", args.size, args.eps)
-    images = list(export.store_images(args.store, args.groups, args.calibration))
-    int8 = export.quantize_int8(fp32, out / "student_int8.onnx", images)
-    s32, s8 = export.session(fp32), export.session(int8)
-    ref = [export.run(s32, export.to_input(im, args.size))[0, 0] for im in images]
-    q = [export.run(s8, export.to_input(im, args.size))[0, 0] for im in images]
-    print(json.dumps({"onnx_fp32": str(fp32), "onnx_int8": str(int8), "bytes_fp32": export.model_bytes(fp32),
-                      "bytes_int8": export.model_bytes(int8), "int8_vs_fp32": export.agreement(ref, q)}, indent=2))
+    result = export.export_fp32_int8(load_model(args.model), args.out, args.size, args.eps, args.store, args.groups,
+                                     args.calibration)
+    print(json.dumps(result, indent=2, default=str))
     return 0
 
 
@@ -173,10 +217,16 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from student.pipeline import run
+    from student.train import TrainConfig
 
-    result = run(args.store, args.out, steps=args.steps, finetune_steps=args.finetune_steps, prune_ratio=args.ratio,
-                 groups=args.groups, batch_size=args.batch_size, size=args.size, export_size=args.export_size,
-                 seed=args.seed)
+    # The file's settings go to the trainer (validated as a TrainConfig); run's own flags win.
+    settings = _settings(args)
+    cfg = TrainConfig.from_dict(settings | {"store_url": args.store, "out_dir": args.out},
+                                source=args.config or "student command line")
+    own = ("steps", "batch_size", "size", "seed", "groups")  # run's own parameters; the rest go to the trainer
+    kwargs = {k: getattr(cfg, k) for k in settings if k not in ("store_url", "out_dir")}
+    result = run(args.store, args.out, finetune_steps=args.finetune_steps, prune_ratio=args.ratio,
+                 export_size=args.export_size, **{k: v for k, v in kwargs.items() if k not in own or v is not None})
     print(json.dumps({"paths": result["paths"], "int8_vs_fp32": result["int8_vs_fp32"], "prune": result["prune"]},
                      indent=2))
     return 0

@@ -1,11 +1,12 @@
 """Evaluate a student (torch or exported ONNX) on store groups.
 
-Every model is seen through the contest output: relative depth in (0, 1] proportional to depth
-(:class:`student.model.ContestWrapper`), predicted at the model's input size and resized back
+Every model is seen through its exported output: relative depth in (0, 1] proportional to depth
+(:class:`student.model.ContestWrapper`), or metric depth in metres for completion models (which
+also read the sample's ``sparse`` LiDAR), predicted at the model's input size and resized back
 to the sample's size (bilinear). Per group, averaged over images:
 
-* ``gt``: against the ``depth`` field (metres), median scaling, the standard set of
-  :func:`depthdata.metrics.evaluate` (valid ground truth in (1e-3, 10) m);
+* ``gt``: against the ``depth`` field (metres), median scaling (none for metric predictions), the
+  standard set of :func:`depthdata.metrics.evaluate` (valid ground truth in (1e-3, 10) m);
 * ``teacher``: against the teacher turned into depth the same way as the student
   (``1/(teacher + eps)``), median scaling — how closely the student imitates its teacher;
 * ``whdr``: over the ``pairs`` of the group (DIW convention: ``order = +1`` when A is farther).
@@ -23,14 +24,23 @@ import torch
 from tqdm import tqdm
 
 from depthdata import metrics
+from depthdata.errors import DepthdataError
 from depthdata.store import Store, select_groups
 from depthdata.stream import ShardMapDataset
 from student import export
-from student.model import DEFAULT_EPS, Student, disparity_to_relative_depth
+from student.model import DEFAULT_EPS, StudentNet, disparity_to_relative_depth
 
 log = logging.getLogger(__name__)
 
-Predictor = Callable[[np.ndarray], np.ndarray]
+#: ``predict(rgb)`` (uint8 ``H×W×3``) → depth ``H×W``; completion predictors take ``predict(rgb, sparse)``
+#: (``H×W`` metres). A predictor may say so with attributes: ``inputs`` (default ``("rgb",)``) and
+#: ``metric`` (default ``False``: relative depth, median-scaled before comparison).
+Predictor = Callable[..., np.ndarray]
+
+
+def _describe(predict: Predictor, inputs: tuple[str, ...], metric: bool) -> Predictor:
+    predict.inputs, predict.metric = inputs, metric  # type: ignore[attr-defined]
+    return predict
 
 
 def _resize(depth: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -39,28 +49,36 @@ def _resize(depth: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(depth, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
 
 
-def torch_predictor(model: Student, eps: float = DEFAULT_EPS, size: tuple[int, int] | None = None) -> Predictor:
-    """uint8 ``H×W×3`` RGB → relative depth ``H×W`` of a torch student (run at ``size`` if given)."""
+def torch_predictor(model: StudentNet, eps: float = DEFAULT_EPS, size: tuple[int, int] | None = None) -> Predictor:
+    """uint8 ``H×W×3`` RGB (and ``sparse`` metres for completion models) → relative depth ``H×W``
+    (metres for completion models) of a torch student, run at ``size`` if given."""
     model.eval()
 
-    def predict(rgb: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(export.to_input(rgb, size or rgb.shape[:2])) / 255.0
+    def predict(rgb: np.ndarray, sparse: np.ndarray | None = None) -> np.ndarray:
+        at = size or rgb.shape[:2]
+        x = torch.from_numpy(export.to_input(rgb, at)) / 255.0
         with torch.no_grad():
-            out = disparity_to_relative_depth(model(x), eps)[0, 0].numpy()
+            if model.output == "depth":
+                out = model(x, torch.from_numpy(export.sparse_input(sparse, at)))[0, 0].numpy()
+            else:
+                out = disparity_to_relative_depth(model(x), eps)[0, 0].numpy()
         return _resize(out, rgb.shape[:2])
 
-    return predict
+    return _describe(predict, model.inputs, model.output == "depth")
 
 
 def onnx_predictor(path: str | Path, threads: int | None = None) -> Predictor:
-    """uint8 ``H×W×3`` RGB → relative depth ``H×W`` of an exported model at its fixed input size."""
+    """uint8 ``H×W×3`` RGB → relative depth ``H×W`` of an exported model at its fixed input size;
+    a completion export (a ``sparse`` input) also takes ``sparse`` and gives metres."""
     sess = export.session(path, threads)
     size = export.input_size(sess)
+    completion = any(i.name == export.SPARSE_NAME for i in sess.get_inputs())
 
-    def predict(rgb: np.ndarray) -> np.ndarray:
-        return _resize(export.run(sess, export.to_input(rgb, size))[0, 0], rgb.shape[:2])
+    def predict(rgb: np.ndarray, sparse: np.ndarray | None = None) -> np.ndarray:
+        feed = export.feed(rgb, size, sparse if completion else None)
+        return _resize(export.run(sess, feed[export.INPUT_NAME], feed.get(export.SPARSE_NAME))[0, 0], rgb.shape[:2])
 
-    return predict
+    return _describe(predict, ("rgb", "sparse") if completion else ("rgb",), completion)
 
 
 def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
@@ -73,7 +91,12 @@ def evaluate_group(predict: Predictor, store_url: str, group: str, limit: int | 
     """Metrics of one group (see module doc) at store ``version`` (default: the newest);
     ``limit`` evaluates the first ``limit`` samples."""
     have = set(Store.open(store_url, version=version).group(group).fields())
-    fields = [f for f in ("rgb", "depth", "teacher", "pairs") if f in have]
+    inputs = tuple(getattr(predict, "inputs", ("rgb",)))
+    metric = bool(getattr(predict, "metric", False))
+    missing = [f for f in inputs if f not in have]
+    if missing:
+        raise DepthdataError(f"{store_url}: group {group} has no {missing[0]!r}, an input of the model")
+    fields = [f for f in ("rgb", "depth", "teacher", "pairs", "sparse") if f in have and (f != "sparse" or f in inputs)]
     ds = ShardMapDataset(store_url, groups=[group], fields=fields, version=version)
     n = len(ds) if limit is None else min(limit, len(ds))
     gt_rows, teacher_rows = [], []
@@ -81,10 +104,11 @@ def evaluate_group(predict: Predictor, store_url: str, group: str, limit: int | 
     for k in tqdm(range(n), desc=f"evaluate {group}", unit="img", disable=not progress):
         s = ds[k]
         rgb = s["rgb"].numpy().transpose(1, 2, 0)
-        pred = predict(rgb).astype(np.float64)
+        pred = (predict(rgb, s["sparse"][0].numpy()) if "sparse" in inputs else predict(rgb)).astype(np.float64)
         if "depth" in s:
             gt = np.where(s["depth_valid"][0].numpy(), s["depth"][0].numpy(), np.nan)
-            gt_rows.append(metrics.evaluate(pred, gt, align="median", on_empty="nan", name=s["sample_id"]))
+            gt_rows.append(metrics.evaluate(pred, gt, align=None if metric else "median", on_empty="nan",
+                                            name=s["sample_id"]))
         if "teacher" in s:
             valid = s["teacher_valid"][0].numpy()
             t_depth = np.where(valid, 1.0 / (s["teacher"][0].numpy().astype(np.float64) + eps), np.nan)

@@ -1,8 +1,12 @@
 """ONNX export of the contest model and INT8 static quantization with onnxruntime.
 
-The exported graph is :class:`student.model.ContestWrapper`: input ``input`` float32
-``B×3×H×W`` RGB in 0–255 (default ``H×W = 480×640``, LPCVC 2025 Track 3), output ``depth``
-float32 ``B×1×H×W`` relative depth in (0, 1], near = small, far = 1. The batch axis is dynamic.
+The exported graph of a disparity student (every architecture but ``completion``) is
+:class:`student.model.ContestWrapper`: input ``input`` float32 ``B×3×H×W`` RGB in 0–255 (default
+``H×W = 480×640``, LPCVC 2025 Track 3), output ``depth`` float32 ``B×1×H×W`` relative depth in
+(0, 1], near = small, far = 1. A completion student exports :class:`student.model.CompletionWrapper`:
+inputs ``input`` (as above) and ``sparse`` float32 ``B×1×H×W`` LiDAR metres (0 = no return), output
+``depth`` in metres. The batch axis is dynamic. Only :meth:`~student.arch.base.StudentNet.forward`
+is traced, so intermediate (training-only) heads are not in the file.
 
 INT8: :func:`quantize_int8` calibrates activation ranges on real store images (resized to the
 export size) and writes a QDQ model (weights int8 per output channel, activations uint8) that
@@ -28,28 +32,34 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from depthdata import metrics
 from depthdata.errors import DepthdataError
 from depthdata.stream import ShardMapDataset
-from student.model import DEFAULT_EPS, ContestWrapper, Student
+from student.model import DEFAULT_EPS, StudentNet, export_wrapper
 
 log = logging.getLogger(__name__)
 
 CONTEST_SIZE = (480, 640)
 INPUT_NAME = "input"
+SPARSE_NAME = "sparse"
 OUTPUT_NAME = "depth"
 
 
-def export_onnx(model: Student, path: str | Path, size: tuple[int, int] = CONTEST_SIZE, eps: float = DEFAULT_EPS,
+def export_onnx(model: StudentNet, path: str | Path, size: tuple[int, int] = CONTEST_SIZE, eps: float = DEFAULT_EPS,
                 opset: int = 17) -> Path:
-    """Write the FP32 contest model for input ``size = (height, width)`` pixels to ``path``."""
+    """Write the FP32 exported model (module doc) for input ``size = (height, width)`` pixels to ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    wrapper = ContestWrapper(model.eval(), eps).eval()
-    example = torch.rand(1, 3, *size) * 255
+    wrapper = export_wrapper(model.eval(), eps).eval()
+    example = list(model.example_inputs(tuple(size)))
+    example[0] = example[0] * 255
+    names = [INPUT_NAME, SPARSE_NAME][:len(example)]
     with warnings.catch_warnings(), torch.no_grad():
         # The TorchScript exporter (dynamo=False) needs no onnxscript; torch warns that it is legacy.
         warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(wrapper, (example,), str(path), dynamo=False, opset_version=opset,
-                          input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                          dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
+        # Decoders compare feature-map sizes in Python (odd input sizes); the exported file has a
+        # fixed H×W, so the constants the tracer records are the right ones.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        torch.onnx.export(wrapper, tuple(example), str(path), dynamo=False, opset_version=opset,
+                          input_names=names, output_names=[OUTPUT_NAME],
+                          dynamic_axes={n: {0: "batch"} for n in [*names, OUTPUT_NAME]})
     # The TorchScript exporter leaves the output's non-batch dims symbolic; state them so the
     # file itself declares the contest shape (B, 1, H, W).
     graph = onnx.load(str(path))
@@ -88,20 +98,51 @@ def to_input(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.ascontiguousarray(rgb.transpose(2, 0, 1)[None].astype(np.float32))
 
 
+def sparse_input(sparse: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``H×W`` LiDAR metres (0 = no return) → float32 ``1×1×h×w`` at ``size``: nearest
+    neighbour, so no return is blended with the holes around it."""
+    if sparse.shape[:2] != tuple(size):
+        sparse = cv2.resize(sparse, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
+    return np.ascontiguousarray(sparse[None, None].astype(np.float32))
+
+
+def store_inputs(store_url: str, groups: Sequence[str] | None, limit: int, version: int | None = None,
+                 sparse: bool = False) -> Iterator[dict[str, np.ndarray]]:
+    """Up to ``limit`` model inputs from the store's servable samples (at ``version``, default
+    the newest), spread evenly: ``{"rgb": uint8 H×W×3}``, plus ``"sparse"`` (``H×W`` metres)
+    when ``sparse``."""
+    fields = ("rgb", "sparse") if sparse else ("rgb",)
+    ds = ShardMapDataset(store_url, groups=groups, fields=fields, version=version)
+    if len(ds) == 0:
+        raise DepthdataError(f"{store_url}: no servable sample with {' and '.join(fields)} for calibration")
+    for k in np.unique(np.linspace(0, len(ds) - 1, min(limit, len(ds))).round().astype(int)):
+        s = ds[int(k)]
+        out = {"rgb": s["rgb"].numpy().transpose(1, 2, 0)}
+        if sparse:
+            out["sparse"] = s["sparse"][0].numpy()
+        yield out
+
+
 def store_images(store_url: str, groups: Sequence[str] | None, limit: int,
                  version: int | None = None) -> Iterator[np.ndarray]:
     """Up to ``limit`` uint8 ``H×W×3`` images from the store's servable samples (at ``version``,
     default the newest), spread evenly."""
-    ds = ShardMapDataset(store_url, groups=groups, fields=("rgb",), version=version)
-    if len(ds) == 0:
-        raise DepthdataError(f"{store_url}: no servable rgb sample for calibration")
-    for k in np.unique(np.linspace(0, len(ds) - 1, min(limit, len(ds))).round().astype(int)):
-        yield ds[int(k)]["rgb"].numpy().transpose(1, 2, 0)
+    for s in store_inputs(store_url, groups, limit, version):
+        yield s["rgb"]
+
+
+def feed(rgb: np.ndarray, size: tuple[int, int], sparse: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The onnxruntime inputs of one sample at ``size``: ``input`` (and ``sparse`` when given)."""
+    out = {INPUT_NAME: to_input(rgb, size)}
+    if sparse is not None:
+        out[SPARSE_NAME] = sparse_input(sparse, size)
+    return out
 
 
 class _Calibration(CalibrationDataReader):
-    def __init__(self, images: Sequence[np.ndarray], size: tuple[int, int]):
-        self._batches = iter([{INPUT_NAME: to_input(im, size)} for im in images])
+    def __init__(self, images: Sequence[np.ndarray], size: tuple[int, int], sparse: Sequence[np.ndarray] | None):
+        maps = sparse if sparse is not None else [None] * len(images)
+        self._batches = iter([feed(im, size, sp) for im, sp in zip(images, maps, strict=True)])
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         return next(self._batches, None)
@@ -120,12 +161,13 @@ def _output_tail(path: Path) -> list[str]:
 
 
 def quantize_int8(fp32_path: str | Path, int8_path: str | Path, images: Sequence[np.ndarray],
-                  per_channel: bool = True) -> Path:
+                  per_channel: bool = True, sparse: Sequence[np.ndarray] | None = None) -> Path:
     """Static INT8 quantization of an exported model, calibrated on ``images`` (uint8 H×W×3 RGB,
-    resized to the model's input size). Every operator onnxruntime can quantize runs in int8
-    (convs, adds, muls, resizes): quantizing convs alone measured slower, because each conv then
-    needs its own quantize/dequantize pair. The prediction conv and everything after it (final
-    upsampling, sigmoid, depth mapping) stay float (see :func:`_output_tail`)."""
+    resized to the model's input size) and, for a completion model, their ``sparse`` maps. Every
+    operator onnxruntime can quantize runs in int8 (convs, adds, muls, resizes): quantizing convs
+    alone measured slower, because each conv then needs its own quantize/dequantize pair. The
+    prediction conv and everything after it (final upsampling, sigmoid, depth mapping) stay
+    float (see :func:`_output_tail`)."""
     if not images:
         raise DepthdataError("INT8 calibration needs at least one image")
     fp32_path, int8_path = Path(fp32_path), Path(int8_path)
@@ -133,7 +175,7 @@ def quantize_int8(fp32_path: str | Path, int8_path: str | Path, images: Sequence
     prepped = int8_path.with_suffix(".prep.onnx")
     quant_pre_process(str(fp32_path), str(prepped), skip_symbolic_shape=True)
     try:
-        quantize_static(str(prepped), str(int8_path), _Calibration(images, size), quant_format=QuantFormat.QDQ,
+        quantize_static(str(prepped), str(int8_path), _Calibration(images, size, sparse), quant_format=QuantFormat.QDQ,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=per_channel,
                         calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=_output_tail(prepped))
     finally:
@@ -141,18 +183,23 @@ def quantize_int8(fp32_path: str | Path, int8_path: str | Path, images: Sequence
     return int8_path
 
 
-def run(sess: ort.InferenceSession, batch: np.ndarray) -> np.ndarray:
-    """Output ``B×1×H×W`` of an exported model for an input batch ``B×3×H×W`` (0–255)."""
-    return sess.run([OUTPUT_NAME], {INPUT_NAME: batch.astype(np.float32, copy=False)})[0]
+def run(sess: ort.InferenceSession, batch: np.ndarray, sparse: np.ndarray | None = None) -> np.ndarray:
+    """Output ``B×1×H×W`` of an exported model for an input batch ``B×3×H×W`` (0–255) and, for a
+    completion model, ``sparse`` ``B×1×H×W`` metres."""
+    inputs = {INPUT_NAME: batch.astype(np.float32, copy=False)}
+    if sparse is not None:
+        inputs[SPARSE_NAME] = sparse.astype(np.float32, copy=False)
+    return sess.run([OUTPUT_NAME], inputs)[0]
 
 
 def agreement(reference: Sequence[np.ndarray], other: Sequence[np.ndarray]) -> dict[str, float]:
-    """Mean AbsRel and δ<1.25 of ``other`` against ``reference`` relative-depth maps (``H×W``,
-    both in (0, 1]), after median scaling as in the contest's scoring."""
+    """Mean AbsRel and δ<1.25 of ``other`` against ``reference`` depth maps (``H×W``; relative in
+    (0, 1] or metres), after median scaling as in the contest's scoring."""
     abs_rel, delta1 = [], []
     for ref, out in zip(reference, other, strict=True):
-        # The maps are unitless in (0, 1]; widen the metres-oriented default range to cover them.
-        m = metrics.evaluate(out, ref, align="median", min_depth=1e-6, max_depth=2.0)
+        # Relative maps are unitless in (0, 1], completion maps metres: widen the metres-oriented
+        # default range to cover the whole reference either way.
+        m = metrics.evaluate(out, ref, align="median", min_depth=1e-6, max_depth=max(2.0, 2.0 * float(np.max(ref))))
         abs_rel.append(m["abs_rel"])
         delta1.append(m["delta1"])
     return {"abs_rel": float(np.mean(abs_rel)), "delta1": float(np.mean(delta1)), "images": len(abs_rel)}
@@ -160,3 +207,24 @@ def agreement(reference: Sequence[np.ndarray], other: Sequence[np.ndarray]) -> d
 
 def model_bytes(path: str | Path) -> int:
     return Path(path).stat().st_size
+
+
+def export_fp32_int8(model: StudentNet, out_dir: str | Path, size: tuple[int, int], eps: float, store_url: str,
+                     groups: Sequence[str] | None, calibration: int, version: int | None = None) -> dict:
+    """``out_dir/student_fp32.onnx`` and ``out_dir/student_int8.onnx`` of ``model`` at ``size``, INT8
+    calibrated on ``calibration`` store samples (with their sparse LiDAR for completion models).
+    Returns the paths (``onnx_fp32``, ``onnx_int8``), their sizes (``bytes_fp32``, ``bytes_int8``)
+    and ``int8_vs_fp32`` (:func:`agreement` on the calibration samples)."""
+    out = Path(out_dir)
+    size = tuple(size)
+    fp32 = export_onnx(model, out / "student_fp32.onnx", size, eps)
+    completion = "sparse" in model.inputs
+    samples = list(store_inputs(store_url, groups, calibration, version, sparse=completion))
+    int8 = quantize_int8(fp32, out / "student_int8.onnx", [x["rgb"] for x in samples],
+                         sparse=[x["sparse"] for x in samples] if completion else None)
+    s32, s8 = session(fp32), session(int8)
+    feeds = [feed(x["rgb"], size, x.get("sparse")) for x in samples]
+    ref = [s32.run([OUTPUT_NAME], f)[0][0, 0] for f in feeds]
+    q = [s8.run([OUTPUT_NAME], f)[0][0, 0] for f in feeds]
+    return {"onnx_fp32": fp32, "onnx_int8": int8, "bytes_fp32": model_bytes(fp32), "bytes_int8": model_bytes(int8),
+            "int8_vs_fp32": agreement(ref, q)}

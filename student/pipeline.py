@@ -25,7 +25,10 @@ from depthdata.errors import DepthdataError
 from depthdata.store import Store, select_groups
 from student import evaluate as ev
 from student import export
+from student.arch import StudentConfig
+from student.arch import get as get_arch
 from student.checkpoint import param_count, save_model
+from student.losses import LossConfig
 from student.model import DEFAULT_EPS
 from student.prune import prune
 from student.train import TrainConfig, train
@@ -42,8 +45,9 @@ def run(store_url: str, out_dir: str | Path, steps: int = 40, finetune_steps: in
 
     ``size`` is the training ``(height, width)`` (default: the first group's); ``export_size``
     the ONNX input size (default: the training size; pass ``(480, 640)`` for the contest).
-    ``finetune_steps`` defaults to half of ``steps``. ``groups`` defaults to every group with
-    teacher labels. Extra keyword arguments go to
+    ``finetune_steps`` defaults to half of ``steps``. ``groups`` defaults to every group that has
+    the model's inputs and the fields of at least one loss term (with the default loss: teacher
+    labels, LiDAR or ordinal pairs). Extra keyword arguments go to
     :class:`student.train.TrainConfig` (``lr``, ``streams``, ``model``, ``loss``, ...).
     """
     out = Path(out_dir)
@@ -53,10 +57,15 @@ def run(store_url: str, out_dir: str | Path, steps: int = 40, finetune_steps: in
     version = store.version.number if store.version else None
     chosen = select_groups(store, groups)
     if groups is None:
-        # By default distil from every group the teacher has labelled; others cannot be used.
-        chosen = [g for g in chosen if "teacher" in store.group(g).fields()]
+        # By default train on every group that can feed the model and some loss term; others cannot be used.
+        needs = (train_options.get("loss") or LossConfig()).term_fields()
+        inputs = get_arch((train_options.get("model") or StudentConfig()).arch).inputs
+        chosen = [g for g in chosen if set(inputs) <= set(fs := store.group(g).fields())
+                  and any(set(f) <= set(fs) for f in needs.values())]
         if not chosen:
-            raise DepthdataError(f"{store_url}: no group has teacher labels (run the teacher stage first)")
+            wanted = "; ".join(f"{t}: {' + '.join(f)}" for t, f in needs.items())
+            raise DepthdataError(f"{store_url}: no group has the model's inputs ({', '.join(inputs)}) and the fields "
+                                 f"of a loss term ({wanted}); run the teacher stage first")
     if size is None:
         first = store.group(chosen[0])
         size = (first.height, first.width)
@@ -85,12 +94,8 @@ def run(store_url: str, out_dir: str | Path, steps: int = 40, finetune_steps: in
                              trained_on={"store": store_url, "version": version, "groups": list(chosen)})
     clock["prune_finetune"] = time.perf_counter()
 
-    fp32 = export.export_onnx(pruned, out / "student_fp32.onnx", export_size, eps)
-    images = list(export.store_images(store_url, chosen, calibration_images, version))
-    int8 = export.quantize_int8(fp32, out / "student_int8.onnx", images)
-    s32, s8 = export.session(fp32), export.session(int8)
-    ref = [export.run(s32, export.to_input(im, export_size))[0, 0] for im in images]
-    q = [export.run(s8, export.to_input(im, export_size))[0, 0] for im in images]
+    exported = export.export_fp32_int8(pruned, out, export_size, eps, store_url, chosen, calibration_images, version)
+    fp32, int8 = exported["onnx_fp32"], exported["onnx_int8"]
     clock["export"] = time.perf_counter()
     evaluation = {
         "fp32": ev.evaluate(ev.onnx_predictor(fp32), store_url, chosen, eval_limit, eps, progress, version),
@@ -103,6 +108,7 @@ def run(store_url: str, out_dir: str | Path, steps: int = 40, finetune_steps: in
         "store": store_url,
         "store_version": version,
         "groups": chosen,
+        "arch": pruned.name,
         "train_size": list(size),
         "export_size": list(export_size),
         "paths": {"trained": str(trained.checkpoint), "pruned": str(pruned_path), "onnx_fp32": str(fp32),
@@ -111,8 +117,8 @@ def run(store_url: str, out_dir: str | Path, steps: int = 40, finetune_steps: in
                   "loss_last": trained.losses[-1] if trained.losses else None},
         "finetune": {"steps": ft_cfg.steps, "loss_last": fine["losses"][-1] if fine.get("losses") else None},
         "prune": report.as_dict() | {"params_unpruned": params_unpruned},
-        "size_bytes": {"fp32": export.model_bytes(fp32), "int8": export.model_bytes(int8)},
-        "int8_vs_fp32": export.agreement(ref, q),
+        "size_bytes": {"fp32": exported["bytes_fp32"], "int8": exported["bytes_int8"]},
+        "int8_vs_fp32": exported["int8_vs_fp32"],
         "eval": evaluation,
         "seconds": {b: round(clock[b] - clock[a], 2) for a, b in pairwise(marks)},
     }

@@ -12,11 +12,10 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import torch
 import torch_pruning as tp
 
 from depthdata.errors import DepthdataError
-from student.model import Student
+from student.model import StudentNet
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +37,8 @@ class PruneReport:
                 "input_size": list(self.input_size)}
 
 
-def prune(model: Student, ratio: float, input_size: tuple[int, int] = (64, 96), round_to: int = 8,
-          fine_tune: Callable[[Student], Student] | None = None) -> tuple[Student, PruneReport]:
+def prune(model: StudentNet, ratio: float, input_size: tuple[int, int] = (64, 96), round_to: int = 8,
+          fine_tune: Callable[[StudentNet], StudentNet] | None = None) -> tuple[StudentNet, PruneReport]:
     """Remove ``ratio`` of the channels of every prunable layer (in place) and fine-tune.
 
     ``ratio`` in [0, 1): the fraction of output channels removed per layer; ``round_to`` keeps
@@ -47,15 +46,20 @@ def prune(model: Student, ratio: float, input_size: tuple[int, int] = (64, 96), 
     prediction conv is never pruned. ``fine_tune(model) -> model`` runs afterwards (e.g. a few
     hundred steps of :func:`student.train.train`) to recover accuracy. ``input_size`` is the
     ``(height, width)`` the dependency graph is traced and MACs are counted at.
+
+    Intermediate (training-only) heads are dropped first: the dependency graph is traced through
+    the deployed forward pass, which does not reach them, so their input channels would not
+    follow the pruned decoder. Fine-tuning then trains the main output alone.
     """
     if not 0 <= ratio < 1:
         raise DepthdataError(f"pruning ratio must be in [0, 1), got {ratio}")
-    model.eval()
-    example = torch.rand(1, 3, *input_size)
+    model = model.drop_aux_heads().eval()
+    example = model.example_inputs(tuple(input_size))
     macs0, params0 = tp.utils.count_ops_and_params(model, example)
     if ratio > 0:
         pruner = tp.pruner.MetaPruner(model, example, importance=tp.importance.MagnitudeImportance(p=2),
-                                      pruning_ratio=ratio, ignored_layers=[model.head[-1]], round_to=round_to)
+                                      pruning_ratio=ratio, ignored_layers=[model.prediction_conv],
+                                      round_to=round_to)
         pruner.step()
     macs1, params1 = tp.utils.count_ops_and_params(model, example)
     report = PruneReport(int(params0), int(params1), int(macs0), int(macs1), float(ratio), tuple(input_size))

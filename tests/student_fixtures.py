@@ -29,25 +29,33 @@ def scene(i: int, h: int = H, w: int = W) -> tuple[np.ndarray, np.ndarray, np.nd
 
 
 def build_store(url: str, n: int = 12, shard_size: int = 4, h: int = H, w: int = W, sparse: bool = True,
-                pairs: bool = True, group: tuple[str, str] = ("synth", "train")) -> str:
-    store = Store.create(url)
+                pairs: bool = True, group: tuple[str, str] = ("synth", "train"), teacher: bool = True,
+                depth: bool = True, add: bool = False) -> str:
+    """A store (or, with ``add``, one more group in an existing one) of analytic scenes with the
+    chosen fields: ``rgb`` always; ``depth``, ``teacher`` + ``teacher_conf``, ``sparse`` and
+    ``pairs`` (a DIW-like group has rgb and pairs only)."""
+    store = Store.open(url, mode="r+") if add else Store.create(url)
     ids = [f"{group[0]}/{group[1]}/{i:03d}" for i in range(n)]
     g = store.create_group(group[0], group[1], ids, [f"/src/{i}.png" for i in range(n)], h, w, shard_size,
                            max_pairs=2 if pairs else 0)
-    fields = ["rgb", "depth", "teacher", "teacher_conf"] + (["sparse"] if sparse else []) + (["pairs"] if pairs else [])
+    fields = (["rgb"] + (["depth"] if depth else []) + (["teacher", "teacher_conf"] if teacher else [])
+              + (["sparse"] if sparse else []) + (["pairs"] if pairs else []))
     g.ensure_fields(fields)
     for k in range(g.num_shards):
         idx = list(g.shard_range(k))
         scenes = [scene(i, h, w) for i in idx]
-        ingest = {"rgb": np.stack([s[0] for s in scenes]), "depth": np.stack([s[1] for s in scenes])}
+        ingest = {"rgb": np.stack([s[0] for s in scenes])}
+        if depth:
+            ingest["depth"] = np.stack([s[1] for s in scenes])
         if pairs:
             # A at the top (far) vs B at the bottom (near): A farther, order +1; and the reverse.
             p = np.array([[1, w // 2, h - 2, w // 2, 1], [h - 2, 3, 2, 3, -1]], np.float32)
             ingest["pairs"] = np.stack([p] * len(idx))
         ok = [{"status": "ok"} for _ in idx]
         g.write_shard(k, "ingest", ingest, ok)
-        g.write_shard(k, "teacher", {"teacher": np.stack([s[2] for s in scenes]),
-                                     "teacher_conf": np.ones((len(idx), h, w), np.float32)}, ok)
+        if teacher:
+            g.write_shard(k, "teacher", {"teacher": np.stack([s[2] for s in scenes]),
+                                         "teacher_conf": np.ones((len(idx), h, w), np.float32)}, ok)
         if sparse:
             sp = np.zeros((len(idx), h, w), np.float32)
             sp[:, ::8, ::8] = np.stack([s[1] for s in scenes])[:, ::8, ::8]  # one return per 8×8 pixels

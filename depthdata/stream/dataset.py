@@ -21,7 +21,7 @@ from depthdata.stream import fastread
 from depthdata.stream import order as od
 from depthdata.stream.cache import CacheConfig, open_groups
 from depthdata.stream.decode import decode
-from depthdata.stream.servable import scan
+from depthdata.stream.servable import group_fields, scan
 from depthdata.stream.topology import resolve_rank
 
 log = logging.getLogger(__name__)
@@ -75,8 +75,9 @@ class _ShardLRU:
     they keep (:func:`~depthdata.stream.decode.decode` does).
     """
 
-    def __init__(self, groups: list[Group], fields: Sequence[str], capacity: int):
-        self.groups, self.fields, self.capacity = groups, list(fields), capacity
+    def __init__(self, groups: list[Group], fields: Sequence[Sequence[str]], capacity: int):
+        # fields[g]: what is read from group g (groups may lack optional fields)
+        self.groups, self.fields, self.capacity = groups, [list(f) for f in fields], capacity
         # (group, shard) → (whole buffers, the shard's rows of them; shorter for a group's last shard)
         self._shards: OrderedDict[tuple[int, int], tuple[dict[str, np.ndarray], dict[str, np.ndarray]]] = OrderedDict()
         self._spare: dict[int, list[dict[str, np.ndarray]]] = {}
@@ -87,7 +88,7 @@ class _ShardLRU:
         if spare:
             return spare.pop()
         group = self.groups[g]
-        return {f: np.empty((group.shard_size, *group.array(f).shape[1:]), group.array(f).dtype) for f in self.fields}
+        return {f: np.empty((group.shard_size, *group.array(f).shape[1:]), group.array(f).dtype) for f in self.fields[g]}
 
     def row(self, g: int, index: int) -> dict[str, np.ndarray]:
         group = self.groups[g]
@@ -97,7 +98,7 @@ class _ShardLRU:
             self._shards.move_to_end(key)
         else:
             buffers = self._buffers(g)
-            self._shards[key] = buffers, group.read_shard(shard, self.fields, out=buffers)
+            self._shards[key] = buffers, group.read_shard(shard, self.fields[g], out=buffers)
             self.reads += 1
             while len(self._shards) > self.capacity:
                 (old_g, _), (buffers, _) = self._shards.popitem(last=False)
@@ -118,6 +119,9 @@ class ShardDataset(tud.IterableDataset):
     fields: store fields to load (see :mod:`depthdata.stream.decode` for the tensors they give).
         Only shards whose writing stages are complete for every field are served, and only
         samples whose manifest status is ``ok``; others are skipped and logged at construction.
+    optional_fields: fields read from the groups that have them (and then required there as
+        ``fields`` are); groups without one are served without it, so a sample has only the
+        keys of its group's fields (collate mixed batches accordingly).
     shuffle, seed: the order is a function of ``(seed, epoch)`` only (see :meth:`set_epoch`).
     rank, world_size: this training process (default: ``torch.distributed``, else ``RANK`` /
         ``WORLD_SIZE``, else one process).
@@ -146,10 +150,12 @@ class ShardDataset(tud.IterableDataset):
                  batch_size: int = 1, streams: int = 4, shuffle_window: int = 2, tail: str = "drop",
                  samples_per_epoch: int | None = None, rgb_float: bool = False,
                  storage_options: dict[str, Any] | None = None, cache_dir: str | None = None,
-                 cache_bytes: int = 2 * 2**30, num_workers: int = 1, version: int | str | None = None):
+                 cache_bytes: int = 2 * 2**30, num_workers: int = 1, version: int | str | None = None,
+                 optional_fields: Sequence[str] = ()):
         super().__init__()
         self.store_url = str(store_url)
         self.fields = tuple(fields)
+        self.optional_fields = tuple(f for f in optional_fields if f not in self.fields)
         if not self.fields:
             raise DepthdataError("no fields requested")
         self.shuffle, self.seed = bool(shuffle), int(seed)
@@ -170,7 +176,10 @@ class ShardDataset(tud.IterableDataset):
         paths, self.weights = _weighted_groups(store, self._groups_arg)
         self._source = _Source(self.store_url, paths, self._storage_options, self._cache,
                                self.version if self.version is not None else WORKING)
-        self.shards = scan([store.group(p) for p in paths], self.fields)
+        groups = [store.group(p) for p in paths]
+        #: per group, the fields read from it (``fields`` plus the optional ones it has)
+        self.group_fields = [tuple(group_fields(g, self.fields, self.optional_fields)) for g in groups]
+        self.shards = scan(groups, self.fields, self.optional_fields)
         if not any(r.indices for r in self.shards):
             raise DepthdataError(f"{self.store_url}: nothing to serve for fields {list(self.fields)} in groups "
                                  f"{paths} (no complete shard with 'ok' samples; see the warnings above)")
@@ -233,6 +242,8 @@ class ShardDataset(tud.IterableDataset):
             "shuffle": self.shuffle, "rank": self.rank, "world_size": self.world_size, "batch": self.batch_size,
             "streams": self.streams, "window": self.window, "tail": self.tail, "spe": self.samples_per_epoch,
             "shards": [(r.group, r.shard, list(r.indices)) for r in self.shards],
+            # only when used, so states saved before optional fields existed still resume
+            **({"optional": self.group_fields} if self.optional_fields else {}),
         }, sort_keys=True).encode()
         return hashlib.blake2b(blob, digest_size=8).hexdigest()
 
@@ -284,7 +295,7 @@ class ShardDataset(tud.IterableDataset):
             tag = f"rank{self.rank}-main"
             self._delivered = start
         groups = self._source.groups(tag)
-        reader = _ShardLRU(groups, self.fields, capacity=len(streams) * self.window + 1)
+        reader = _ShardLRU(groups, self.group_fields, capacity=len(streams) * self.window + 1)
         for g, index in od.interleave(streams, self.batch_size):
             sample = self._sample(reader.row(int(g), int(index)), int(g), int(index), groups)
             if info is None:

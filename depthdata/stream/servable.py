@@ -82,12 +82,19 @@ def scan_group(group: Group, position: int, fields: Sequence[str]) -> tuple[list
     return refs, skipped
 
 
-def scan(groups: Sequence[Group], fields: Sequence[str]) -> list[ShardRef]:
-    """Servable shards of every group; logs each skip as a warning."""
-    required_stages(fields)  # unknown field names fail here, before any group is skipped for them
+def group_fields(group: Group, fields: Sequence[str], optional: Sequence[str] = ()) -> list[str]:
+    """What is read from ``group``: ``fields``, then those ``optional`` fields the group has."""
+    have = set(group.fields())
+    return [*fields, *(f for f in optional if f in have and f not in fields)]
+
+
+def scan(groups: Sequence[Group], fields: Sequence[str], optional: Sequence[str] = ()) -> list[ShardRef]:
+    """Servable shards of every group for ``fields`` plus the ``optional`` fields the group has
+    (:func:`group_fields`); logs each skip as a warning."""
+    required_stages([*fields, *optional])  # unknown field names fail here, before any group is skipped for them
     refs: list[ShardRef] = []
     for position, group in enumerate(groups):
-        found, skipped = scan_group(group, position, fields)
+        found, skipped = scan_group(group, position, group_fields(group, fields, optional))
         for message in skipped:
             log.warning(message)
         refs.extend(found)

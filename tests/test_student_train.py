@@ -1,0 +1,123 @@
+"""Training with other architectures and loss terms: mixed-field batches (each term on the samples
+that have its fields), short runs that lower the loss, exact resume with training-only heads, and
+the completion model on sparse LiDAR."""
+
+import numpy as np
+import pytest
+import torch
+from student_fixtures import build_store
+
+from depthdata.errors import DepthdataError
+from student.arch import StudentConfig
+from student.data import training_fields, training_loader
+from student.losses import LossConfig, LossTerm
+from student.train import TrainConfig, train
+
+H, W = 32, 48
+MIXED_LOSS = LossConfig((LossTerm("ssi", 1.0), LossTerm("grad", 0.5), LossTerm("rank", 0.5),
+                         LossTerm("silog", 0.25)))
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory):
+    """An NYU-like group (rgb, depth, teacher) and a DIW-like one (rgb, pairs)."""
+    url = str(tmp_path_factory.mktemp("mixed") / "s.zarr")
+    build_store(url, n=6, shard_size=3, h=H, w=W, sparse=False, pairs=False, group=("nyu", "train"))
+    build_store(url, n=6, shard_size=3, h=H, w=W, sparse=False, pairs=True, teacher=False, depth=False,
+                group=("diw", "train"), add=True)
+    return url
+
+
+def _cfg(store, out, steps, **kw):
+    return TrainConfig(store_url=store, out_dir=str(out), steps=steps, batch_size=kw.pop("batch_size", 4), streams=1,
+                       lr=kw.pop("lr", 3e-3), checkpoint_every=100, seed=1, log_every=1000, **kw)
+
+
+def test_mixed_groups_feed_each_term_with_the_samples_that_have_its_fields(mixed):
+    groups = ["diw/train", "nyu/train"]
+    plan = training_fields(mixed, groups, term_fields=MIXED_LOSS.term_fields())
+    assert plan.required == ("rgb",) and plan.optional == ("teacher", "teacher_conf", "pairs", "depth")
+    assert plan.terms == ("ssi", "grad", "rank", "silog")
+    ds, loader = training_loader(mixed, groups, 4, 0, None, True, 1, fields=plan)
+    seen = set()
+    for batch in loader:
+        present = batch["present"]
+        for b, group in enumerate(batch["group"]):
+            nyu = group == "nyu/train"
+            assert bool(present["teacher"][b]) == nyu and bool(present["depth"][b]) == nyu
+            assert bool(present["pairs"][b]) == (not nyu)
+            if not nyu:  # placeholders no term can use
+                assert not batch["teacher_valid"][b].any() and not batch["depth_valid"][b].any()
+            else:
+                assert not batch["pairs_valid"][b].any()
+            seen.add(group)
+    assert seen == set(groups)
+
+
+def test_a_short_mixed_run_lowers_the_loss(mixed, tmp_path):
+    result = train(_cfg(mixed, tmp_path, 14, model=StudentConfig(arch="lpcvc-mnv3s"), loss=MIXED_LOSS),
+                   progress=False)
+    first, last = np.mean(result.losses[:3]), np.mean(result.losses[-3:])
+    assert last < 0.8 * first, (first, last)
+
+
+def test_resume_with_intermediate_heads_equals_an_uninterrupted_run(mixed, tmp_path):
+    kw = dict(model=StudentConfig(arch="mnv2-fbnet"), loss=MIXED_LOSS, batch_size=2)
+    full = train(_cfg(mixed, tmp_path / "a", 4, **kw), progress=False)
+    part = train(_cfg(mixed, tmp_path / "b", 2, **kw), progress=False)
+    resumed = train(_cfg(mixed, tmp_path / "b", 4, **kw), progress=False)
+    assert resumed.losses == full.losses and resumed.losses[:2] == part.losses
+    assert full.model.aux is not None  # trained with its heads
+    for (name, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_completion_trains_on_sparse_lidar(tmp_path):
+    url = build_store(str(tmp_path / "s.zarr"), n=4, shard_size=2, h=H, w=W, pairs=False)
+    loss = LossConfig((LossTerm("ssi", 1.0), LossTerm("sparse", 1.0), LossTerm("l1", 0.1)))
+    result = train(_cfg(url, tmp_path / "o", 10, model=StudentConfig(arch="completion"), loss=loss), progress=False)
+    assert result.model.output == "depth"
+    first, last = np.mean(result.losses[:3]), np.mean(result.losses[-3:])
+    assert np.isfinite(result.losses).all() and last < first, (first, last)
+
+
+def test_groups_that_cannot_feed_the_model_or_the_loss_are_errors(mixed, tmp_path):
+    with pytest.raises(DepthdataError, match="group diw/train has no 'sparse', an input"):
+        train(_cfg(mixed, tmp_path / "c", 1, model=StudentConfig(arch="completion")), progress=False)
+    with pytest.raises(DepthdataError, match="group diw/train has none of them"):
+        train(_cfg(mixed, tmp_path / "d", 1, loss=LossConfig((LossTerm("ssi"),))), progress=False)
+    with pytest.raises(DepthdataError, match="distill.*outputs depth"):
+        train(_cfg(mixed, tmp_path / "e", 1, model=StudentConfig(arch="completion"),
+                   loss=LossConfig((LossTerm("distill"),))), progress=False)
+
+
+def test_command_line_options_select_architecture_and_loss():
+    import argparse
+
+    from student.cli import _train_config, register
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(["student", "train", "--store", "s.zarr", "--out", "o", "--arch", "mnv2-fbnet",
+                              "--loss", "ssi=1,rank=0.25"])
+    cfg = _train_config(args, "o")
+    assert cfg.model == StudentConfig(arch="mnv2-fbnet")
+    assert cfg.loss == LossConfig((LossTerm("ssi", 1.0), LossTerm("rank", 0.25)))
+
+
+@pytest.mark.slow
+def test_cli_run_of_the_completion_model_exports_and_evaluates_metres(tmp_path):
+    import json
+
+    import onnx
+
+    from depthdata.cli import main
+
+    url = build_store(str(tmp_path / "s.zarr"), n=6, shard_size=3, h=H, w=W, pairs=False)
+    assert main(["student", "run", "--store", url, "--out", str(tmp_path / "o"), "--arch", "completion",
+                 "--steps", "3", "--finetune-steps", "1", "--batch-size", "2", "--loss", "ssi=1,sparse=1,l1=0.1"]) == 0
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert report["arch"] == "completion"
+    assert [i.name for i in onnx.load(report["paths"]["onnx_fp32"]).graph.input] == ["input", "sparse"]
+    assert report["int8_vs_fp32"]["abs_rel"] < 0.05
+    assert report["eval"]["int8"]["synth/train"]["gt"]["images"] == 6
