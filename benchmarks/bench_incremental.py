@@ -377,6 +377,7 @@ BREAKDOWN = {
 
 def main() -> None:
     t_start = time.perf_counter()
+    load_before = os.getloadavg()[0]
     write_images(IMAGES, 0, BASE, seed=0)
     write_images(EXTRA, BASE, NEW, seed=1)
     remove_new_images()  # a run killed mid-way may have left them
@@ -428,7 +429,8 @@ def main() -> None:
                                               "full_20200": min(FULL_REPEATS, REPEATS)},
                                   "timing": "in the build's process: temporary Prefect server start to flow return",
                                   "requests": "counted at moto's S3 server, fresh process per opening",
-                                  "benchmark_wall_s": round(wall)},
+                                  "benchmark_wall_s": round(wall),
+                                  "load_avg_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)]},
                   results, goals)
 
 
