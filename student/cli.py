@@ -23,9 +23,18 @@ def _size(text: str) -> tuple[int, int]:
     return h, w
 
 
+class _Given(argparse.Action):
+    """Store the value and note that the flag was given, so that only given flags override a
+    ``--config`` file (a default cannot be told apart from the same value typed out)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        namespace.given = {*getattr(namespace, "given", ()), self.dest}
+
+
 def _common(p: argparse.ArgumentParser, out_help: str) -> None:
     p.add_argument("--store", required=True, help="store URL (local path or fsspec URL)")
-    p.add_argument("--groups", nargs="+", default=None, metavar="DATASET/SPLIT",
+    p.add_argument("--groups", nargs="+", default=None, metavar="DATASET/SPLIT", action=_Given,
                    help="store groups to use (default: all)")
     p.add_argument("--out", required=True, help=out_help)
 
@@ -35,19 +44,19 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     # help are TrainConfig's defaults (not imported here: --help must not load torch).
     p.add_argument("--config", default=None, metavar="YAML",
                    help="training settings file (keys of TrainConfig, docs: Student, Recipes); flags given override it")
-    p.add_argument("--steps", type=int, default=None, help="optimizer steps in total (default 200)")
-    p.add_argument("--batch-size", type=int, default=None, help="samples per step and process (default 4)")
-    p.add_argument("--lr", type=float, default=None, help="(peak) learning rate (default 1e-3)")
-    p.add_argument("--optimizer", choices=["adamw", "sgd"], default=None, help="optimizer (default adamw)")
-    p.add_argument("--schedule", choices=["constant", "cosine", "onecycle"], default=None,
+    p.add_argument("--steps", action=_Given, type=int, default=None, help="optimizer steps in total (default 200)")
+    p.add_argument("--batch-size", action=_Given, type=int, default=None, help="samples per step and process (default 4)")
+    p.add_argument("--lr", action=_Given, type=float, default=None, help="(peak) learning rate (default 1e-3)")
+    p.add_argument("--optimizer", action=_Given, choices=["adamw", "sgd"], default=None, help="optimizer (default adamw)")
+    p.add_argument("--schedule", action=_Given, choices=["constant", "cosine", "onecycle"], default=None,
                    help="learning-rate schedule (default constant)")
-    p.add_argument("--clip-grad-norm", type=float, default=None, help="clip the gradients' global norm (default: off)")
-    p.add_argument("--ema-decay", type=float, default=None, help="average the weights, e.g. 0.999 (default: off)")
-    p.add_argument("--rebalance-every", type=int, default=None,
+    p.add_argument("--clip-grad-norm", action=_Given, type=float, default=None, help="clip the gradients' global norm (default: off)")
+    p.add_argument("--ema-decay", action=_Given, type=float, default=None, help="average the weights, e.g. 0.999 (default: off)")
+    p.add_argument("--rebalance-every", action=_Given, type=int, default=None,
                    help="rebalance the loss-term weights every N steps (default 0: off)")
-    p.add_argument("--seed", type=int, default=None, help="seed of model init, data order and augmentation (default 0)")
-    p.add_argument("--size", type=_size, default=None, help="train at HEIGHTxWIDTH (default: the store's size)")
-    p.add_argument("--streams", type=int, default=None, help="interleaved shard streams (default 2)")
+    p.add_argument("--seed", action=_Given, type=int, default=None, help="seed of model init, data order and augmentation (default 0)")
+    p.add_argument("--size", action=_Given, type=_size, default=None, help="train at HEIGHTxWIDTH (default: the store's size)")
+    p.add_argument("--streams", action=_Given, type=int, default=None, help="interleaved shard streams (default 2)")
     p.add_argument("--loss", default=None, metavar="TERM=WEIGHT,...",
                    help="loss terms and weights, e.g. ssi=1,grad=0.5,rank=0.5 (default: ssi=1,grad=0.5,sparse=0.5,"
                    "rank=0.5); terms: l1, silog, distill, ssi, grad, rank, sparse (docs: Student, Losses)")
@@ -69,11 +78,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "re-run continues from them.")
     _common(t, "output folder (checkpoint under OUT/checkpoint)")
     _train_options(t)
-    t.add_argument("--arch", default=None, help=ARCH_HELP)
-    t.add_argument("--encoder", default=None,
+    t.add_argument("--arch", action=_Given, default=None, help=ARCH_HELP)
+    t.add_argument("--encoder", action=_Given, default=None,
                    choices=["mobilenet_v3_small", "mobilenet_v3_large", "mobilenet_v2"],
                    help="MobileNet encoder of fpn-mnv3s")
-    t.add_argument("--encoder-weights", default=None, help="local torchvision state dict (.pth or .safetensors)")
+    t.add_argument("--encoder-weights", action=_Given, default=None, help="local torchvision state dict (.pth or .safetensors)")
     t.set_defaults(func=_train)
 
     pr = ssub.add_parser("prune", help="structured channel pruning + fine-tune",
@@ -90,7 +99,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "0-255 (B,3,H,W), output relative depth in (0,1], near small (B,1,H,W).")
     _common(e, "output folder for the ONNX files")
     e.add_argument("--model", required=True, help="student (model.safetensors)")
-    e.add_argument("--size", type=_size, default=(480, 640), help="input HEIGHTxWIDTH (default 480x640, the contest's)")
+    e.add_argument("--size", action=_Given, type=_size, default=(480, 640), help="input HEIGHTxWIDTH (default 480x640, the contest's)")
     e.add_argument("--calibration", type=int, default=32, help="store images to calibrate INT8 on (default 32)")
     e.add_argument("--eps", type=float, default=0.1, help="depth = 1/(disparity + eps) (default 0.1)")
     e.set_defaults(func=_export)
@@ -109,14 +118,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     r = ssub.add_parser("run", help="train → prune → fine-tune → export INT8 → evaluate",
                         description="The whole student stage; writes OUT/report.json.")
     _common(r, "output folder")
-    r.add_argument("--steps", type=int, default=None, help="training steps (default 40)")
+    r.add_argument("--steps", action=_Given, type=int, default=40, help="training steps (default 40)")
     r.add_argument("--finetune-steps", type=int, default=None, help="fine-tune steps after pruning (default steps/2)")
     r.add_argument("--ratio", type=float, default=0.3, help="pruning ratio (default 0.3)")
-    r.add_argument("--batch-size", type=int, default=None, help="samples per step (default 4)")
-    r.add_argument("--size", type=_size, default=None, help="train at HEIGHTxWIDTH (default: the store's size)")
+    r.add_argument("--batch-size", action=_Given, type=int, default=4, help="samples per step (default 4)")
+    r.add_argument("--size", action=_Given, type=_size, default=None, help="train at HEIGHTxWIDTH (default: the store's size)")
     r.add_argument("--export-size", type=_size, default=None, help="ONNX input HEIGHTxWIDTH (default: training size)")
-    r.add_argument("--seed", type=int, default=None, help="seed (default 0)")
-    r.add_argument("--arch", default=None, help=ARCH_HELP)
+    r.add_argument("--seed", action=_Given, type=int, default=0, help="seed (default 0)")
+    r.add_argument("--arch", action=_Given, default=None, help=ARCH_HELP)
     r.add_argument("--loss", default=None, metavar="TERM=WEIGHT,...", help="loss terms and weights (as for train)")
     r.add_argument("--config", default=None, metavar="YAML",
                    help="training settings file (as for train; store and output come from the flags)")
@@ -135,16 +144,14 @@ def _settings(args: argparse.Namespace) -> dict:
     from student.train import load_config
 
     d = load_config(args.config) if getattr(args, "config", None) else {}
+    given = getattr(args, "given", set())
     for flag, key in _OVERRIDES.items():
-        value = getattr(args, flag, None)
-        if value is not None:
+        if flag in given:
+            value = getattr(args, flag)
             d[key] = list(value) if key == "size" else value
-    if getattr(args, "arch", None) is not None or getattr(args, "encoder", None) is not None:
+    if {"arch", "encoder"} & given:
         model = dict(d.get("model") or {})
-        if getattr(args, "arch", None) is not None:
-            model["arch"] = args.arch
-        if getattr(args, "encoder", None) is not None:
-            model["encoder"] = args.encoder
+        model.update({k: getattr(args, k) for k in ("arch", "encoder") if k in given})
         d["model"] = model
     if getattr(args, "loss", None):
         from student.losses import LossConfig
@@ -161,9 +168,13 @@ def _train_config(args: argparse.Namespace, out: str):
 
 
 def _train(args: argparse.Namespace) -> int:
+    import torch.distributed as dist
+
     from student.train import train
 
     result = train(_train_config(args, args.out), resume=not args.no_resume)
+    if dist.is_available() and dist.is_initialized():  # torchrun: train() joined the process group
+        dist.destroy_process_group()
     print(f"trained {result.steps} steps; last loss {result.losses[-1] if result.losses else float('nan'):.5f}; "
           f"model {result.checkpoint}")
     return 0
@@ -223,10 +234,11 @@ def _run(args: argparse.Namespace) -> int:
     settings = _settings(args)
     cfg = TrainConfig.from_dict(settings | {"store_url": args.store, "out_dir": args.out},
                                 source=args.config or "student command line")
-    own = ("steps", "batch_size", "size", "seed", "groups")  # run's own parameters; the rest go to the trainer
+    # Given flags and the file's settings; run's own defaults (the parser's) fill in the rest.
     kwargs = {k: getattr(cfg, k) for k in settings if k not in ("store_url", "out_dir")}
     result = run(args.store, args.out, finetune_steps=args.finetune_steps, prune_ratio=args.ratio,
-                 export_size=args.export_size, **{k: v for k, v in kwargs.items() if k not in own or v is not None})
+                 export_size=args.export_size, **{"steps": args.steps, "batch_size": args.batch_size,
+                                                  "seed": args.seed, **kwargs})
     print(json.dumps({"paths": result["paths"], "int8_vs_fp32": result["int8_vs_fp32"], "prune": result["prune"]},
                      indent=2))
     return 0

@@ -16,6 +16,7 @@ from depthdata.errors import DepthdataError
 from depthdata.store import Store
 from depthdata.stream import Compose, RandomHFlip, ResumableLoader, ShardDataset
 from depthdata.stream.decode import SPATIAL_MASKS
+from student.losses import LossConfig
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +56,6 @@ def training_fields(store_url: str, groups: Sequence[str], version: int | None =
     model input, is an error naming it.
     """
     if term_fields is None:
-        from student.losses import LossConfig
-
         term_fields = LossConfig().term_fields()
     store = Store.open(store_url, version=version)
     have = {g: set(store.group(g).fields()) for g in groups}
@@ -87,8 +86,8 @@ class MixedCollate:
 
     A sample lacking an ``optional`` field gets a placeholder that no loss can use (zeros with an
     all-false ``<field>_valid`` mask; ``pairs`` all NaN, ``pairs_valid`` false), ``pairs`` are
-    NaN-padded to the batch's largest count, and ``batch["present"][field]`` (bool ``B``) says
-    which samples really have each field.
+    NaN-padded to the batch's largest count (groups store different numbers per sample), and
+    ``batch["present"][field]`` (bool ``B``) says which samples really have each field.
     """
 
     optional: tuple[str, ...] = ()
@@ -96,17 +95,18 @@ class MixedCollate:
     def __call__(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
         present = {f: torch.tensor([f in s for s in samples]) for f in self.optional}
         h, w = samples[0]["rgb"].shape[-2:]
+        with_pairs = "pairs" in self.optional or any("pairs" in s for s in samples)
         p = max((s["pairs"].shape[0] for s in samples if "pairs" in s), default=1)
         filled = []
         for s in samples:
             s = dict(s)
+            if with_pairs:
+                have = s.get("pairs", torch.zeros(0, 5))
+                s["pairs"] = torch.cat([have, torch.full((p - len(have), 5), float("nan"))])
+                s["pairs_valid"] = torch.cat([s.get("pairs_valid", torch.zeros(0, dtype=torch.bool)),
+                                              torch.zeros(p - len(have), dtype=torch.bool)])
             for f in self.optional:
-                if f == "pairs":
-                    have = s.get("pairs", torch.zeros(0, 5))
-                    s["pairs"] = torch.cat([have, torch.full((p - len(have), 5), float("nan"))])
-                    s["pairs_valid"] = torch.cat([s.get("pairs_valid", torch.zeros(0, dtype=torch.bool)),
-                                                  torch.zeros(p - len(have), dtype=torch.bool)])
-                elif f not in s:
+                if f != "pairs" and f not in s:
                     s[f] = torch.zeros(1, h, w)
                     if f in SPATIAL_MASKS:
                         s[f"{f}_valid"] = torch.zeros(1, h, w, dtype=torch.bool)

@@ -152,3 +152,25 @@ def test_ddp_with_gloo_on_two_cpu_processes(store, tmp_path):
     with pytest.raises(DepthdataError, match="2 process"):
         train(TrainConfig(store_url=store, out_dir=str(tmp_path / "o"), steps=4, batch_size=2, streams=1,
                           model=StudentConfig(arch="lpcvc-mnv3s")), progress=False)
+
+
+def test_student_run_takes_the_config_file_and_given_flags_win(tmp_path, monkeypatch):
+    import student.pipeline
+    from depthdata.cli import main
+
+    calls = []
+
+    def fake_run(store, out, **kwargs):
+        calls.append(kwargs)
+        return {"paths": {}, "int8_vs_fp32": {}, "prune": {}}
+
+    monkeypatch.setattr(student.pipeline, "run", fake_run)
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump({"steps": 90, "batch_size": 3, "ema_decay": 0.99,
+                                                       "model": {"arch": "resnet18-unet"}}))
+    assert main(["student", "run", "--store", "s.zarr", "--out", "o", "--config", str(tmp_path / "run.yaml"),
+                 "--steps", "7", "--arch", "lpcvc-mnv3s"]) == 0
+    kw = calls[0]
+    assert (kw["steps"], kw["batch_size"], kw["seed"], kw["ema_decay"]) == (7, 3, 0, 0.99)
+    assert kw["model"] == StudentConfig(arch="lpcvc-mnv3s")
+    assert main(["student", "run", "--store", "s.zarr", "--out", "o"]) == 0
+    assert (calls[1]["steps"], calls[1]["batch_size"], calls[1]["seed"]) == (40, 4, 0) and "model" not in calls[1]

@@ -121,3 +121,22 @@ def test_cli_run_of_the_completion_model_exports_and_evaluates_metres(tmp_path):
     assert [i.name for i in onnx.load(report["paths"]["onnx_fp32"]).graph.input] == ["input", "sparse"]
     assert report["int8_vs_fp32"]["abs_rel"] < 0.05
     assert report["eval"]["int8"]["synth/train"]["gt"]["images"] == 6
+
+
+def test_collate_pads_pairs_of_groups_that_store_different_numbers():
+    from student.data import MixedCollate
+
+    def sample(n_pairs):
+        s = {"rgb": torch.zeros(3, 4, 4), "teacher": torch.ones(1, 4, 4), "teacher_valid": torch.ones(1, 4, 4) > 0}
+        if n_pairs:
+            s["pairs"] = torch.arange(n_pairs * 5, dtype=torch.float32).view(n_pairs, 5)
+            s["pairs_valid"] = torch.ones(n_pairs, dtype=torch.bool)
+        return s
+
+    batch = MixedCollate(("pairs",))([sample(3), sample(0), sample(1)])
+    assert batch["pairs"].shape == (3, 3, 5) and batch["present"]["pairs"].tolist() == [True, False, True]
+    assert batch["pairs_valid"].tolist() == [[True] * 3, [False] * 3, [True, False, False]]
+    assert torch.equal(batch["pairs"][2, 0], torch.arange(5, dtype=torch.float32))
+    assert torch.isnan(batch["pairs"][1]).all() and torch.isnan(batch["pairs"][2, 1:]).all()
+    # required everywhere (no presence flag), still padded to one count
+    assert MixedCollate(())([sample(2), sample(1)])["pairs"].shape == (2, 2, 5)

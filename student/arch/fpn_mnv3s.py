@@ -2,8 +2,8 @@
 
 Source: feature pyramid decoder (Lin et al., "Feature Pyramid Networks for Object Detection",
 CVPR 2017) over a MobileNetV3-Small encoder (Howard et al., "Searching for MobileNetV3", ICCV
-2019), as in the dense-prediction heads of MiDaS-small-like students. ``encoder`` may also be
-``mobilenet_v3_large`` or ``mobilenet_v2``; the name is after the default.
+2019). ``encoder`` may also be ``mobilenet_v3_large`` or ``mobilenet_v2``; the name is after
+the default.
 
 I/O: :mod:`student.arch.base` convention, output relative disparity in [0, 1] (sigmoid).
 
