@@ -49,11 +49,12 @@ def serve_build(catalog: str, cron: str, name: str | None = None, timezone: str 
     from prefect.settings import PREFECT_API_URL
     from prefect.types.entrypoint import EntrypointType
 
+    # refuses bad options now, not at 3 a.m. (and before asking for a server: a bad catalog is
+    # the first thing to fix)
+    params = deployment_parameters(catalog, only, stages, store_url, report_dir, teacher_gpu, dask_address, workers)
     if not PREFECT_API_URL.value():
         raise DepthdataError("serve needs a lasting Prefect server to register the deployment with: run "
                              "`prefect server start` and set PREFECT_API_URL=http://127.0.0.1:4200/api")
-    # refuses bad options now, not at 3 a.m.
-    params = deployment_parameters(catalog, only, stages, store_url, report_dir, teacher_gpu, dask_address, workers)
     try:
         schedule = Cron(cron, timezone=timezone)
     except ValueError as exc:

@@ -164,6 +164,17 @@ def test_object_store_client_errors_are_transient_and_credentials_are_not():
         assert is_transient(wrapped)
 
 
+def test_serve_reports_a_bad_catalog_before_asking_for_a_server(tmp_path, monkeypatch, capsys):
+    from depthdata.cli import main
+
+    cat = Path(images_catalog(tmp_path))
+    cat.write_text(cat.read_text() + "\nbogus: 1\n")
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    assert main(["serve", str(cat), "--cron", "0 3 * * *"]) == 2
+    err = capsys.readouterr().err
+    assert "bogus: unknown key" in err and "PREFECT_API_URL" not in err
+
+
 def test_serve_parameters_are_absolute_and_checked(tmp_path, monkeypatch):
     from flows.deploy import deployment_parameters
 
