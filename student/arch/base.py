@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, fields
+from collections.abc import Iterable
 from typing import ClassVar
 
 import torch
@@ -138,6 +139,18 @@ class StudentNet(nn.Module, ABC):
         sparse = torch.rand(batch, 1, *size, device=p.device, dtype=p.dtype) * 9 + 1
         keep = torch.rand(batch, 1, *size, device=p.device) < 0.05
         return rgb, torch.where(keep, sparse, torch.zeros_like(sparse))
+
+
+def run_encoder(blocks: nn.Module, x: torch.Tensor, keep: Iterable[int]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """``x`` through ``blocks`` in order: the last output, and the outputs of the blocks whose
+    0-based index is in ``keep``, in block order (the skips a decoder takes)."""
+    keep = set(keep)
+    kept = []
+    for i, block in enumerate(blocks):
+        x = block(x)
+        if i in keep:
+            kept.append(x)
+    return x, kept
 
 
 def resize_to(x: torch.Tensor, size: torch.Size | tuple[int, int]) -> torch.Tensor:

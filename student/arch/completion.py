@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from student.arch import register
-from student.arch.base import StudentConfig, StudentNet, conv_bn_relu, resize_to
+from student.arch.base import StudentConfig, StudentNet, conv_bn_relu, resize_to, run_encoder
 from student.arch.fpn_mnv3s import mobilenet_features, out_channels, stage_ends
 
 DEPTH_WIDTHS = (16, 24, 32, 48, 64)  # sparse branch, strides 2 … 32
@@ -82,13 +82,7 @@ class Completion(StudentNet):
         for layer in self.sparse_branch:
             d = layer(d)
             dfeats.append(d)
-        x = self.normalise(rgb)
-        skips = []
-        ends = set(self.stage_ends)
-        for i, block in enumerate(self.encoder):
-            x = block(x)
-            if i in ends:
-                skips.append(x)
+        _, skips = run_encoder(self.encoder, self.normalise(rgb), self.stage_ends)
         lats = [lat(s) + slat(resize_to(df, s.shape[-2:]))
                 for lat, slat, s, df in zip(self.lateral, self.sparse_lateral, skips, dfeats[1:])]
         y = lats[-1]

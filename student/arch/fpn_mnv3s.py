@@ -25,7 +25,7 @@ from torchvision.ops.misc import SqueezeExcitation
 
 from depthdata.errors import DepthdataError
 from student.arch import register
-from student.arch.base import StudentConfig, StudentNet, conv_bn_relu, resize_to
+from student.arch.base import StudentConfig, StudentNet, conv_bn_relu, resize_to, run_encoder
 
 ENCODERS = ("mobilenet_v3_small", "mobilenet_v3_large", "mobilenet_v2")
 
@@ -98,13 +98,7 @@ class FpnMnv3s(StudentNet):
 
     def forward(self, rgb: torch.Tensor) -> torch.Tensor:
         """``rgb`` float ``B×3×H×W`` in [0, 1] → disparity ``B×1×H×W`` in [0, 1]."""
-        x = self.normalise(rgb)
-        skips = []
-        ends = set(self.stage_ends)
-        for i, block in enumerate(self.encoder):
-            x = block(x)
-            if i in ends:
-                skips.append(x)
+        _, skips = run_encoder(self.encoder, self.normalise(rgb), self.stage_ends)
         y = self.lateral[-1](skips[-1])
         for k in range(len(skips) - 2, -1, -1):
             lat = self.lateral[k](skips[k])

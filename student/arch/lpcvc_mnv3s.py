@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from student.arch import register
-from student.arch.base import StudentConfig, StudentNet, resize_to
+from student.arch.base import StudentConfig, StudentNet, resize_to, run_encoder
 from student.arch.fpn_mnv3s import mobilenet_features, out_channels
 
 SKIP_LAYERS = (3, 8, 11)
@@ -70,12 +70,8 @@ class LpcvcMnv3s(StudentNet):
 
     def forward(self, rgb: torch.Tensor) -> torch.Tensor:
         """``rgb`` float ``B×3×H×W`` in [0, 1] → disparity ``B×1×H×W`` in [0, 1]."""
-        x = self.normalise(rgb)
-        feats = {}
-        for i, block in enumerate(self.encoder):
-            x = block(x)
-            if i in SKIP_LAYERS:
-                feats[i] = x
+        x, kept = run_encoder(self.encoder, self.normalise(rgb), SKIP_LAYERS)
+        feats = dict(zip(SKIP_LAYERS, kept))  # SKIP_LAYERS ascend: kept is in that order
         skips = [feats[i] for i in reversed(SKIP_LAYERS)]
         h, w = rgb.shape[-2:]
         # Targets of the three ×2 upsamplings: strides 16, 8, then 4 (rounded up like the encoder's).

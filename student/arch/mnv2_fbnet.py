@@ -33,7 +33,7 @@ import torchvision
 from torch import nn
 
 from student.arch import register
-from student.arch.base import Prediction, StudentConfig, StudentNet, resize_to
+from student.arch.base import Prediction, StudentConfig, StudentNet, resize_to, run_encoder
 
 SKIP_LAYERS = (1, 3, 6, 13)  # strides 2, 4, 8, 16 of torchvision's mobilenet_v2.features
 ENCODER_END = 18  # features[18] (320 → 1280 for the classifier) is not used
@@ -101,12 +101,8 @@ class Mnv2FBNet(StudentNet):
         return self.head
 
     def _decode(self, rgb: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        x = self.normalise(rgb)
-        feats = {}
-        for i, block in enumerate(self.encoder):
-            x = block(x)
-            if i in SKIP_LAYERS:
-                feats[i] = x
+        x, kept = run_encoder(self.encoder, self.normalise(rgb), SKIP_LAYERS)
+        feats = dict(zip(SKIP_LAYERS, kept))  # SKIP_LAYERS ascend: kept is in that order
         levels = []
         for level, i in zip(self.levels, reversed(SKIP_LAYERS)):
             x = level(x, feats[i])
