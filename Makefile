@@ -5,6 +5,11 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= demo-out
 PYTEST_ARGS ?=
+# torch's CUDA wheels (nvidia-*, ~3 GB) come from PyPI; a dropped download once failed a CI run
+# after pip's own 5 resumes, so each install gets more resumes and is tried up to 3 times.
+# (--resume-retries needs pip >= 25.1, so the first step, upgrading the venv's own pip, goes without.)
+PIP_BASE = bash .ci/retry.sh 3 $(BIN)/python -m pip install -qq --retries 10 --timeout 60
+PIP = $(PIP_BASE) --resume-retries 20
 
 .PHONY: venv demo test test-fast bench docs clean
 
@@ -13,9 +18,9 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	@bash .ci/system-deps.sh
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install -qq --upgrade pip
-	$(BIN)/python -m pip install -qq torch==2.14.1 torchvision==0.29.1
-	$(BIN)/python -m pip install -qq -e '.[test,docs]'
+	$(PIP_BASE) --upgrade pip
+	$(PIP) torch==2.14.1 torchvision==0.29.1
+	$(PIP) -e '.[test,docs]'
 	@touch $(STAMP)
 
 demo: $(STAMP)
