@@ -21,7 +21,8 @@ from benchmarks.harness import alternate, goal, rate, write
 from depthdata.catalog import DatasetConfig
 from depthdata.demo.data import sample_pair
 from depthdata.demo.formats import write_densedepth, write_diw, write_nyu_labeled, write_synthia_rand
-from depthdata.demo.render import render, room_scene, street_scene
+from depthdata.demo.render import render
+from depthdata.demo.scenes import room_scene, street_scene
 from depthdata.sources import get_source_class
 from depthdata.sources.nyuv2 import kinect_intrinsics
 from depthdata.sources.synthia import synthia_intrinsics

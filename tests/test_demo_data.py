@@ -10,7 +10,8 @@ from depthdata.cli import sources_cmd
 from depthdata.errors import CatalogError
 from depthdata.demo import write_demo_catalog, write_demo_data
 from depthdata.demo.data import sample_pair
-from depthdata.demo.render import Scene, _box, _sphere, render
+from depthdata.demo.render import Camera, Lighting, Scene, _box, _sphere, intrinsics_from_fov, render
+from depthdata.demo.scenes import VIEWS, random_render, random_view, room_scene, street_scene
 from depthdata.sample import Intrinsics
 
 
@@ -25,6 +26,66 @@ def test_render_depth_is_exact_for_analytic_scenes():
     assert r.depth[0, 0] == pytest.approx(3.0, abs=1e-4)  # the wall is a plane at z = 3 everywhere
     assert r.depth[47, 63] == pytest.approx(3.0, abs=1e-4)
     assert r.rgb.dtype == np.uint8 and r.rgb.std() > 5  # shaded and textured, not flat
+
+
+def test_render_depth_is_exact_for_a_pitched_and_rolled_camera():
+    """A wall at z = 3 m (rest frame) seen by a camera pitched down by p: the ray through pixel
+    row v has camera direction (x, y, 1), y = (v − cy)/fy, whose rest-frame z is cos p − y·sin p,
+    so the hit is at t = 3 / (cos p − y·sin p), and t is the pixel's z-depth."""
+    intr = Intrinsics(60.0, 60.0, 39.5, 29.5)
+    s = Scene()
+    s.add(_box((100, 100, 0.1), (0, 0, 3.05)), (0.5, 0.5, 0.5), ("noise", 0.5))
+    p = 0.2
+    r = render(s, intr, (60, 80), pitch=p)
+    v = np.arange(60)
+    y = (v - intr.cy) / intr.fy
+    np.testing.assert_allclose(r.depth[:, 40], 3.0 / (np.cos(p) - y * np.sin(p)), rtol=1e-4)
+    # a roll turns the image about the optical axis: the centre pixel sees the same depth
+    rolled = render(s, intr, (60, 80), pitch=p, roll=0.3)
+    assert rolled.depth[30, 40] == pytest.approx(3.0 / (np.cos(p) - (30 - intr.cy) / intr.fy * np.sin(p) * np.cos(0.3)
+                                                        - (40 - intr.cx) / intr.fx * np.sin(p) * np.sin(0.3)), rel=1e-4)
+    # rotations keep directions' lengths, so the camera axis stays unit length
+    assert np.linalg.norm(Camera(intr, 0.4, p, 0.3).rotation() @ [0, 0, 1]) == pytest.approx(1.0)
+
+
+def test_intrinsics_from_fov():
+    intr = intrinsics_from_fov((60, 80), 90.0)
+    assert intr.fx == pytest.approx(40.0) and intr.fy == intr.fx and (intr.cx, intr.cy) == (39.5, 29.5)
+
+
+def test_low_light_is_dim_noisy_and_seeded():
+    s = room_scene(np.random.default_rng(0), cam_h=1.4, layout="box")
+    intr = intrinsics_from_fov((48, 64), 70.0)
+    day = render(s, intr, (48, 64))
+    night = Lighting(exposure=0.2, noise=4.0)
+    a = render(s, intr, (48, 64), lighting=night, rng=np.random.default_rng(1))
+    b = render(s, intr, (48, 64), lighting=night, rng=np.random.default_rng(1))
+    np.testing.assert_array_equal(a.rgb, b.rgb)
+    np.testing.assert_array_equal(a.depth, day.depth)  # light changes pixels, never depth
+    assert a.rgb.mean() < 0.35 * day.rgb.mean()
+    with pytest.raises(ValueError, match="rng"):
+        render(s, intr, (48, 64), lighting=night)
+
+
+def test_random_scenes_vary_layout_camera_and_light():
+    rng = np.random.default_rng(0)
+    cams = [random_view(rng, "room", (48, 64)) for _ in range(50)]
+    lo, hi = VIEWS["room"].pitch
+    pitches = [c.pitch for c, _ in cams]
+    assert lo <= min(pitches) < max(pitches) <= hi and max(pitches) - min(pitches) > 0.3
+    fx = [c.intrinsics.fx for c, _ in cams]
+    assert max(fx) / min(fx) > 1.4  # fields of view from 50° to 85°
+    counts = {len(room_scene(np.random.default_rng(i)).meshes) for i in range(12)}
+    assert len(counts) > 4  # furniture counts vary
+    assert len({len(street_scene(np.random.default_rng(i)).meshes) for i in range(6)}) > 3
+    for kind in ("room", "street"):
+        r = random_render(np.random.default_rng(3), kind, (48, 64))
+        again = random_render(np.random.default_rng(3), kind, (48, 64))
+        np.testing.assert_array_equal(r.rgb, again.rgb)
+        d = r.depth[np.isfinite(r.depth)]
+        assert d.size > 0.3 * r.depth.size and d.min() > 0
+        # rooms are enclosed; streets have sky
+        assert np.isfinite(r.depth).all() if kind == "room" else np.isnan(r.depth).any() or d.max() > 20
 
 
 def test_sample_pair_orders_by_exact_depth():

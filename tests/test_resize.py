@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from depthdata.demo.render import render, room_scene
+from depthdata.demo.render import render
+from depthdata.demo.scenes import room_scene
 from depthdata.sample import Intrinsics, Sample
 from depthdata.sources.nyuv2 import kinect_intrinsics
 from depthdata.sources.resize import resize_depth, resize_sample

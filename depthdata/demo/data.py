@@ -19,7 +19,8 @@ from tqdm import tqdm
 
 from depthdata.demo.formats import (write_densedepth, write_diw, write_nyu_labeled, write_nyu_splits,
                                     write_synthia_rand)
-from depthdata.demo.render import Render, render, room_scene, street_scene
+from depthdata.demo.render import Render
+from depthdata.demo.scenes import random_render
 from depthdata.sources.nyuv2 import LABELED_MAT, SPLITS_MAT, kinect_intrinsics
 from depthdata.sources.synthia import SYNTHIA_SIZE, synthia_intrinsics
 
@@ -34,15 +35,20 @@ PHOTOS = {"astronaut.jpg": "astronaut", "coffee.jpg": "coffee", "chelsea.jpg": "
 DIW_MIN_RATIO = 1.15
 
 
+#: share of demo renders that are low light (dim exposure, sensor noise)
+DEMO_LOW_LIGHT = 0.15
+
+
 def _rooms(rng: np.random.Generator, n: int, size: tuple[int, int], desc: str) -> list[Render]:
+    # the dataset's own camera, so that its readers' intrinsics describe the pixels exactly
     intr = kinect_intrinsics(*size)
-    return [render(room_scene(rng), intr, size, yaw=float(rng.uniform(-0.5, 0.5)))
+    return [random_render(rng, "room", size, DEMO_LOW_LIGHT, intrinsics=intr)
             for _ in tqdm(range(n), desc=desc, leave=False)]
 
 
 def _streets(rng: np.random.Generator, n: int, size: tuple[int, int], desc: str) -> list[Render]:
     intr = synthia_intrinsics(*size)
-    return [render(street_scene(rng), intr, size, yaw=float(rng.uniform(-0.25, 0.25)))
+    return [random_render(rng, "street", size, DEMO_LOW_LIGHT, intrinsics=intr)
             for _ in tqdm(range(n), desc=desc, leave=False)]
 
 
