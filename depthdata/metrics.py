@@ -209,7 +209,7 @@ def fit_scale_shift(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 
 
 def align_scale_shift(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray | None = None,
-                      space: str = "depth") -> tuple[np.ndarray, float, float]:
+                      space: str = "depth", positive_scale: bool = False) -> tuple[np.ndarray, float, float]:
     """Least-squares scale-and-shift alignment; returns ``(aligned_depth_m, scale, shift)``.
 
     * ``space="depth"``: ``pred`` is depth up to scale and shift; fits ``s·pred + t ≈ gt`` and
@@ -221,6 +221,10 @@ def align_scale_shift(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray | None 
 
     Evaluated pixels as in the module docstring, except that ``pred`` may be any finite value
     (disparity can be 0).
+
+    ``positive_scale``: least squares with ``s ≥ 0``. A prediction whose fit needs a negative
+    scale has near and far reversed; a free fit would quietly undo that, the constrained one
+    gives ``s = 0`` and ``t`` = the mean target, so it scores as the best constant prediction.
     """
     pred = np.asarray(pred, dtype=np.float64)
     gt = np.asarray(gt)
@@ -232,10 +236,12 @@ def align_scale_shift(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray | None 
     if not np.isfinite(x).all():
         raise MetricError(f"{int((~np.isfinite(x)).sum())} of {x.size} evaluated predictions are not finite")
     y = gt[sel].astype(np.float64)
+    target = y if space == "depth" else 1.0 / y
+    s, t = fit_scale_shift(x, target)
+    if positive_scale and s < 0:
+        s, t = 0.0, float(np.mean(target))
     if space == "depth":
-        s, t = fit_scale_shift(x, y)
         return s * pred + t, s, t
-    s, t = fit_scale_shift(x, 1.0 / y)
     disp = s * pred + t
     with np.errstate(divide="ignore"):
         depth = np.where(disp > 0, 1.0 / disp, np.inf)
@@ -345,7 +351,7 @@ def fscore(pred: np.ndarray, gt: np.ndarray, intrinsics: Intrinsics, mask: np.nd
 
 def evaluate(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray | None = None, align: str | None = None,
              min_depth: float = MIN_DEPTH, max_depth: float = MAX_DEPTH, crop: bool = False,
-             on_empty: str = "raise", name: str = "") -> dict[str, float]:
+             on_empty: str = "raise", name: str = "", positive_scale: bool = False) -> dict[str, float]:
     """The standard metric set (:data:`METRIC_NAMES`) of one prediction against ground truth.
 
     ``gt`` is metres. ``pred`` is, by ``align``:
@@ -362,7 +368,9 @@ def evaluate(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray | None = None, a
     also keeps logs finite. Returns the metrics plus ``n_valid`` (pixels evaluated) and, for the
     alignment modes, ``scale`` and ``shift``. With no pixel to evaluate it raises
     :class:`EmptyMaskError`, or with ``on_empty="nan"`` returns every value NaN and ``n_valid`` 0.
-    ``name`` (a sample id or file) prefixes error messages.
+    ``name`` (a sample id or file) prefixes error messages. ``positive_scale`` constrains the
+    scale-and-shift fits to a non-negative scale (:func:`align_scale_shift`), so that a reversed
+    prediction is not fitted back into order.
     """
     if align not in ALIGN_MODES:
         raise MetricError(f"{name + ': ' if name else ''}unknown align {align!r}; use one of {ALIGN_MODES}")
@@ -392,7 +400,7 @@ def evaluate(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray | None = None, a
         extra = {"scale": scale, "shift": 0.0}
     elif align in ("scale_shift_depth", "scale_shift_disparity"):
         space = "depth" if align == "scale_shift_depth" else "disparity"
-        pred, s, t = align_scale_shift(pred, gt, sel, space)
+        pred, s, t = align_scale_shift(pred, gt, sel, space, positive_scale)
         extra = {"scale": s, "shift": t}
     pred = np.clip(np.asarray(pred, dtype=np.float64), min_depth, max_depth)
     p, g = _evaluated(pred, gt, sel, name)

@@ -14,16 +14,18 @@ from prefect.artifacts import create_markdown_artifact
 
 def report_markdown(result: dict[str, Any]) -> str:
     lines = ["# depthdata student", "", f"store `{result['store']}`, groups {', '.join(result['groups'])}", "",
-             "| model | group | AbsRel vs GT | δ1 vs GT | AbsRel vs teacher | WHDR |", "|---|---|---|---|---|---|"]
+             "| model | group | AbsRel vs GT (affine-invariant) | δ1 (affine-invariant) | AbsRel vs GT (contest) "
+             "| AbsRel vs teacher | WHDR |", "|---|---|---|---|---|---|---|"]
 
     def cell(d: dict, key: str) -> str:
         return f"{d[key]:.3f}" if key in d else "–"
 
     for model, per_group in result["eval"].items():
         for group, ev in per_group.items():
-            gt, teacher = ev.get("gt") or {}, ev.get("teacher") or {}
-            lines.append(f"| {model} | {group} | {cell(gt, 'abs_rel')} | {cell(gt, 'delta1')} "
-                         f"| {cell(teacher, 'abs_rel')} | {cell(ev, 'whdr')} |")
+            affine, contest = ev.get("affine_invariant") or {}, ev.get("contest") or {}
+            teacher = ev.get("teacher") or {}
+            lines.append(f"| {model} | {group} | {cell(affine, 'abs_rel')} | {cell(affine, 'delta1')} "
+                         f"| {cell(contest, 'abs_rel')} | {cell(teacher, 'abs_rel')} | {cell(ev, 'whdr')} |")
     lines += ["", "| file | path |", "|---|---|"] + [f"| {k} | `{v}` |" for k, v in result["paths"].items()]
     return "\n".join(lines)
 

@@ -105,13 +105,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.set_defaults(func=_export)
 
     v = ssub.add_parser("evaluate", help="metrics of a student on store groups",
-                        description="Evaluate a torch (.safetensors) or ONNX student against depth (median "
-                        "scaling), against the teacher, and WHDR on ordinal pairs; prints JSON.")
+                        description="Evaluate a torch (.safetensors) or ONNX student against depth under two named "
+                        "protocols (affine_invariant: least-squares scale and shift in disparity; contest: the "
+                        "exported relative depth median-scaled), against the teacher, and WHDR on ordinal pairs; "
+                        "prints JSON.")
     v.add_argument("--store", required=True, help="store URL")
     v.add_argument("--groups", nargs="+", default=None, metavar="DATASET/SPLIT", help="groups (default: all)")
     v.add_argument("--model", required=True, help="model.safetensors or an exported .onnx")
     v.add_argument("--limit", type=int, default=None, help="evaluate at most this many samples per group")
     v.add_argument("--eps", type=float, default=0.1, help="disparity-to-depth eps for torch models and the teacher")
+    v.add_argument("--max-depth", type=float, default=10.0,
+                   help="ground truth farther than this many metres is not evaluated (default 10, as NYU)")
     v.add_argument("--out", default=None, help="also write the metrics to this JSON file")
     v.set_defaults(func=_evaluate)
 
@@ -218,7 +222,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         predict = ev.torch_predictor(load_model(args.model), args.eps)
     else:
         raise DepthdataError(f"{args.model}: expected a .safetensors student or an .onnx export")
-    result = ev.evaluate(predict, args.store, args.groups, args.limit, args.eps)
+    result = ev.evaluate(predict, args.store, args.groups, args.limit, args.eps, max_depth=args.max_depth)
     text = json.dumps(result, indent=2)
     if args.out:
         Path(args.out).write_text(text + "\n")

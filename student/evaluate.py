@@ -3,10 +3,18 @@
 Every model is seen through its exported output: relative depth in (0, 1] proportional to depth
 (:class:`student.model.ContestWrapper`), or metric depth in metres for completion models (which
 also read the sample's ``sparse`` LiDAR), predicted at the model's input size and resized back
-to the sample's size (bilinear). Per group, averaged over images:
+to the sample's size (bilinear). Per group, averaged over images, each ground-truth protocol
+under its name (:data:`PROTOCOLS`; the standard set of :func:`depthdata.metrics.evaluate`, ground
+truth valid in (1e-3, ``max_depth``) m, default 10 m as NYU):
 
-* ``gt``: against the ``depth`` field (metres), median scaling (none for metric predictions), the
-  standard set of :func:`depthdata.metrics.evaluate` (valid ground truth in (1e-3, 10) m);
+* ``affine_invariant``: the model measured, not its conversion to depth: the output is turned
+  back into disparity (``1/depth``), least-squares fitted with a scale (kept ≥ 0: a model with
+  near and far reversed scores as a constant) and a shift to ``1/GT``, turned into depth and
+  scored (``scale_shift_disparity``; the Monocular Depth Estimation Challenge's protocol).
+  Whatever ``eps`` the export used, an affine disparity gives the same numbers;
+* ``contest``: the exported output as it is scored: relative depth median-scaled to GT depth
+  (LPCVC 2025 Track 3), so the fixed disparity-to-depth conversion counts too; metric
+  predictions as they are, in metres;
 * ``teacher``: against the teacher turned into depth the same way as the student
   (``1/(teacher + eps)``), median scaling — how closely the student imitates its teacher;
 * ``whdr``: over the ``pairs`` of the group (DIW convention: ``order = +1`` when A is farther).
@@ -36,6 +44,15 @@ log = logging.getLogger(__name__)
 #: (``H×W`` metres). A predictor may say so with attributes: ``inputs`` (default ``("rgb",)``) and
 #: ``metric`` (default ``False``: relative depth, median-scaled before comparison).
 Predictor = Callable[..., np.ndarray]
+
+
+#: the ground-truth protocols of :func:`evaluate_group`, by the key their metrics appear under
+PROTOCOLS = {
+    "affine_invariant": "least-squares scale (>= 0) and shift of the model's disparity (1/output) to 1/GT, metrics "
+                        "in depth (Monocular Depth Estimation Challenge)",
+    "contest": "the exported relative depth median-scaled to GT depth (LPCVC 2025 Track 3); metric predictions "
+               "as they are",
+}
 
 
 def _describe(predict: Predictor, inputs: tuple[str, ...], metric: bool) -> Predictor:
@@ -87,9 +104,11 @@ def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
 
 
 def evaluate_group(predict: Predictor, store_url: str, group: str, limit: int | None = None,
-                   eps: float = DEFAULT_EPS, progress: bool = True, version: int | None = None) -> dict[str, object]:
+                   eps: float = DEFAULT_EPS, progress: bool = True, version: int | None = None,
+                   max_depth: float = metrics.MAX_DEPTH) -> dict[str, object]:
     """Metrics of one group (see module doc) at store ``version`` (default: the newest);
-    ``limit`` evaluates the first ``limit`` samples."""
+    ``limit`` evaluates the first ``limit`` samples; ground truth beyond ``max_depth`` metres is
+    not evaluated."""
     have = set(Store.open(store_url, version=version).group(group).fields())
     inputs = tuple(getattr(predict, "inputs", ("rgb",)))
     metric = bool(getattr(predict, "metric", False))
@@ -99,7 +118,7 @@ def evaluate_group(predict: Predictor, store_url: str, group: str, limit: int | 
     fields = [f for f in ("rgb", "depth", "teacher", "pairs", "sparse") if f in have and (f != "sparse" or f in inputs)]
     ds = ShardMapDataset(store_url, groups=[group], fields=fields, version=version)
     n = len(ds) if limit is None else min(limit, len(ds))
-    gt_rows, teacher_rows = [], []
+    contest_rows, affine_rows, teacher_rows = [], [], []
     wrong = total = 0
     for k in tqdm(range(n), desc=f"evaluate {group}", unit="img", disable=not progress):
         s = ds[k]
@@ -107,8 +126,10 @@ def evaluate_group(predict: Predictor, store_url: str, group: str, limit: int | 
         pred = (predict(rgb, s["sparse"][0].numpy()) if "sparse" in inputs else predict(rgb)).astype(np.float64)
         if "depth" in s:
             gt = np.where(s["depth_valid"][0].numpy(), s["depth"][0].numpy(), np.nan)
-            gt_rows.append(metrics.evaluate(pred, gt, align=None if metric else "median", on_empty="nan",
-                                            name=s["sample_id"]))
+            contest_rows.append(metrics.evaluate(pred, gt, align=None if metric else "median", max_depth=max_depth,
+                                                 on_empty="nan", name=s["sample_id"]))
+            affine_rows.append(metrics.evaluate(1.0 / pred, gt, align="scale_shift_disparity", max_depth=max_depth,
+                                                positive_scale=True, on_empty="nan", name=s["sample_id"]))
         if "teacher" in s:
             valid = s["teacher_valid"][0].numpy()
             t_depth = np.where(valid, 1.0 / (s["teacher"][0].numpy().astype(np.float64) + eps), np.nan)
@@ -119,8 +140,9 @@ def evaluate_group(predict: Predictor, store_url: str, group: str, limit: int | 
             w, t = metrics.ordinal_errors(pred, s["pairs"].numpy())
             wrong, total = wrong + w, total + t
     out: dict[str, object] = {"samples": n}
-    if gt_rows:
-        out["gt"] = _mean([r for r in gt_rows if r["n_valid"] > 0])
+    if affine_rows:
+        out["affine_invariant"] = _mean([r for r in affine_rows if r["n_valid"] > 0])
+        out["contest"] = _mean([r for r in contest_rows if r["n_valid"] > 0])
     if teacher_rows:
         out["teacher"] = _mean([r for r in teacher_rows if r["n_valid"] > 0])
     if total:
@@ -130,8 +152,9 @@ def evaluate_group(predict: Predictor, store_url: str, group: str, limit: int | 
 
 
 def evaluate(predict: Predictor, store_url: str, groups: Sequence[str] | None = None, limit: int | None = None,
-             eps: float = DEFAULT_EPS, progress: bool = True, version: int | None = None) -> dict[str, dict[str, object]]:
+             eps: float = DEFAULT_EPS, progress: bool = True, version: int | None = None,
+             max_depth: float = metrics.MAX_DEPTH) -> dict[str, dict[str, object]]:
     """:func:`evaluate_group` for each group (default: all groups of the store)."""
     store = Store.open(store_url, version=version)
-    return {g: evaluate_group(predict, store_url, g, limit, eps, progress, version)
+    return {g: evaluate_group(predict, store_url, g, limit, eps, progress, version, max_depth)
             for g in select_groups(store, groups)}

@@ -120,6 +120,7 @@ def run(store_url: str, out_dir: str | Path, steps: int = 40, finetune_steps: in
         "size_bytes": {"fp32": exported["bytes_fp32"], "int8": exported["bytes_int8"]},
         "int8_vs_fp32": exported["int8_vs_fp32"],
         "eval": evaluation,
+        "eval_protocols": ev.PROTOCOLS,
         "seconds": {b: round(clock[b] - clock[a], 2) for a, b in pairwise(marks)},
     }
     (out / "report.json").write_text(json.dumps(result, indent=2, default=_jsonable) + "\n")

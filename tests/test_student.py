@@ -301,7 +301,8 @@ def test_evaluate_oracle_and_reversed_predictors(store):
         return 1.0 / oracle(rgb)
 
     res = ev.evaluate(oracle, store, progress=False)["synth/train"]
-    assert res["samples"] == 12 and res["gt"]["abs_rel"] < 1e-6 and res["gt"]["delta1"] == 1.0
+    assert res["samples"] == 12 and res["contest"]["abs_rel"] < 1e-6 and res["contest"]["delta1"] == 1.0
+    assert res["affine_invariant"]["abs_rel"] < 1e-6 and res["affine_invariant"]["delta1"] == 1.0
     assert res["whdr"] == 0.0 and res["pairs"] == 24
     # The teacher is the exact disparity min–max normalised, so its depth differs from the truth.
     assert res["teacher"]["abs_rel"] > 0.01
@@ -312,7 +313,8 @@ def test_onnx_and_torch_predictors_agree(trained, exported, store):
     fp32, _, _ = exported
     a = ev.evaluate(ev.torch_predictor(trained.model), store, limit=3, progress=False)["synth/train"]
     b = ev.evaluate(ev.onnx_predictor(fp32), store, limit=3, progress=False)["synth/train"]
-    assert a["gt"]["abs_rel"] == pytest.approx(b["gt"]["abs_rel"], rel=1e-3)
+    assert a["contest"]["abs_rel"] == pytest.approx(b["contest"]["abs_rel"], rel=1e-3)
+    assert a["affine_invariant"]["abs_rel"] == pytest.approx(b["affine_invariant"]["abs_rel"], rel=1e-3)
 
 
 # -- CLI and pipeline -------------------------------------------------------------------------

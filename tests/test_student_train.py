@@ -120,7 +120,7 @@ def test_cli_run_of_the_completion_model_exports_and_evaluates_metres(tmp_path):
     assert report["arch"] == "completion"
     assert [i.name for i in onnx.load(report["paths"]["onnx_fp32"]).graph.input] == ["input", "sparse"]
     assert report["int8_vs_fp32"]["abs_rel"] < 0.05
-    assert report["eval"]["int8"]["synth/train"]["gt"]["images"] == 6
+    assert report["eval"]["int8"]["synth/train"]["contest"]["images"] == 6
 
 
 def test_collate_pads_pairs_of_groups_that_store_different_numbers():
