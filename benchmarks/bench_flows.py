@@ -214,13 +214,13 @@ def demo_build(tmp: Path) -> list[dict]:
 
     paths = write_demo_data(tmp / "demo" / "data", seed=0)
     present, _ = default_weights_present()
-    cat = write_demo_catalog(tmp / "demo", paths, random_teacher=not present)
+    cat = write_demo_catalog(tmp / "demo", paths, demo_teacher=True)  # as `make demo` writes it
     s = build(cat, report_dir=str(tmp / "demo" / "report"))
     samples = s.stages[0].samples_written + len(s.stages[0].quarantined)
     out = []
     for st in s.stages:
         per = st.seconds / max(samples, 1)
-        out.append(summary(f"demo_{st.stage}{'' if present else '_random_teacher'}", [per], "s/sample"))
+        out.append(summary(f"demo_{st.stage}{'' if present else '_demo_teacher'}", [per], "s/sample"))
     return out
 
 

@@ -63,7 +63,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Write small copies of every source format, build them through the real "
                        "flows (ingest, teacher labels, synthetic LiDAR, EDA report), distil, prune and export an "
                        "INT8 student from the store, and print where every output is. Offline; without real "
-                       "teacher weights it uses a tiny random teacher and says so.")
+                       "teacher weights it uses the demo teacher shipped with depthdata (trained on procedural "
+                       "scenes, not Depth Anything V2) and says so.")
     d.add_argument("--out", default="demo-out", help="output folder (default: demo-out)")
     d.add_argument("--seed", type=int, default=0, help="seed of the generated demo data (default 0)")
     d.add_argument("--workers", type=int, metavar="N",

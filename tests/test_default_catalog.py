@@ -13,7 +13,7 @@ def test_default_catalog_is_valid_and_matches_what_the_demo_writes(tmp_path):
     names = {"nyu": "nyu_v2", "nyu_densedepth": "nyu_densedepth", "synthia": "synthia_rand", "diw": "diw",
              "photos": "photos"}
     demo_path = write_demo_catalog(tmp_path, {k: str(tmp_path / "data" / v) for k, v in names.items()},
-                                   random_teacher=True)
+                                   demo_teacher=True)
     demo = yaml.safe_load(Path(demo_path).read_text())
     committed = yaml.safe_load((REPO / "catalog.yaml").read_text())
     for ds in committed["datasets"].values():
@@ -24,4 +24,4 @@ def test_default_catalog_is_valid_and_matches_what_the_demo_writes(tmp_path):
             ds["resolution"] = list(ds["resolution"])
     assert committed == demo
     assert default.store_url == str(REPO / "demo-out" / "demo.zarr")
-    assert default.teacher.allow_random_init
+    assert default.teacher.allow_demo_teacher and not default.teacher.allow_random_init

@@ -166,9 +166,11 @@ def test_cli_list_preview_and_demo_data(tmp_path, capsys):
     assert "options.layout" in listed and "options.max_depth: 655.0" in listed
     assert run_cli(["demo-data", "--out", str(tmp_path), "-n", "3", "--size", "48", "64"]) == 0
     assert (tmp_path / "catalog.yaml").is_file()
-    # offline (no weights here): the catalog builds as written, with the tiny random teacher, and says so
-    assert "tiny random teacher" in capsys.readouterr().out
-    assert load_catalog(tmp_path / "catalog.yaml").teacher.allow_random_init
+    # offline (no weights here): the catalog builds as written, with the demo teacher, and says so
+    out = capsys.readouterr().out
+    assert "DEMO TEACHER" in out and "not Depth Anything V2" in out
+    teacher = load_catalog(tmp_path / "catalog.yaml").teacher
+    assert teacher.allow_demo_teacher and not teacher.allow_random_init
     assert run_cli(["sources", "preview", str(tmp_path / "catalog.yaml"), "--dataset", "nyu", "-n", "2",
                     "--split", "train"]) == 0
     text = capsys.readouterr().out

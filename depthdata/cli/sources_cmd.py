@@ -99,14 +99,15 @@ def _demo_data(args: argparse.Namespace) -> int:
 
     log.info("writing demo data (seed %d, %d per dataset) to %s", args.seed, args.per_dataset, args.out)
     paths = write_demo_data(args.out, seed=args.seed, n_per_dataset=args.per_dataset, size=tuple(args.size))
-    # offline, the catalog must build as written: without real weights it says to use the tiny
-    # random teacher (and the build warns that its labels are meaningless)
+    # offline, the catalog must build as written: without real weights the build falls back to
+    # the demo teacher shipped with the package (and says so)
     present, model = default_weights_present()
-    cat = write_demo_catalog(args.out, paths, resolution=tuple(args.resolution), random_teacher=not present)
+    cat = write_demo_catalog(args.out, paths, resolution=tuple(args.resolution), demo_teacher=True)
     for name, path in paths.items():
         print(f"{name}: {path}")
     print(f"catalog: {cat}")
     if not present:
-        print(f"note: no weights for {model!r} on this machine: the catalog uses a tiny random teacher "
-              "(teacher.allow_random_init); its labels only exercise the pipeline")
+        print(f"note: no weights for {model!r} on this machine: the build uses the DEMO TEACHER shipped with "
+              "depthdata (teacher.allow_demo_teacher), a small Depth Anything trained on procedural scenes, not "
+              "Depth Anything V2")
     return 0

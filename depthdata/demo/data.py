@@ -133,12 +133,15 @@ def write_demo_data(out_dir: str | os.PathLike[str], seed: int = 0, n_per_datase
 
 def write_demo_catalog(out_dir: str | os.PathLike[str], data_paths: dict[str, str],
                        resolution: tuple[int, int] = (120, 160), store_url: str = "demo.zarr",
-                       shard_size: int | str = 4, random_teacher: bool = False) -> str:
+                       shard_size: int | str = 4, random_teacher: bool = False, demo_teacher: bool = False) -> str:
     """Write ``out_dir/catalog.yaml`` reading the demo datasets; returns its path.
 
     ``shard_size`` is small by default so the demo's few samples make enough shards to keep
-    every worker busy (a real build sizes shards to ~96 MiB). ``random_teacher`` lets the build
-    fall back to the tiny random teacher when no real weights are on the machine.
+    every worker busy (a real build sizes shards to ~96 MiB). ``demo_teacher`` lets the build
+    fall back to the demo teacher shipped with depthdata (trained on procedural scenes) when the
+    real weights are not on the machine (what the demo does); ``random_teacher`` to the tiny random
+    teacher (for tests where label values do not matter; the demo teacher comes first when both
+    are set).
 
     Datasets ``nyu`` (nyuv2, labeled .mat), ``nyu_densedepth`` (nyuv2, DenseDepth CSV tree),
     ``synthia``, ``diw`` and ``photos`` (images), all
@@ -167,8 +170,13 @@ def write_demo_catalog(out_dir: str | os.PathLike[str], data_paths: dict[str, st
             "photos": {"kind": "images", "root": rel("photos"), "resolution": res(), "resize": "center_crop"},
         },
     }
+    teacher = {}
+    if demo_teacher:
+        teacher["allow_demo_teacher"] = True
     if random_teacher:
-        doc["teacher"] = {"allow_random_init": True}
+        teacher["allow_random_init"] = True
+    if teacher:
+        doc["teacher"] = teacher
     path = out / "catalog.yaml"
     path.write_text("# depthdata demo catalog, written by depthdata.demo.write_demo_catalog\n"
                     + yaml.safe_dump(doc, sort_keys=False))

@@ -11,6 +11,7 @@ SHA-256 of the lines ``<file name>:<sha256>`` in name order.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -24,6 +25,12 @@ from depthdata.teacher.config import TeacherConfig
 
 #: files a checkpoint needs; weights in any other format are refused
 CHECKPOINT_PATTERNS = ["*.json", "*.safetensors"]
+#: the model id of the demo teacher shipped with the package (reserved: never looked up on the Hub)
+DEMO_TEACHER_ID = "depthdata/demo-teacher"
+#: where the demo teacher's checkpoint lives inside the package
+DEMO_WEIGHTS_DIR = Path(__file__).resolve().parent / "demo_weights"
+#: a checkpoint directory's lineage record; when present, the weights must match its SHA-256
+LINEAGE_FILE = "lineage.json"
 
 
 class TeacherError(DepthdataError):
@@ -44,6 +51,23 @@ def weights_sha256(directory: str | Path) -> str:
     return hashlib.sha256("".join(f"{n}:{d}\n" for n, d in digests).encode()).hexdigest()
 
 
+def check_lineage(directory: str | Path, sha: str) -> None:
+    """Refuse weights whose SHA-256 differs from the one the directory's ``lineage.json`` records:
+    metrics and provenance in that file describe those exact bytes, not edited or half-copied
+    ones. A directory without the file (any ``save_pretrained`` output) passes."""
+    path = Path(directory) / LINEAGE_FILE
+    if not path.is_file():
+        return
+    try:
+        recorded = json.loads(path.read_text()).get("weights_sha256")
+    except (json.JSONDecodeError, AttributeError) as exc:
+        raise TeacherError(f"{path}: unreadable lineage record ({exc})") from None
+    if recorded != sha:
+        raise TeacherError(f"{directory}: the weights' SHA-256 {sha} does not match {recorded} recorded in {path}; "
+                           "the weights were changed or damaged after training (retrain them, e.g. `depthdata teacher "
+                           "train-demo`, or restore the file)")
+
+
 def missing_weights_message(model: str, revision: str | None, why: str) -> str:
     rev = f" (revision {revision})" if revision else ""
     hf_home = os.environ.get("HF_HOME", "~/.cache/huggingface")
@@ -54,7 +78,8 @@ def missing_weights_message(model: str, revision: str | None, why: str) -> str:
         f"(2) fill the Hugging Face cache under HF_HOME={hf_home} on a machine with network "
         f"(`hf download {model}`) and copy it here; "
         f"(3) set teacher.allow_download: true where the Hub is reachable. "
-        f"For an offline demo only, teacher.allow_random_init: true uses a tiny random model"
+        f"For an offline demo, teacher.allow_demo_teacher: true uses the demo teacher shipped with depthdata "
+        f"(trained on procedural scenes), or teacher.allow_random_init: true a tiny random model"
     )
 
 
@@ -63,7 +88,14 @@ def _looks_like_path(model: str) -> bool:
 
 
 def resolve_checkpoint(config: TeacherConfig) -> tuple[Path, str] | None:
-    """The local directory holding ``config.model`` and its revision, or ``None`` if absent."""
+    """The local directory holding ``config.model`` and its revision, or ``None`` if absent.
+
+    :data:`DEMO_TEACHER_ID` names the demo teacher inside the package (revision ``packaged``)."""
+    if config.model == DEMO_TEACHER_ID:
+        if not (DEMO_WEIGHTS_DIR / "model.safetensors").is_file():
+            raise TeacherError(f"{DEMO_WEIGHTS_DIR}: the demo teacher's weights are missing from this installation "
+                               "(`depthdata teacher train-demo` writes them)")
+        return DEMO_WEIGHTS_DIR, "packaged"
     path = Path(config.model).expanduser()
     if path.exists():
         if not path.is_dir():
@@ -92,10 +124,15 @@ def checkpoint_lineage(config: TeacherConfig) -> dict[str, Any]:
     """The lineage a loaded teacher of ``config`` reports (:meth:`Teacher.lineage`), without
     loading it: what the teacher stage hashes into its manifest parts with the settings."""
     found = resolve_checkpoint(config)
+    model_id = config.model
+    if found is None and config.allow_demo_teacher:
+        found, model_id = resolve_checkpoint(demo_config(config)), DEMO_TEACHER_ID
     if found is not None:
         directory, revision = found
-        return {"teacher_id": config.model, "teacher_revision": revision,
-                "weights_sha256": weights_sha256(directory), "teacher_random_init": False}
+        sha = weights_sha256(directory)
+        check_lineage(directory, sha)
+        return {"teacher_id": model_id, "teacher_revision": revision, "weights_sha256": sha,
+                "teacher_random_init": False}
     if not config.allow_random_init:
         raise TeacherError(missing_weights_message(config.model, config.revision, "not in the Hugging Face cache"))
     return {"teacher_id": random_init_id(config), "teacher_revision": "random",
@@ -134,6 +171,21 @@ def tiny_weights_sha256(seed: int) -> str:
     except OSError:
         pass  # a read-only home: the next planning computes it again
     return sha
+
+
+def demo_config(config: TeacherConfig) -> TeacherConfig:
+    """``config`` with the demo teacher as its model (the fallback of ``allow_demo_teacher``)."""
+    return config.model_copy(update={"model": DEMO_TEACHER_ID, "revision": None})
+
+
+def uses_demo_teacher(config: TeacherConfig) -> bool:
+    """Whether ``config`` ends up with the demo teacher: it names it, or its own weights are not
+    on this machine and ``allow_demo_teacher`` is set (nothing is downloaded to find out)."""
+    if config.model == DEMO_TEACHER_ID:
+        return True
+    if not config.allow_demo_teacher:
+        return False
+    return resolve_checkpoint(config.model_copy(update={"allow_download": False})) is None
 
 
 def random_init_id(config: TeacherConfig) -> str:

@@ -33,15 +33,21 @@ class TeacherConfig(BaseModel):
     #: fetch weights from the Hub when they are not on this machine (needs network); off by
     #: default so builds are offline and reproducible
     allow_download: bool = False
-    #: when no weights are found, use a tiny randomly initialised model of the same
-    #: architecture (demo only: its labels are meaningless, and the build says so)
+    #: when the weights of ``model`` are not on this machine, use the demo teacher shipped
+    #: with depthdata (``depthdata/demo-teacher``: a small Depth Anything trained on procedural
+    #: scenes, not Depth Anything V2; the build says so). Weights that are found always win
+    allow_demo_teacher: bool = False
+    #: when no weights are found (and no demo teacher is allowed), use a tiny randomly
+    #: initialised model of the same architecture (tests only: its labels are meaningless)
     allow_random_init: bool = False
     #: seed of that tiny random model
     random_init_seed: int = 0
 
     def output_settings(self) -> dict[str, Any]:
         """The settings that change what is written (hashed into each manifest part, so that
-        changing one redoes the shards; device, batch size and threads do not count)."""
+        changing one redoes the shards; device, batch size and threads do not count).
+        ``allow_demo_teacher`` is left out: whether it applies shows in the weights' lineage,
+        which is hashed with these, and leaving it out keeps existing stores' hashes."""
         return self.model_dump(mode="json", include={
             "model", "revision", "tta", "tta_scale", "conf_tolerance", "allow_random_init", "random_init_seed",
         })

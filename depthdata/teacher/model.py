@@ -18,8 +18,8 @@ from safetensors import SafetensorError
 from transformers import AutoImageProcessor, AutoModelForDepthEstimation
 
 from depthdata._system import usable_cpus
-from depthdata.teacher.checkpoint import (TeacherError, missing_weights_message, random_init_id, resolve_checkpoint,
-                                         weights_sha256)
+from depthdata.teacher.checkpoint import (DEMO_TEACHER_ID, TeacherError, check_lineage, demo_config,
+                                         missing_weights_message, random_init_id, resolve_checkpoint, weights_sha256)
 from depthdata.teacher.config import TeacherConfig
 from depthdata.teacher.tiny import quiet_transformers, save_tiny_teacher
 
@@ -97,6 +97,7 @@ def load_from_directory(directory: str | Path, device: str = "cpu", threads: int
         raise TeacherError(f"{directory}: a metric-depth checkpoint (depth_estimation_type "
                            f"{cfg['depth_estimation_type']!r}); the teacher stage needs a relative (disparity) one")
     sha = weights_sha256(directory)
+    check_lineage(directory, sha)
     dev, dtype = pick_device(device)
     if dev.type == "cpu":
         torch.set_num_threads(cpu_threads(threads))
@@ -116,12 +117,20 @@ def load_from_directory(directory: str | Path, device: str = "cpu", threads: int
 
 
 def load_teacher(config: TeacherConfig) -> Teacher:
-    """The teacher ``config`` names, or the tiny random one when weights are absent and
-    ``allow_random_init`` is set (with a loud warning). Raises :class:`TeacherError`."""
+    """The teacher ``config`` names; when its weights are absent, the packaged demo teacher if
+    ``allow_demo_teacher`` is set, else the tiny random one if ``allow_random_init`` is set (each
+    with a warning). Raises :class:`TeacherError`."""
     found = resolve_checkpoint(config)
     if found is not None:
         directory, revision = found
         return load_from_directory(directory, config.device, config.threads, model_id=config.model, revision=revision)
+    if config.allow_demo_teacher:
+        log.warning("teacher weights for %r not found: using the DEMO TEACHER shipped with depthdata (a small Depth "
+                    "Anything trained on procedural scenes, NOT Depth Anything V2). Provide real weights for real "
+                    "labels.", config.model)
+        directory, revision = resolve_checkpoint(demo_config(config))
+        return load_from_directory(directory, config.device, config.threads, model_id=DEMO_TEACHER_ID,
+                                   revision=revision)
     if not config.allow_random_init:
         raise TeacherError(missing_weights_message(config.model, config.revision, "not in the Hugging Face cache"))
     log.warning(
