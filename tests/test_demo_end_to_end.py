@@ -11,6 +11,7 @@ import pytest
 
 from depthdata.store import Store
 from depthdata.store.verify import verify_store
+from depthdata.teacher.checkpoint import DEMO_TEACHER_ID
 
 
 @pytest.mark.slow
@@ -24,7 +25,8 @@ def test_demo_builds_every_dataset_and_exports_a_student(tmp_path):
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "demo complete" in proc.stdout
-    assert "TINY RANDOMLY INITIALISED" in proc.stderr  # no weights here: the banner says so
+    # no Depth Anything V2 weights here: the demo teacher labels, and the banner says what it is
+    assert "DEMO TEACHER" in proc.stderr and "NOT Depth Anything V2" in proc.stderr
 
     store_url = str(out / "demo.zarr")
     assert verify_store(store_url).ok
@@ -39,6 +41,8 @@ def test_demo_builds_every_dataset_and_exports_a_student(tmp_path):
         ingest = g.manifest("ingest").to_pandas()
         assert (ingest["status"] == "ok").all(), ingest[ingest["status"] != "ok"][["sample_id", "reason"]]
         assert {"rgb", "teacher", "teacher_conf", "sparse"} <= set(g.fields())
+        rows = g.manifest("teacher").to_pandas()
+        assert (rows["teacher_id"] == DEMO_TEACHER_ID).all() and not rows["teacher_random_init"].any()
     # labelled groups: the synthetic LiDAR returns lie on the ground-truth surface
     nyu = store.group("nyu/train")
     shard = nyu.read_shard(0, ["depth", "sparse"])

@@ -32,7 +32,8 @@ def _material(rng: np.random.Generator, period=(0.15, 0.8), glossy: float = 0.3)
     """Albedo, texture, contrast and gloss of one surface."""
     kind = str(rng.choice(["checker", "stripes", "noise", "bricks", "plain"], p=[0.25, 0.15, 0.3, 0.1, 0.2]))
     return {"albedo": _colour(rng), "texture": (kind, float(rng.uniform(*period))),
-            "contrast": float(rng.uniform(0.4, 1.0)), "gloss": float(rng.uniform(0, 0.35)) if rng.random() < glossy else 0.0}
+            "contrast": float(rng.uniform(0.4, 1.0)),
+            "gloss": float(rng.uniform(0, 0.35)) if rng.random() < glossy else 0.0}
 
 
 def _add(s: Scene, mesh, m: dict) -> None:

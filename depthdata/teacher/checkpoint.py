@@ -178,16 +178,6 @@ def demo_config(config: TeacherConfig) -> TeacherConfig:
     return config.model_copy(update={"model": DEMO_TEACHER_ID, "revision": None})
 
 
-def uses_demo_teacher(config: TeacherConfig) -> bool:
-    """Whether ``config`` ends up with the demo teacher: it names it, or its own weights are not
-    on this machine and ``allow_demo_teacher`` is set (nothing is downloaded to find out)."""
-    if config.model == DEMO_TEACHER_ID:
-        return True
-    if not config.allow_demo_teacher:
-        return False
-    return resolve_checkpoint(config.model_copy(update={"allow_download": False})) is None
-
-
 def random_init_id(config: TeacherConfig) -> str:
     return f"random-init:tiny(seed={config.random_init_seed})"
 

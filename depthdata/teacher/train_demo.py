@@ -1,0 +1,371 @@
+"""The demo teacher's training recipe: a small Depth Anything trained from scratch on rendered
+scenes with exact depth (``depthdata teacher train-demo``; ``docs/teacher.md``).
+
+Offline there are no Depth Anything V2 weights, and a randomly initialised teacher labels noise.
+This recipe trains :func:`depthdata.teacher.tiny.demo_config` — the real
+``DepthAnythingForDepthEstimation`` class, loaded by ``AutoModelForDepthEstimation`` like a Hub
+checkpoint — on procedurally rendered rooms and streets (:mod:`depthdata.demo.scenes`), so that
+the demo's pseudo-labels are depth, of a toy world.
+
+* Data: ``train_rooms + train_streets`` scenes rendered at ``size``, scene ``i`` of split ``s``
+  from ``numpy.random.default_rng([seed, s, i])`` (so any one scene can be rendered again alone);
+  held-out scenes come from another split of the same streams. Targets are exact disparity
+  ``1/depth`` per image divided by its maximum, sky (no hit) = 0 (farthest).
+* Input: the checkpoint's own image processor (resize to 98 px, ImageNet normalisation); the
+  output is resized back to the render size bicubically, as the teacher stage does.
+* Loss: Depth Anything's for labelled images: scale-and-shift-invariant L1 on disparity, with
+  prediction and target each shifted by their median and divided by their mean absolute
+  deviation (:func:`depthdata.losses.ssi_loss`, ``mode="median"``), plus multi-scale gradient
+  matching (MiDaS eq. 11, :func:`depthdata.losses.gradient_loss`) of the normalised maps,
+  weighted 1 : 0.5 (:attr:`Recipe.grad_weight` says why not Depth Anything V2's 1 : 2). The
+  normalisation's scale is positive, so the loss teaches which way is near (a least-squares fit
+  would accept a reversed prediction with a negative scale).
+* Optimiser: AdamW, linear warm-up then cosine decay, gradient norm clipped at 1;
+  augmentation: horizontal flips and brightness/contrast jitter, drawn from a seeded generator.
+* Determinism: same recipe and thread count → same weights on the same CPU (seeded generators;
+  every random draw goes through them).
+* Held-out metrics go through the production loader (:func:`depthdata.teacher.model.load_teacher`)
+  and the stage's own prediction and float16 storage; the affine-invariant protocol of
+  :func:`held_out_metrics`.
+
+The weights and ``lineage.json`` (recipe, seed, steps, scene counts, versions, metrics, the
+weights' SHA-256) are written together; loading refuses weights whose hash differs from it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from importlib.metadata import version as package_version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from transformers import DepthAnythingForDepthEstimation
+
+from depthdata import __version__, metrics
+from depthdata.demo.scenes import random_render
+from depthdata.losses import gradient_loss, median_normalise, ssi_loss
+from depthdata.teacher.checkpoint import DEMO_TEACHER_ID, LINEAGE_FILE, weights_sha256
+from depthdata.teacher.tiny import DEMO_SIZE, demo_config, image_processor, quiet_transformers
+
+log = logging.getLogger(__name__)
+
+RECIPE_NAME = "depthdata-demo-teacher/1"
+#: the seed streams of the scene splits (``default_rng([seed, split, index])``)
+SPLITS = {"train": 0, "heldout": 1}
+#: ground truth farther than this is not evaluated (metres); streets reach ~200 m, where a
+#: disparity-space fit's relative error is dominated by its shift
+EVAL_MAX_DEPTH_M = 80.0
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything that decides the trained weights (recorded in the lineage)."""
+
+    seed: int = 0
+    steps: int = 1200
+    batch_size: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_steps: int = 60
+    train_rooms: int = 700
+    train_streets: int = 700
+    heldout_rooms: int = 24
+    heldout_streets: int = 24
+    #: render size (H, W): the demo store's resolution
+    size: tuple[int, int] = (120, 160)
+    #: the image processor's input size (short side, pixels; a multiple of the 14 px patch)
+    input_size: int = DEMO_SIZE
+    #: share of low-light renders (dim exposure, sensor noise)
+    low_light: float = 0.2
+    #: weight of gradient matching against the SSI term: MiDaS's 0.5. (Depth Anything V2 uses
+    #: 1 : 2 on synthetic images, for sharp edges; in a short CPU budget the heavier gradient
+    #: term slowed learning the layout, which the held-out δ1 depends on)
+    grad_weight: float = 0.5
+    #: gradient norm clipping. Needed, not cosmetic: the freshly initialised model's output is
+    #: nearly flat, so the normalised loss's first gradients are ~10³× later ones; unclipped,
+    #: they inflate Adam's second-moment estimates and stall learning for hundreds of steps
+    grad_clip: float = 1.0
+    #: torch CPU threads; results are reproducible for a given count. One, because on a shared
+    #: machine two threads that wait on each other ran 10× slower per step than one
+    threads: int = 1
+
+
+@dataclass
+class Scenes:
+    """Rendered scenes: ``rgb`` uint8 N×H×W×3, ``depth`` float32 N×H×W metres (NaN = sky)."""
+
+    rgb: np.ndarray
+    depth: np.ndarray
+    kinds: list[str] = field(default_factory=list)
+
+
+def scene_kind(index: int, rooms: int) -> str:
+    """Scenes ``0 … rooms−1`` of a split are rooms, the rest streets."""
+    return "room" if index < rooms else "street"
+
+
+def render_scene(seed: int, split: str, index: int, kind: str, size: tuple[int, int], low_light: float):
+    """Scene ``index`` of ``split``: a :class:`~depthdata.demo.render.Render`, the same every time."""
+    rng = np.random.default_rng([seed, SPLITS[split], index])
+    return random_render(rng, kind, size, low_light)
+
+
+def render_split(recipe: Recipe, split: str, indices: list[int] | None = None, progress: bool = False) -> Scenes:
+    """Render the scenes of ``split`` (``train`` or ``heldout``), or only ``indices`` of it."""
+    from tqdm import tqdm
+
+    rooms, streets = (recipe.train_rooms, recipe.train_streets) if split == "train" else \
+        (recipe.heldout_rooms, recipe.heldout_streets)
+    indices = list(range(rooms + streets)) if indices is None else list(indices)
+    renders, kinds = [], []
+    for i in tqdm(indices, desc=f"render {split}", unit="scene", disable=not progress):
+        kind = scene_kind(i, rooms)
+        renders.append(render_scene(recipe.seed, split, i, kind, recipe.size, recipe.low_light))
+        kinds.append(kind)
+    return Scenes(np.stack([r.rgb for r in renders]), np.stack([r.depth for r in renders]), kinds)
+
+
+def disparity_target(depth: np.ndarray) -> torch.Tensor:
+    """``N×1×H×W`` float32: ``1/depth`` divided by each image's maximum; no hit (sky) = 0."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        disp = np.where(np.isfinite(depth) & (depth > 0), 1.0 / depth, 0.0)
+    disp /= disp.reshape(len(disp), -1).max(axis=1)[:, None, None]
+    return torch.from_numpy(disp.astype(np.float32))[:, None]
+
+
+def pixel_values(processor: Any, rgb: np.ndarray, chunk: int = 64) -> torch.Tensor:
+    """The processor's model input for uint8 ``N×H×W×3`` images (as the teacher stage feeds it)."""
+    parts = [processor(images=list(rgb[i: i + chunk]), return_tensors="pt")["pixel_values"]
+             for i in range(0, len(rgb), chunk)]
+    return torch.cat(parts).float()
+
+
+def predict(model: torch.nn.Module, pixels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Raw disparity ``B×1×H×W`` at ``size``, resized bicubically as the teacher stage does."""
+    out = model(pixel_values=pixels).predicted_depth[:, None]
+    return F.interpolate(out, size=size, mode="bicubic", align_corners=False)
+
+
+def loss_terms(pred: torch.Tensor, target: torch.Tensor, grad_weight: float) -> tuple[torch.Tensor, dict[str, float]]:
+    """Depth Anything's loss on labelled images: SSI (median/mean-absolute-deviation normalised
+    L1 on disparity) + ``grad_weight`` × multi-scale gradient matching of the normalised maps."""
+    w = torch.ones_like(target)
+    ssi = ssi_loss(pred, target, w, mode="median")
+    grad = gradient_loss(median_normalise(pred, w), median_normalise(target, w), w)
+    return ssi + grad_weight * grad, {"ssi": float(ssi.detach()), "grad": float(grad.detach())}
+
+
+def _augment(pixels: torch.Tensor, target: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Horizontal flips and brightness/contrast/colour jitter, applied in [0, 1] RGB space."""
+    b = len(pixels)
+    flip = torch.rand(b, generator=gen) < 0.5
+    pixels = torch.where(flip[:, None, None, None], pixels.flip(-1), pixels)
+    target = torch.where(flip[:, None, None, None], target.flip(-1), target)
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    gain = 0.75 + 0.5 * torch.rand(b, 1, 1, 1, generator=gen)
+    colour = 0.92 + 0.16 * torch.rand(b, 3, 1, 1, generator=gen)
+    offset = 0.16 * torch.rand(b, 1, 1, 1, generator=gen) - 0.08
+    rgb = ((pixels * std + mean) * gain * colour + offset).clamp(0, 1)
+    return (rgb - mean) / std, target
+
+
+def _lr_factor(step: int, recipe: Recipe) -> float:
+    if step < recipe.warmup_steps:
+        return (step + 1) / recipe.warmup_steps
+    frac = (step - recipe.warmup_steps) / max(1, recipe.steps - recipe.warmup_steps)
+    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))
+
+
+def new_model(seed: int, config=None) -> DepthAnythingForDepthEstimation:
+    """The demo architecture (or ``config``) initialised from ``seed``."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = DepthAnythingForDepthEstimation(config or demo_config())
+    with torch.no_grad():
+        # the head ends in a ReLU: with the default zero bias about half of the pixels start
+        # below zero and never receive a gradient; a positive bias starts every pixel alive
+        model.head.conv3.bias.fill_(1.0)
+    return model
+
+
+def fit(model: torch.nn.Module, pixels: torch.Tensor, target: torch.Tensor, recipe: Recipe,
+        on_step: Callable[[int, float, dict[str, float]], None] | None = None, progress: bool = False) -> list[float]:
+    """Train ``model`` in place for ``recipe.steps`` steps on ``pixels`` → ``target``; returns the
+    loss of every step. Batches are drawn epoch by epoch from a permutation of a seeded generator."""
+    from tqdm import tqdm
+
+    gen = torch.Generator().manual_seed(recipe.seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, recipe))
+    size = tuple(target.shape[-2:])
+    n = len(pixels)
+    bs = min(recipe.batch_size, n)
+    order = torch.randperm(n, generator=gen)
+    pos = 0
+    losses: list[float] = []
+    model.train()
+    bar = tqdm(total=recipe.steps, desc="train demo teacher", unit="step", disable=not progress)
+    for step in range(recipe.steps):
+        if pos + bs > n:
+            order, pos = torch.randperm(n, generator=gen), 0
+        idx = order[pos: pos + bs]
+        pos += bs
+        x, y = _augment(pixels[idx], target[idx], gen)
+        loss, terms = loss_terms(predict(model, x, size), y, recipe.grad_weight)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+        opt.step()
+        sched.step()
+        losses.append(float(loss.detach()))
+        bar.update(1)
+        bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        if on_step is not None:
+            on_step(step + 1, losses[-1], terms)
+    bar.close()
+    model.eval()
+    return losses
+
+
+def mean_loss(model: torch.nn.Module, pixels: torch.Tensor, target: torch.Tensor, grad_weight: float,
+              batch: int = 8) -> float:
+    """The recipe's loss over a whole set, without augmentation (eval mode, no gradients)."""
+    model.eval()
+    total = 0.0
+    with torch.no_grad():
+        for i in range(0, len(pixels), batch):
+            loss, _ = loss_terms(predict(model, pixels[i: i + batch], tuple(target.shape[-2:])),
+                                 target[i: i + batch], grad_weight)
+            total += float(loss) * len(pixels[i: i + batch])
+    return total / len(pixels)
+
+
+def scene_metrics(disparity: np.ndarray, depth: np.ndarray) -> dict[str, float]:
+    """The affine-invariant protocol for one image: the prediction (disparity, any positive scale
+    and any shift) is least-squares fitted to ``1/depth`` over ground truth in (1e-3, 80] m with
+    the scale kept ≥ 0 (a reversed prediction scores as a constant), turned into depth, clipped
+    to that range, and scored (AbsRel, δ1, ...; :func:`depthdata.metrics.evaluate`)."""
+    m = metrics.evaluate(disparity, depth, align="scale_shift_disparity", max_depth=EVAL_MAX_DEPTH_M + 1e-6,
+                         positive_scale=True)
+    return {k: float(m[k]) for k in ("abs_rel", "delta1", "rmse_log", "scale")}
+
+
+def held_out_metrics(teacher: Any, scenes: Scenes, indices: list[int] | None = None) -> list[dict[str, Any]]:
+    """Per-scene metrics of a loaded teacher: predicted as the teacher stage does (processor,
+    model, bicubic resize back, per-image [0, 1] normalisation, float16 storage), then
+    :func:`scene_metrics` against the exact depth."""
+    from depthdata.teacher.predict import normalise01, predict_raw
+
+    stored = normalise01(predict_raw(teacher, scenes.rgb, batch_size=8)).disparity01.astype(np.float16)
+    indices = list(range(len(scenes.rgb))) if indices is None else indices
+    return [{"index": int(i), "kind": k, **scene_metrics(stored[j].astype(np.float64), scenes.depth[j])}
+            for j, (i, k) in enumerate(zip(indices, scenes.kinds))]
+
+
+def summarise(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Means over all scenes and per kind."""
+    out = {}
+    for name, sel in (("all", rows), *((k, [r for r in rows if r["kind"] == k]) for k in ("room", "street"))):
+        if sel:
+            out[name] = {m: float(np.mean([r[m] for r in sel])) for m in ("abs_rel", "delta1", "rmse_log")} | \
+                {"scenes": len(sel), "reversed": sum(r["scale"] <= 0 for r in sel)}
+    return out
+
+
+def save_checkpoint(model: DepthAnythingForDepthEstimation, directory: Path, input_size: int = DEMO_SIZE) -> None:
+    """Weights (safetensors) + config + image processor, replacing any earlier weights there."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for old in [*directory.glob("*.safetensors"), directory / LINEAGE_FILE]:
+        old.unlink(missing_ok=True)
+    with quiet_transformers():
+        model.save_pretrained(directory, safe_serialization=True)
+    image_processor(input_size).save_pretrained(directory)
+
+
+def train_demo(recipe: Recipe, out_dir: str | Path, progress: bool = True, eval_every: int = 0) -> dict[str, Any]:
+    """Run the recipe and write the checkpoint and ``lineage.json`` to ``out_dir``; returns the
+    lineage. ``eval_every`` > 0 logs held-out metrics every that many steps (does not change
+    the weights)."""
+    from depthdata.teacher.model import load_from_directory
+
+    out = Path(out_dir)
+    torch.set_num_threads(recipe.threads)
+    t0 = time.perf_counter()
+    train = render_split(recipe, "train", progress=progress)
+    held = render_split(recipe, "heldout", progress=progress)
+    t_render = time.perf_counter() - t0
+    processor = image_processor(recipe.input_size)
+    pixels, target = pixel_values(processor, train.rgb), disparity_target(train.depth)
+    held_pixels = pixel_values(processor, held.rgb)
+    model = new_model(recipe.seed)
+    log.info("demo teacher: %d parameters, %d train / %d held-out scenes rendered in %.0f s",
+             sum(p.numel() for p in model.parameters()), len(pixels), len(held.rgb), t_render)
+
+    def on_step(step: int, loss: float, terms: dict[str, float]) -> None:
+        if step % 50 == 0:
+            log.info("step %d/%d loss %.4f (ssi %.4f, grad %.4f) %.0f s", step, recipe.steps, loss, terms["ssi"],
+                     terms["grad"], time.perf_counter() - t0)
+        if eval_every and step % eval_every == 0 and step < recipe.steps:
+            model.eval()
+            with torch.no_grad():
+                disp = torch.cat([predict(model, held_pixels[i: i + 8], recipe.size)
+                                  for i in range(0, len(held_pixels), 8)])[:, 0].numpy()
+            rows = [{"kind": k, **scene_metrics(d.astype(np.float64), g)}
+                    for d, g, k in zip(disp, held.depth, held.kinds)]
+            log.info("step %d held-out: %s", step, json.dumps(summarise(rows)))
+            model.train()
+
+    t1 = time.perf_counter()
+    losses = fit(model, pixels, target, recipe, on_step, progress)
+    t_train = time.perf_counter() - t1
+    save_checkpoint(model, out, recipe.input_size)
+    teacher = load_from_directory(out, "cpu", recipe.threads, model_id=DEMO_TEACHER_ID)
+    rows = held_out_metrics(teacher, held)
+    sha = weights_sha256(out)
+    lineage = {
+        "model_id": DEMO_TEACHER_ID,
+        "what": "A small Depth Anything (DepthAnythingForDepthEstimation, DINOv2 backbone) trained from scratch on "
+                "procedurally rendered rooms and streets with exact depth. NOT Depth Anything V2: its labels are "
+                "depth of a toy world, for the offline demo.",
+        "weights_file": "model.safetensors",
+        "weights_sha256": sha,
+        "weights_bytes": (out / "model.safetensors").stat().st_size,
+        "parameters": int(sum(p.numel() for p in model.parameters())),
+        "recipe": {"name": RECIPE_NAME, **asdict(recipe),
+                   "command": f"depthdata teacher train-demo --seed {recipe.seed} --steps {recipe.steps} "
+                              f"--threads {recipe.threads} --train-scenes {recipe.train_rooms} {recipe.train_streets} "
+                              f"--heldout-scenes {recipe.heldout_rooms} {recipe.heldout_streets}",
+                   "loss": "SSI L1 on disparity (median / mean-absolute-deviation normalised) + grad_weight x "
+                           "multi-scale gradient matching (4 scales) of the normalised maps",
+                   "optimiser": f"AdamW, {recipe.warmup_steps} warm-up steps, cosine decay to 5%",
+                   "augmentation": "horizontal flip, brightness/contrast/colour jitter"},
+        "scenes": {"train": {"room": recipe.train_rooms, "street": recipe.train_streets},
+                   "heldout": {"room": recipe.heldout_rooms, "street": recipe.heldout_streets},
+                   "size": list(recipe.size), "seed_streams": SPLITS},
+        "versions": {"depthdata": __version__, "torch": torch.__version__,
+                     "transformers": package_version("transformers"), "open3d": package_version("open3d"),
+                     "python": platform.python_version()},
+        "training": {"steps": recipe.steps, "seconds_render": round(t_render, 1), "seconds_train": round(t_train, 1),
+                     "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
+                     "loss_every_100": [round(float(np.mean(losses[i: i + 100])), 5)
+                                        for i in range(0, len(losses), 100)]},
+        "heldout": {"protocol": "affine-invariant: per image least-squares scale and shift of the stored float16 "
+                                "disparity to 1/GT, metrics in depth over GT in (1e-3, 80] m (as the Monocular "
+                                "Depth Estimation Challenge)",
+                    "max_depth_m": EVAL_MAX_DEPTH_M, "summary": summarise(rows), "per_scene": rows},
+    }
+    (out / LINEAGE_FILE).write_text(json.dumps(lineage, indent=2) + "\n")
+    log.info("demo teacher written to %s: held-out %s", out, json.dumps(lineage["heldout"]["summary"]))
+    return lineage

@@ -1,0 +1,175 @@
+"""The demo teacher shipped with the package: loading (by path, by id, as the fallback), its
+lineage and hash check, its recorded held-out metrics, and the recipe that trains it."""
+
+import hashlib
+import json
+import logging
+import shutil
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from transformers import DepthAnythingForDepthEstimation
+
+from depthdata.cli import main
+from depthdata.teacher import TeacherConfig
+from depthdata.teacher.checkpoint import DEMO_TEACHER_ID, DEMO_WEIGHTS_DIR, LINEAGE_FILE, checkpoint_lineage
+from depthdata.teacher.model import TeacherError, load_teacher
+from depthdata.teacher.tiny import demo_config, save_tiny_teacher
+from depthdata.teacher.train_demo import (Recipe, disparity_target, fit, held_out_metrics, mean_loss, new_model,
+                                          pixel_values, render_split, scene_metrics)
+from depthdata.teacher.tiny import DEMO_SIZE, image_processor
+
+#: a re-run of the recorded held-out metrics may differ by this much (absolute): another CPU or
+#: thread count changes the last float bits of the prediction, and after the float16 storage
+#: that moves a handful of pixels across the δ1 threshold
+METRIC_TOLERANCE = 2e-3
+
+
+@pytest.fixture(scope="module")
+def lineage():
+    return json.loads((DEMO_WEIGHTS_DIR / LINEAGE_FILE).read_text())
+
+
+@pytest.fixture(scope="module")
+def demo_teacher():
+    return load_teacher(TeacherConfig(model=DEMO_TEACHER_ID, device="cpu", threads=1))
+
+
+def test_shipped_weights_are_small_safetensors_of_the_real_class_with_their_lineage(lineage, demo_teacher):
+    weights = DEMO_WEIGHTS_DIR / "model.safetensors"
+    assert weights.stat().st_size <= 10 * 2**20
+    assert sorted(p.name for p in DEMO_WEIGHTS_DIR.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt")) == []
+    sha = hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert lineage["weights_sha256"] == sha == demo_teacher.weights_sha256
+    assert isinstance(demo_teacher.model, DepthAnythingForDepthEstimation)
+    assert demo_teacher.model.config.depth_estimation_type == "relative"
+    assert demo_teacher.num_parameters == lineage["parameters"]
+    assert (demo_teacher.model_id, demo_teacher.revision, demo_teacher.random_init) == (DEMO_TEACHER_ID, "packaged",
+                                                                                          False)
+    recipe = lineage["recipe"]
+    for key in ("seed", "steps", "batch_size", "lr", "train_rooms", "train_streets", "name", "command"):
+        assert key in recipe
+    assert lineage["scenes"]["train"] == {"room": recipe["train_rooms"], "street": recipe["train_streets"]}
+    assert lineage["versions"]["depthdata"]
+    assert "NOT Depth Anything V2" in lineage["what"]
+
+
+def test_shipped_weights_load_by_path_as_by_id(demo_teacher):
+    by_path = load_teacher(TeacherConfig(model=str(DEMO_WEIGHTS_DIR), device="cpu", threads=1))
+    assert by_path.weights_sha256 == demo_teacher.weights_sha256 and by_path.revision == "local"
+    x = torch.from_numpy(np.random.default_rng(0).normal(size=(1, 3, DEMO_SIZE, DEMO_SIZE + 42)).astype(np.float32))
+    with torch.no_grad():
+        a = by_path.model(pixel_values=x).predicted_depth
+        b = demo_teacher.model(pixel_values=x).predicted_depth
+    assert torch.equal(a, b)
+
+
+def test_shipped_weights_reproduce_their_recorded_held_out_metrics(lineage, demo_teacher):
+    recipe = Recipe(**{k: tuple(v) if k == "size" else v for k, v in lineage["recipe"].items()
+                       if k in Recipe.__dataclass_fields__})
+    recorded = {r["index"]: r for r in lineage["heldout"]["per_scene"]}
+    rooms = recipe.heldout_rooms
+    picks = [0, 1, rooms, rooms + 1]  # two rooms and two streets, rendered again from their seeds
+    scenes = render_split(recipe, "heldout", picks)
+    assert scenes.kinds == ["room", "room", "street", "street"]
+    for row in held_out_metrics(demo_teacher, scenes, picks):
+        want = recorded[row["index"]]
+        assert row["kind"] == want["kind"]
+        for m in ("abs_rel", "delta1"):
+            assert row[m] == pytest.approx(want[m], abs=METRIC_TOLERANCE), (row, want)
+    # the record's summary is the mean of its per-scene rows
+    rows = lineage["heldout"]["per_scene"]
+    assert lineage["heldout"]["summary"]["all"]["abs_rel"] == pytest.approx(np.mean([r["abs_rel"] for r in rows]))
+
+
+def test_weights_that_differ_from_their_lineage_are_refused(tmp_path):
+    copy = shutil.copytree(DEMO_WEIGHTS_DIR, tmp_path / "demo", ignore=shutil.ignore_patterns("__pycache__"))
+    load_teacher(TeacherConfig(model=str(copy), device="cpu", threads=1))  # an intact copy loads
+    weights = copy / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1  # one bit of one parameter: still a valid safetensors file
+    weights.write_bytes(bytes(data))
+    with pytest.raises(TeacherError, match="does not match") as exc:
+        load_teacher(TeacherConfig(model=str(copy), device="cpu", threads=1))
+    assert str(copy) in str(exc.value) and LINEAGE_FILE in str(exc.value)
+    with pytest.raises(TeacherError, match="does not match"):
+        checkpoint_lineage(TeacherConfig(model=str(copy)))  # planning refuses them too
+
+
+def test_demo_teacher_is_the_fallback_only_when_weights_are_absent(tmp_path, caplog, demo_teacher):
+    absent = TeacherConfig(model="depthdata-tests/no-such-model", allow_demo_teacher=True, device="cpu", threads=1)
+    with caplog.at_level(logging.WARNING, logger="depthdata.teacher.model"):
+        t = load_teacher(absent)
+    assert (t.model_id, t.weights_sha256) == (DEMO_TEACHER_ID, demo_teacher.weights_sha256)
+    assert any("DEMO TEACHER" in r.getMessage() and "NOT Depth Anything V2" in r.getMessage() for r in caplog.records)
+    assert checkpoint_lineage(absent) == t.lineage()
+    # weights that are there win over the fallback, and the random fallback comes after it
+    tiny = save_tiny_teacher(tmp_path / "tiny")
+    present = absent.model_copy(update={"model": str(tiny)})
+    assert load_teacher(present).model_id == str(tiny)
+    assert checkpoint_lineage(present)["teacher_id"] == str(tiny)
+    both = absent.model_copy(update={"allow_random_init": True})
+    assert load_teacher(both).model_id == DEMO_TEACHER_ID
+
+
+def test_scene_metrics_score_exact_disparity_perfectly_and_reversed_as_a_constant():
+    y = np.linspace(0.0, 1.0, 40)[:, None] * np.ones((1, 30))
+    depth = 1.0 / (0.1 + 2.0 * y)  # 0.48 … 10 m, inverse depth affine in y
+    exact = scene_metrics(3.0 * y + 7.0, depth)  # any positive scale and shift of the disparity
+    assert exact["abs_rel"] < 1e-9 and exact["delta1"] == 1.0
+    reversed_ = scene_metrics(-y, depth)  # a free fit would undo the reversal with a negative scale
+    constant = 1.0 / np.mean(1.0 / depth)  # the best constant in disparity, as depth
+    assert reversed_["scale"] == 0.0
+    assert reversed_["abs_rel"] == pytest.approx(np.mean(np.abs(constant - depth) / depth), rel=1e-9)
+
+
+# -- the recipe ---------------------------------------------------------------------------------
+
+TINY_RECIPE = Recipe(steps=12, batch_size=4, lr=1e-3, warmup_steps=2, train_rooms=2, train_streets=2,
+                     heldout_rooms=1, heldout_streets=1, size=(48, 64), threads=1)
+
+
+@pytest.fixture(scope="module")
+def tiny_data():
+    scenes = render_split(TINY_RECIPE, "train")
+    return pixel_values(image_processor(DEMO_SIZE), scenes.rgb), disparity_target(scenes.depth)
+
+
+def test_recipe_lowers_its_loss_and_is_deterministic(tiny_data):
+    pixels, target = tiny_data
+    torch.set_num_threads(1)
+    model = new_model(TINY_RECIPE.seed)
+    before = mean_loss(model, pixels, target, TINY_RECIPE.grad_weight)
+    losses = fit(model, pixels, target, TINY_RECIPE)
+    after = mean_loss(model, pixels, target, TINY_RECIPE.grad_weight)
+    assert len(losses) == TINY_RECIPE.steps
+    assert after < 0.8 * before, (before, after)
+    again = new_model(TINY_RECIPE.seed)
+    fit(again, pixels, target, TINY_RECIPE)
+    for (name, a), (_, b) in zip(model.state_dict().items(), again.state_dict().items()):
+        assert torch.equal(a, b), name
+    other = new_model(TINY_RECIPE.seed)
+    fit(other, pixels, target, replace(TINY_RECIPE, seed=1))
+    assert not torch.equal(other.head.conv3.weight, model.head.conv3.weight)
+
+
+def test_disparity_target_is_inverse_depth_over_its_maximum_with_sky_farthest():
+    depth = np.array([[[2.0, 4.0], [np.nan, 8.0]]], np.float32)
+    np.testing.assert_allclose(disparity_target(depth)[0, 0].numpy(), [[1.0, 0.5], [0.0, 0.25]])
+
+
+def test_cli_train_demo_writes_a_loadable_checkpoint_with_lineage(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["teacher", "train-demo", "--out", str(out), "--steps", "2", "--train-scenes", "1", "1",
+                 "--heldout-scenes", "1", "1", "--threads", "1"]) == 0
+    text = capsys.readouterr().out
+    lineage = json.loads((out / LINEAGE_FILE).read_text())
+    assert lineage["weights_sha256"] in text and lineage["recipe"]["steps"] == 2
+    assert lineage["scenes"]["heldout"] == {"room": 1, "street": 1}
+    assert "--train-scenes 1 1" in lineage["recipe"]["command"]
+    t = load_teacher(TeacherConfig(model=str(out), device="cpu", threads=1))
+    assert t.weights_sha256 == lineage["weights_sha256"]
+    assert t.model.config.to_dict()["backbone_config"]["hidden_size"] == demo_config().backbone_config.hidden_size
+    assert len(lineage["heldout"]["per_scene"]) == 2
