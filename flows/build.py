@@ -41,6 +41,7 @@ from depthdata.stage import Stage
 from depthdata.store import Group, is_remote
 from depthdata.store.faults import is_transient, with_retries
 from depthdata.store.lock import BuildLock
+from depthdata.teacher.checkpoint import DEMO_TEACHER_ID
 from flows import progress, stages
 from flows.logs import collect_warnings, route_library_logs
 from flows.runner import TaskRunnerFromEnv, check_runner_options, make_task_runner
@@ -152,7 +153,7 @@ def run_stage(stage: Stage, catalog: Catalog, datasets: list[str],
             # (the settings are kept with their config, so an id is never reused within the stage)
             if id(settings) not in configs:
                 configs[id(settings)] = (settings, stage.part_config(settings))
-                _warn_random_teacher(stage, settings, configs[id(settings)][1], part)
+                _warn_stand_in_teacher(stage, settings, configs[id(settings)][1], part)
             config = configs[id(settings)][1]
             if not groups and stage.requires:
                 part.failures.append(ShardFailure(ds, -1, "the store has no group of this dataset: run ingest first"))
@@ -210,14 +211,23 @@ def run_stage(stage: Stage, catalog: Catalog, datasets: list[str],
     return summary
 
 
-def _warn_random_teacher(stage: Stage, settings: Any, config: dict[str, Any], summary: StageSummary) -> None:
-    """A stage whose settings hash says its labels come from a randomly initialised teacher
-    (``teacher.allow_random_init`` without weights): say so in the summary, also when every
-    shard is already complete (the labels in the store are still those)."""
+def _warn_stand_in_teacher(stage: Stage, settings: Any, config: dict[str, Any], summary: StageSummary) -> None:
+    """A stage whose settings hash says its labels come from a stand-in teacher — randomly
+    initialised (``teacher.allow_random_init`` without weights) or the demo teacher — says so
+    in the summary, also when every shard is already complete (the labels in the store are
+    still those)."""
     if config.get("teacher_random_init"):
         summary.warnings.append(
             f"{stage.name}: no weights found for {getattr(settings, 'model', 'the teacher')!r}: the pseudo-labels come "
             f"from a tiny RANDOMLY INITIALISED teacher ({config.get('teacher_id')}) and are meaningless")
+    elif config.get("teacher_id") == DEMO_TEACHER_ID:
+        # the demo teacher is trained, but on rendered toy scenes: labels of real images from it
+        # must not pass for Depth Anything V2's
+        model = getattr(settings, "model", DEMO_TEACHER_ID)
+        why = "" if model == DEMO_TEACHER_ID else f"no weights found for {model!r}: "
+        summary.warnings.append(
+            f"{stage.name}: {why}the pseudo-labels come from the DEMO TEACHER ({DEMO_TEACHER_ID}), trained on "
+            "procedurally rendered scenes, not Depth Anything V2")
 
 
 #: at most this many tasks per stage: shards are batched beyond it. Prefect costs ~0.1 s of CPU

@@ -173,3 +173,19 @@ def test_cli_train_demo_writes_a_loadable_checkpoint_with_lineage(tmp_path, caps
     assert t.weights_sha256 == lineage["weights_sha256"]
     assert t.model.config.to_dict()["backbone_config"]["hidden_size"] == demo_config().backbone_config.hidden_size
     assert len(lineage["heldout"]["per_scene"]) == 2
+
+
+def test_a_build_summary_says_when_the_demo_teacher_labelled(tmp_path):
+    from depthdata.pipeline import STAGES
+    from flows.build import _warn_stand_in_teacher
+    from flows.summary import StageSummary
+
+    absent = TeacherConfig(model="depthdata-tests/no-such-model", allow_demo_teacher=True)
+    summary = StageSummary("teacher")
+    _warn_stand_in_teacher(STAGES["teacher"], absent, checkpoint_lineage(absent), summary)
+    [warning] = summary.warnings
+    assert "DEMO TEACHER" in warning and "not Depth Anything V2" in warning and "no-such-model" in warning
+    real = TeacherConfig(model=str(save_tiny_teacher(tmp_path / "real")))
+    quiet = StageSummary("teacher")
+    _warn_stand_in_teacher(STAGES["teacher"], real, checkpoint_lineage(real), quiet)
+    assert quiet.warnings == []
