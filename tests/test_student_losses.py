@@ -117,7 +117,7 @@ def test_each_term_applies_to_the_samples_that_have_its_fields():
     cfg = LossConfig((LossTerm("ssi", 1.0), LossTerm("rank", 0.5), LossTerm("silog", 0.25, {"lam": 1.0})))
     total, terms = total_loss(pred, batch, cfg)
     w1 = batch["teacher_conf"][1:]  # teacher valid everywhere, times confidence
-    ssi = ssi_loss(pred[1:], batch["teacher"][1:], w1)
+    ssi = ssi_loss(pred[1:], batch["teacher"][1:], w1, mode="median")  # the term's default mode
     rank = ranking_loss(pred[:1], batch["pairs"][:1], batch["pairs_valid"][:1])
     silog = silog_loss(1.0 / pred[1:], batch["depth"][1:], batch["depth_valid"][1:], lam=1.0)
     assert float(terms["ssi"]) == pytest.approx(float(ssi), rel=1e-6)
@@ -151,7 +151,8 @@ def test_depth_models_are_read_in_each_terms_space():
     depth = 0.5 + torch.rand(2, 1, 6, 8, generator=torch.Generator().manual_seed(4)) * 4
     cfg = LossConfig((LossTerm("ssi"), LossTerm("l1"), LossTerm("rank")))
     terms = loss_terms(depth, batch, cfg, kind="depth")
-    assert float(terms["ssi"]) == pytest.approx(float(ssi_loss(1 / depth, batch["teacher"], batch["teacher_conf"])))
+    assert float(terms["ssi"]) == pytest.approx(float(ssi_loss(1 / depth, batch["teacher"], batch["teacher_conf"],
+                                                               mode="median")))
     assert float(terms["l1"]) == pytest.approx(float(l1_loss(depth, batch["depth"], batch["depth_valid"])))
     assert float(terms["rank"]) == pytest.approx(float(ranking_loss(1 / depth, batch["pairs"], batch["pairs_valid"])))
 
