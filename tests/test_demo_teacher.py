@@ -17,7 +17,7 @@ from depthdata.teacher import TeacherConfig
 from depthdata.teacher.checkpoint import DEMO_TEACHER_ID, DEMO_WEIGHTS_DIR, LINEAGE_FILE, checkpoint_lineage
 from depthdata.teacher.model import TeacherError, load_teacher
 from depthdata.teacher.tiny import demo_config, save_tiny_teacher
-from depthdata.teacher.train_demo import (Recipe, disparity_target, fit, held_out_metrics, mean_loss, new_model,
+from depthdata.teacher.train_demo import (Recipe, cache_file, disparity_target, fit, held_out_metrics, mean_loss, new_model,
                                           pixel_values, render_split, scene_metrics)
 from depthdata.teacher.tiny import DEMO_SIZE, image_processor
 
@@ -189,3 +189,19 @@ def test_a_build_summary_says_when_the_demo_teacher_labelled(tmp_path):
     quiet = StageSummary("teacher")
     _warn_stand_in_teacher(STAGES["teacher"], real, checkpoint_lineage(real), quiet)
     assert quiet.warnings == []
+
+
+def test_scene_cache_holds_exactly_what_rendering_gives(tmp_path):
+    recipe = Recipe(train_rooms=2, train_streets=2, size=(30, 40))
+    rendered = render_split(recipe, "train", cache=tmp_path)  # renders and writes the cache
+    files = list(tmp_path.iterdir())
+    assert [f.name for f in files] == [cache_file(tmp_path, recipe, "train").name]
+    again = render_split(recipe, "train", cache=tmp_path)  # read back, not rendered
+    np.testing.assert_array_equal(again.rgb, rendered.rgb)
+    np.testing.assert_array_equal(again.depth, rendered.depth)  # NaN sky in the same places
+    assert again.kinds == rendered.kinds == ["room", "room", "street", "street"]
+    # depth is kept at float16 precision whether rendered or read
+    np.testing.assert_array_equal(rendered.depth, rendered.depth.astype(np.float16).astype(np.float32))
+    # another recipe's scenes are another file: the cache never answers for different scenes
+    assert cache_file(tmp_path, Recipe(train_rooms=2, train_streets=2, size=(30, 40), seed=1), "train") != files[0]
+    assert not cache_file(tmp_path, recipe, "heldout").exists()

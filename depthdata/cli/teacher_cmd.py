@@ -38,6 +38,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--seed", type=int, default=0, help="seed of scenes, initialisation and batches (default 0)")
     d.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the shipped recipe's)")
     d.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: the recipe's, 1)")
+    d.add_argument("--batch-size", type=int, default=None, help="images per step (default: the recipe's)")
+    d.add_argument("--lr", type=float, default=None, help="peak AdamW learning rate (default: the recipe's)")
+    d.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                   help="where the model trains (default cpu; held-out metrics are measured on the CPU)")
+    d.add_argument("--scene-cache", metavar="DIR", default=None,
+                   help="read rendered scenes from DIR when there, else render and write them there "
+                   "(lossless, ~34 KB a scene; lets a machine without Open3D train)")
     d.add_argument("--train-scenes", type=int, nargs=2, metavar=("ROOMS", "STREETS"), default=None,
                    help="training scenes of each kind (default: the recipe's)")
     d.add_argument("--heldout-scenes", type=int, nargs=2, metavar=("ROOMS", "STREETS"), default=None,
@@ -92,14 +99,15 @@ def _train_demo(args: argparse.Namespace) -> int:
     from depthdata.teacher.checkpoint import DEMO_WEIGHTS_DIR
     from depthdata.teacher.train_demo import Recipe, train_demo
 
-    changes = {k: v for k, v in (("seed", args.seed), ("steps", args.steps), ("threads", args.threads)) if v is not None}
+    changes = {k: v for k, v in (("seed", args.seed), ("steps", args.steps), ("threads", args.threads),
+                                 ("batch_size", args.batch_size), ("lr", args.lr)) if v is not None}
     if args.train_scenes:
         changes.update(train_rooms=args.train_scenes[0], train_streets=args.train_scenes[1])
     if args.heldout_scenes:
         changes.update(heldout_rooms=args.heldout_scenes[0], heldout_streets=args.heldout_scenes[1])
     recipe = dataclasses.replace(Recipe(), **changes)
     out = args.out or str(DEMO_WEIGHTS_DIR)
-    lineage = train_demo(recipe, out, eval_every=args.eval_every)
+    lineage = train_demo(recipe, out, eval_every=args.eval_every, device=args.device, scene_cache=args.scene_cache)
     s = lineage["heldout"]["summary"]["all"]
     print(f"{out}: demo teacher, {lineage['parameters']:,} parameters, {recipe.steps} steps in "
           f"{lineage['training']['seconds_train']:.0f} s; held-out AbsRel {s['abs_rel']:.4f}, delta1 {s['delta1']:.4f} "

@@ -9,8 +9,10 @@ the demo's pseudo-labels are depth, of a toy world.
 
 * Data: ``train_rooms + train_streets`` scenes rendered at ``size``, scene ``i`` of split ``s``
   from ``numpy.random.default_rng([seed, s, i])`` (so any one scene can be rendered again alone);
-  held-out scenes come from another split of the same streams. Targets are exact disparity
-  ``1/depth`` per image divided by its maximum, sky (no hit) = 0 (farthest).
+  held-out scenes come from another split of the same streams. Depth is kept at float16 precision
+  (5e-4 relative), so that a scene cache (``scene_cache``, 34 KB a scene: lossless WebP + zlib)
+  holds exactly what rendering gives; targets are disparity ``1/depth`` per image divided by its
+  maximum, sky (no hit) = 0 (farthest).
 * Input: the checkpoint's own image processor (resize to 98 px, ImageNet normalisation); the
   output is resized back to the render size bicubically, as the teacher stage does.
 * Loss: Depth Anything's for labelled images: scale-and-shift-invariant L1 on disparity, with
@@ -23,7 +25,8 @@ the demo's pseudo-labels are depth, of a toy world.
 * Optimiser: AdamW, linear warm-up then cosine decay, gradient norm clipped at 1;
   augmentation: horizontal flips and brightness/contrast jitter, drawn from a seeded generator.
 * Determinism: same recipe and thread count → same weights on the same CPU (seeded generators;
-  every random draw goes through them).
+  every random draw goes through them). ``device="cuda"`` trains on a GPU (same draws; the
+  floating-point order differs, so the weights are not bit-identical to a CPU run).
 * Held-out metrics go through the production loader (:func:`depthdata.teacher.model.load_teacher`)
   and the stage's own prediction and float16 storage; the affine-invariant protocol of
   :func:`held_out_metrics`.
@@ -51,7 +54,6 @@ import torch.nn.functional as F
 from transformers import DepthAnythingForDepthEstimation
 
 from depthdata import __version__, metrics
-from depthdata.demo.scenes import random_render
 from depthdata.losses import gradient_loss, median_normalise, ssi_loss
 from depthdata.teacher.checkpoint import DEMO_TEACHER_ID, LINEAGE_FILE, weights_sha256
 from depthdata.teacher.tiny import DEMO_SIZE, demo_config, image_processor, quiet_transformers
@@ -117,23 +119,73 @@ def scene_kind(index: int, rooms: int) -> str:
 
 def render_scene(seed: int, split: str, index: int, kind: str, size: tuple[int, int], low_light: float):
     """Scene ``index`` of ``split``: a :class:`~depthdata.demo.render.Render`, the same every time."""
+    # imported here: the renderer needs Open3D, which training from a scene cache does not
+    from depthdata.demo.scenes import random_render
+
     rng = np.random.default_rng([seed, SPLITS[split], index])
     return random_render(rng, kind, size, low_light)
 
 
-def render_split(recipe: Recipe, split: str, indices: list[int] | None = None, progress: bool = False) -> Scenes:
-    """Render the scenes of ``split`` (``train`` or ``heldout``), or only ``indices`` of it."""
+def render_split(recipe: Recipe, split: str, indices: list[int] | None = None, progress: bool = False,
+                 cache: str | Path | None = None) -> Scenes:
+    """Render the scenes of ``split`` (``train`` or ``heldout``), or only ``indices`` of it; depth
+    rounded to float16. With ``cache`` (a directory), a whole split is read from
+    :func:`cache_file` when present and written there after rendering."""
     from tqdm import tqdm
 
     rooms, streets = (recipe.train_rooms, recipe.train_streets) if split == "train" else \
         (recipe.heldout_rooms, recipe.heldout_streets)
-    indices = list(range(rooms + streets)) if indices is None else list(indices)
+    whole = indices is None
+    indices = list(range(rooms + streets)) if whole else list(indices)
+    path = cache_file(cache, recipe, split) if cache is not None and whole else None
+    if path is not None and path.exists():
+        log.info("%s scenes read from %s", split, path)
+        return read_scenes(path)
     renders, kinds = [], []
     for i in tqdm(indices, desc=f"render {split}", unit="scene", disable=not progress):
         kind = scene_kind(i, rooms)
         renders.append(render_scene(recipe.seed, split, i, kind, recipe.size, recipe.low_light))
         kinds.append(kind)
-    return Scenes(np.stack([r.rgb for r in renders]), np.stack([r.depth for r in renders]), kinds)
+    depth = np.stack([r.depth for r in renders]).astype(np.float16).astype(np.float32)
+    scenes = Scenes(np.stack([r.rgb for r in renders]), depth, kinds)
+    if path is not None:
+        write_scenes(path, scenes)
+    return scenes
+
+
+def cache_file(cache: str | Path, recipe: Recipe, split: str) -> Path:
+    """Where a split's rendered scenes are cached: named by everything that decides them."""
+    rooms, streets = (recipe.train_rooms, recipe.train_streets) if split == "train" else \
+        (recipe.heldout_rooms, recipe.heldout_streets)
+    h, w = recipe.size
+    name = (f"{RECIPE_NAME.replace('/', '-')}_seed{recipe.seed}_{split}_{rooms}r{streets}s_{h}x{w}"
+            f"_low{recipe.low_light:g}.npz")
+    return Path(cache) / name
+
+
+def write_scenes(path: Path, scenes: Scenes) -> None:
+    """Lossless: RGB as WebP (quality > 100 is OpenCV's lossless mode), depth as float16, zlib;
+    written to a temporary name and renamed, so a killed run leaves no partial cache."""
+    import cv2
+
+    rgb = [np.frombuffer(cv2.imencode(".webp", im[..., ::-1], [cv2.IMWRITE_WEBP_QUALITY, 101])[1], np.uint8)
+           for im in scenes.rgb]
+    offsets = np.cumsum([0] + [len(b) for b in rgb])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez_compressed(tmp, webp=np.concatenate(rgb), offsets=offsets, depth=scenes.depth.astype(np.float16),
+                        kinds=np.array(scenes.kinds))
+    tmp.replace(path)
+
+
+def read_scenes(path: Path) -> Scenes:
+    """The :class:`Scenes` that :func:`write_scenes` wrote."""
+    import cv2
+
+    with np.load(path) as z:
+        webp, offsets = z["webp"], z["offsets"]
+        rgb = np.stack([cv2.imdecode(webp[a:b], cv2.IMREAD_COLOR)[..., ::-1] for a, b in zip(offsets, offsets[1:])])
+        return Scenes(np.ascontiguousarray(rgb), z["depth"].astype(np.float32), [str(k) for k in z["kinds"]])
 
 
 def disparity_target(depth: np.ndarray) -> torch.Tensor:
@@ -201,12 +253,15 @@ def new_model(seed: int, config=None) -> DepthAnythingForDepthEstimation:
 
 
 def fit(model: torch.nn.Module, pixels: torch.Tensor, target: torch.Tensor, recipe: Recipe,
-        on_step: Callable[[int, float, dict[str, float]], None] | None = None, progress: bool = False) -> list[float]:
+        on_step: Callable[[int, float, dict[str, float]], None] | None = None, progress: bool = False,
+        device: str = "cpu") -> list[float]:
     """Train ``model`` in place for ``recipe.steps`` steps on ``pixels`` → ``target``; returns the
-    loss of every step. Batches are drawn epoch by epoch from a permutation of a seeded generator."""
+    loss of every step. Batches are drawn epoch by epoch from a permutation of a seeded generator
+    (on the CPU, whatever ``device`` the model trains on, so the draws are the same)."""
     from tqdm import tqdm
 
     gen = torch.Generator().manual_seed(recipe.seed)
+    model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, recipe))
     size = tuple(target.shape[-2:])
@@ -223,6 +278,7 @@ def fit(model: torch.nn.Module, pixels: torch.Tensor, target: torch.Tensor, reci
         idx = order[pos: pos + bs]
         pos += bs
         x, y = _augment(pixels[idx], target[idx], gen)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         loss, terms = loss_terms(predict(model, x, size), y, recipe.grad_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -235,7 +291,7 @@ def fit(model: torch.nn.Module, pixels: torch.Tensor, target: torch.Tensor, reci
         if on_step is not None:
             on_step(step + 1, losses[-1], terms)
     bar.close()
-    model.eval()
+    model.to("cpu").eval()
     return losses
 
 
@@ -294,17 +350,20 @@ def save_checkpoint(model: DepthAnythingForDepthEstimation, directory: Path, inp
     image_processor(input_size).save_pretrained(directory)
 
 
-def train_demo(recipe: Recipe, out_dir: str | Path, progress: bool = True, eval_every: int = 0) -> dict[str, Any]:
+def train_demo(recipe: Recipe, out_dir: str | Path, progress: bool = True, eval_every: int = 0,
+               device: str = "cpu", scene_cache: str | Path | None = None) -> dict[str, Any]:
     """Run the recipe and write the checkpoint and ``lineage.json`` to ``out_dir``; returns the
     lineage. ``eval_every`` > 0 logs held-out metrics every that many steps (does not change
-    the weights)."""
+    the weights). ``device`` is where the model trains (held-out metrics are always measured
+    on the CPU, as the shipped teacher runs); ``scene_cache`` is a directory of rendered splits
+    (:func:`render_split`)."""
     from depthdata.teacher.model import load_from_directory
 
     out = Path(out_dir)
     torch.set_num_threads(recipe.threads)
     t0 = time.perf_counter()
-    train = render_split(recipe, "train", progress=progress)
-    held = render_split(recipe, "heldout", progress=progress)
+    train = render_split(recipe, "train", progress=progress, cache=scene_cache)
+    held = render_split(recipe, "heldout", progress=progress, cache=scene_cache)
     t_render = time.perf_counter() - t0
     processor = image_processor(recipe.input_size)
     pixels, target = pixel_values(processor, train.rgb), disparity_target(train.depth)
@@ -320,7 +379,7 @@ def train_demo(recipe: Recipe, out_dir: str | Path, progress: bool = True, eval_
         if eval_every and step % eval_every == 0 and step < recipe.steps:
             model.eval()
             with torch.no_grad():
-                disp = torch.cat([predict(model, held_pixels[i: i + 8], recipe.size)
+                disp = torch.cat([predict(model, held_pixels[i: i + 8].to(device), recipe.size).cpu()
                                   for i in range(0, len(held_pixels), 8)])[:, 0].numpy()
             rows = [{"kind": k, **scene_metrics(d.astype(np.float64), g)}
                     for d, g, k in zip(disp, held.depth, held.kinds)]
@@ -328,7 +387,7 @@ def train_demo(recipe: Recipe, out_dir: str | Path, progress: bool = True, eval_
             model.train()
 
     t1 = time.perf_counter()
-    losses = fit(model, pixels, target, recipe, on_step, progress)
+    losses = fit(model, pixels, target, recipe, on_step, progress, device)
     t_train = time.perf_counter() - t1
     save_checkpoint(model, out, recipe.input_size)
     teacher = load_from_directory(out, "cpu", recipe.threads, model_id=DEMO_TEACHER_ID)
@@ -345,6 +404,7 @@ def train_demo(recipe: Recipe, out_dir: str | Path, progress: bool = True, eval_
         "parameters": int(sum(p.numel() for p in model.parameters())),
         "recipe": {"name": RECIPE_NAME, **asdict(recipe),
                    "command": f"depthdata teacher train-demo --seed {recipe.seed} --steps {recipe.steps} "
+                              f"--batch-size {recipe.batch_size} --lr {recipe.lr:g} --device {device} "
                               f"--threads {recipe.threads} --train-scenes {recipe.train_rooms} {recipe.train_streets} "
                               f"--heldout-scenes {recipe.heldout_rooms} {recipe.heldout_streets}",
                    "loss": "SSI L1 on disparity (median / mean-absolute-deviation normalised) + grad_weight x "
@@ -357,7 +417,7 @@ def train_demo(recipe: Recipe, out_dir: str | Path, progress: bool = True, eval_
         "versions": {"depthdata": __version__, "torch": torch.__version__,
                      "transformers": package_version("transformers"), "open3d": package_version("open3d"),
                      "python": platform.python_version()},
-        "training": {"steps": recipe.steps, "seconds_render": round(t_render, 1), "seconds_train": round(t_train, 1),
+        "training": {"steps": recipe.steps, "device": _device_name(device), "seconds_render": round(t_render, 1), "seconds_train": round(t_train, 1),
                      "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
                      "loss_every_100": [round(float(np.mean(losses[i: i + 100])), 5)
                                         for i in range(0, len(losses), 100)]},
@@ -369,3 +429,9 @@ def train_demo(recipe: Recipe, out_dir: str | Path, progress: bool = True, eval_
     (out / LINEAGE_FILE).write_text(json.dumps(lineage, indent=2) + "\n")
     log.info("demo teacher written to %s: held-out %s", out, json.dumps(lineage["heldout"]["summary"]))
     return lineage
+
+
+def _device_name(device: str) -> str:
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
+    return f"{device} ({platform.processor() or platform.machine()})"
