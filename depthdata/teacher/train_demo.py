@@ -357,8 +357,6 @@ def train_demo(recipe: Recipe, out_dir: str | Path, progress: bool = True, eval_
     the weights). ``device`` is where the model trains (held-out metrics are always measured
     on the CPU, as the shipped teacher runs); ``scene_cache`` is a directory of rendered splits
     (:func:`render_split`)."""
-    from depthdata.teacher.model import load_from_directory
-
     out = Path(out_dir)
     torch.set_num_threads(recipe.threads)
     t0 = time.perf_counter()
@@ -390,18 +388,40 @@ def train_demo(recipe: Recipe, out_dir: str | Path, progress: bool = True, eval_
     losses = fit(model, pixels, target, recipe, on_step, progress, device)
     t_train = time.perf_counter() - t1
     save_checkpoint(model, out, recipe.input_size)
+    training = {"steps": recipe.steps, "device": _device_name(device), "seconds_render": round(t_render, 1),
+                "seconds_train": round(t_train, 1), "loss_first": losses[0] if losses else None,
+                "loss_last": losses[-1] if losses else None,
+                "loss_every_50": [round(v, 5) for v in losses[49::50]], "versions": training_environment()}
+    return write_lineage(out, recipe, held, training, device)
+
+
+def training_environment() -> dict[str, str | None]:
+    """Versions of what trained the weights (Open3D only renders scenes: None where it is absent)."""
+    try:
+        o3d = package_version("open3d")
+    except Exception:  # noqa: BLE001 - importlib.metadata.PackageNotFoundError: trained from a scene cache
+        o3d = None
+    return {"depthdata": __version__, "torch": torch.__version__, "transformers": package_version("transformers"),
+            "open3d": o3d, "python": platform.python_version()}
+
+
+def write_lineage(out: Path, recipe: Recipe, held: Scenes, training: dict[str, Any], device: str) -> dict[str, Any]:
+    """Measure the checkpoint in ``out`` on the held-out scenes (on the CPU, through the
+    production loader) and write ``lineage.json`` beside it: recipe, scenes, ``training`` (steps,
+    device, timings, losses, versions), held-out metrics and the weights' SHA-256."""
+    from depthdata.teacher.model import load_from_directory
+
     teacher = load_from_directory(out, "cpu", recipe.threads, model_id=DEMO_TEACHER_ID)
     rows = held_out_metrics(teacher, held)
-    sha = weights_sha256(out)
     lineage = {
         "model_id": DEMO_TEACHER_ID,
         "what": "A small Depth Anything (DepthAnythingForDepthEstimation, DINOv2 backbone) trained from scratch on "
                 "procedurally rendered rooms and streets with exact depth. NOT Depth Anything V2: its labels are "
                 "depth of a toy world, for the offline demo.",
         "weights_file": "model.safetensors",
-        "weights_sha256": sha,
+        "weights_sha256": weights_sha256(out),
         "weights_bytes": (out / "model.safetensors").stat().st_size,
-        "parameters": int(sum(p.numel() for p in model.parameters())),
+        "parameters": int(teacher.num_parameters),
         "recipe": {"name": RECIPE_NAME, **asdict(recipe),
                    "command": f"depthdata teacher train-demo --seed {recipe.seed} --steps {recipe.steps} "
                               f"--batch-size {recipe.batch_size} --lr {recipe.lr:g} --device {device} "
@@ -415,15 +435,11 @@ def train_demo(recipe: Recipe, out_dir: str | Path, progress: bool = True, eval_
                    "heldout": {"room": recipe.heldout_rooms, "street": recipe.heldout_streets},
                    "size": list(recipe.size), "seed_streams": SPLITS},
         "versions": {"depthdata": __version__, "torch": torch.__version__,
-                     "transformers": package_version("transformers"), "open3d": package_version("open3d"),
-                     "python": platform.python_version()},
-        "training": {"steps": recipe.steps, "device": _device_name(device), "seconds_render": round(t_render, 1), "seconds_train": round(t_train, 1),
-                     "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
-                     "loss_every_100": [round(float(np.mean(losses[i: i + 100])), 5)
-                                        for i in range(0, len(losses), 100)]},
+                     "transformers": package_version("transformers"), "python": platform.python_version()},
+        "training": training,
         "heldout": {"protocol": "affine-invariant: per image least-squares scale and shift of the stored float16 "
                                 "disparity to 1/GT, metrics in depth over GT in (1e-3, 80] m (as the Monocular "
-                                "Depth Estimation Challenge)",
+                                "Depth Estimation Challenge); measured on the CPU with the versions above",
                     "max_depth_m": EVAL_MAX_DEPTH_M, "summary": summarise(rows), "per_scene": rows},
     }
     (out / LINEAGE_FILE).write_text(json.dumps(lineage, indent=2) + "\n")
