@@ -1,4 +1,4 @@
-"""One stored sample (numpy rows of each field) → a dict of tensors, the shape trainers collate.
+"""One stored sample (numpy rows of each field) → the tensors trainers get.
 
 Output per field (``H×W`` is the group's resolution):
 
@@ -9,39 +9,94 @@ Output per field (``H×W`` is the group's resolution):
   depth finite and > 0, sparse > 0 (0 = no return), teacher finite. ``teacher_conf`` has no mask.
 * ``pairs``: ``float32`` ``P×5`` ``(y_a, x_a, y_b, x_b, order)``, 0-based pixels, with NaN rows as
   padding after the real ones, and ``pairs_valid`` (``bool`` ``P``).
+
+:func:`outputs` says which tensors a field gives and :func:`convert` writes them into arrays the
+caller provides: the per-sample path (:func:`decode`, fresh tensors) and the batch path (a slot
+of a shared-memory batch, :mod:`depthdata.stream.batch`) run the same code, so both deliver the
+same values bit for bit.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import threading
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
-SPATIAL_MASKS = {
-    "depth": lambda a: np.isfinite(a) & (a > 0),
-    "sparse": lambda a: np.isfinite(a) & (a > 0),
-    "teacher": np.isfinite,
-}
+#: fields with a ``<field>_valid`` mask (``teacher_conf`` has none; ``pairs`` has a per-row one)
+MASKED = ("depth", "sparse", "teacher")
+_scratch = threading.local()
+
+
+class Output(NamedTuple):
+    """One tensor a field gives per sample."""
+
+    key: str
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+
+
+def outputs(name: str, sample_shape: tuple[int, ...], rgb_float: bool = False) -> list[Output]:
+    """The tensors field ``name`` (stored per sample as ``sample_shape``) gives, in sample order."""
+    if name == "rgb":
+        h, w, c = sample_shape
+        return [Output("rgb", torch.float32 if rgb_float else torch.uint8, (c, h, w))]
+    if name == "pairs":
+        return [Output("pairs", torch.float32, tuple(sample_shape)),
+                Output("pairs_valid", torch.bool, tuple(sample_shape[:1]))]
+    spatial = (1, *sample_shape)
+    out = [Output(name, torch.float32, spatial)]
+    if name in MASKED:
+        out.append(Output(f"{name}_valid", torch.bool, spatial))
+    return out
+
+
+def _tmp(shape: tuple[int, ...]) -> np.ndarray:
+    """A bool scratch array of ``shape``, reused per thread (a fresh one per sample would be
+    fresh pages, which cost more than the work here)."""
+    cache = getattr(_scratch, "arrays", None)
+    if cache is None:
+        cache = _scratch.arrays = {}
+    arr = cache.get(shape)
+    if arr is None:
+        arr = cache[shape] = np.empty(shape, bool)
+    return arr
+
+
+def convert(name: str, src: np.ndarray, out: dict[str, np.ndarray]) -> None:
+    """Write field ``name`` of one sample (``src``: the stored row) into ``out`` (key → array of
+    the :func:`outputs` dtype and shape; the arrays may hold anything before)."""
+    if name == "rgb":
+        dst = out["rgb"]
+        if dst.dtype == np.uint8:
+            np.copyto(dst, src.transpose(2, 0, 1))
+        else:  # the same float32 division as ``tensor.float().div_(255)``
+            np.divide(src.transpose(2, 0, 1), np.float32(255), out=dst)
+        return
+    if name == "pairs":
+        np.copyto(out["pairs"], src)
+        np.isfinite(src).all(axis=1, out=out["pairs_valid"])
+        return
+    dst = out[name][0]
+    valid = out[f"{name}_valid"][0] if name in MASKED else _tmp(src.shape)
+    tmp = _tmp(src.shape) if name in MASKED else None
+    if name in ("depth", "sparse"):  # valid: finite and > 0 (NaN > 0 is False)
+        np.greater(src, 0, out=valid)
+        np.less(src, np.inf, out=tmp)
+        np.logical_and(valid, tmp, out=valid)
+    else:  # teacher, teacher_conf: valid = finite
+        np.isfinite(src, out=valid)
+    np.copyto(dst, 0)
+    np.copyto(dst, src, where=valid, casting="same_kind")
 
 
 def decode(row: dict[str, np.ndarray], rgb_float: bool = False) -> dict[str, Any]:
     """Tensors of one sample from its per-field numpy rows. Every tensor is a new copy: the rows
-    may be views into a shard buffer that the reader recycles."""
+    may be views into buffers that the reader reuses."""
     out: dict[str, Any] = {}
     for name, a in row.items():
-        if name == "rgb":
-            t = torch.from_numpy(a.transpose(2, 0, 1).copy())
-            out[name] = t.float().div_(255.0) if rgb_float else t
-        elif name == "pairs":
-            pairs = np.array(a, dtype=np.float32)
-            out["pairs"] = torch.from_numpy(pairs)
-            out["pairs_valid"] = torch.from_numpy(np.isfinite(pairs).all(axis=1))
-        else:
-            clean = np.array(a, dtype=np.float32)
-            valid = SPATIAL_MASKS.get(name, np.isfinite)(clean)
-            np.copyto(clean, np.float32(0), where=~valid)
-            out[name] = torch.from_numpy(clean[None])
-            if name in SPATIAL_MASKS:
-                out[f"{name}_valid"] = torch.from_numpy(valid[None])
+        tensors = {o.key: torch.empty(o.shape, dtype=o.dtype) for o in outputs(name, a.shape, rgb_float)}
+        convert(name, a, {k: t.numpy() for k, t in tensors.items()})
+        out.update(tensors)
     return out
