@@ -5,6 +5,7 @@ depth = index + 1 metres, teacher = position code) so identity is checked from t
 """
 
 import json
+import os
 import logging
 import subprocess
 import sys
@@ -178,19 +179,25 @@ def record_pipeline(sample, rng):
     return {**sample, "pipeline": zarr.config.get("codec_pipeline.path")}
 
 
-@pytest.mark.parametrize("zarrs", ["1", "0"])
-def test_workers_read_the_same_data_with_zarrs_or_zarr_and_the_trainer_keeps_zarr(store16, monkeypatch, zarrs):
+@pytest.mark.parametrize("reader", ["chunks", "zarrs", "zarr"])
+def test_workers_read_the_same_data_with_any_reader_and_the_trainer_keeps_zarr(store16, monkeypatch, reader):
     import zarr
-    monkeypatch.setenv("DEPTHDATA_ZARRS", zarrs)
+    import depthdata.stream.dataset as dataset_module
+    if reader != "chunks":  # a layout the chunk reader does not take: whole shards through zarr(s)
+        monkeypatch.setattr(dataset_module, "field_layout", lambda arr: None)
+    monkeypatch.setenv("DEPTHDATA_ZARRS", "1" if reader == "zarrs" else "0")
     trainer_pipeline = zarr.config.get("codec_pipeline.path")
     fields = ("rgb", "depth", "pairs", "teacher", "teacher_conf")
     ds = ShardDataset(store16, fields=fields, shuffle=False, batch_size=4, streams=2, transform=record_pipeline)
+    assert (ds._source.layouts is not None) == (reader == "chunks")
     in_workers = {}
     for b in DataLoader(ds, batch_size=4, num_workers=2):
-        assert set(b["pipeline"]) == {"zarrs.ZarrsCodecPipeline" if zarrs == "1" else trainer_pipeline}
+        # the chunk reader needs no zarr in the workers: they keep the pipeline they inherited
+        assert set(b["pipeline"]) == {"zarrs.ZarrsCodecPipeline" if reader == "zarrs" else trainer_pipeline}
         for k, i in enumerate(b["index"].tolist()):
             in_workers[i] = {f: b[f][k] for f in b if isinstance(b[f], torch.Tensor) and f != "index"}
     assert zarr.config.get("codec_pipeline.path") == trainer_pipeline  # never the Rayon pool in a forking process
+    monkeypatch.undo()
     in_trainer = {s["index"]: s for s in ShardDataset(store16, fields=fields, shuffle=False, streams=1)}
     assert sorted(in_workers) == sorted(in_trainer) == list(range(16))
     for i, got in in_workers.items():
@@ -449,3 +456,159 @@ def test_an_epoch_that_would_be_empty_is_refused_saying_why(tmp_path):
                                              r"streams × batch_size = 4 × 1.*tail='pad'"):
         ShardDataset(url, fields=("rgb",), streams=4, tail="drop")
     assert len(ShardDataset(url, fields=("rgb",), streams=4, tail="pad")) == 4  # padded to one round
+
+
+# -- reading local shard files and delivering whole batches ---------------------------------
+
+@pytest.mark.parametrize("codec", [("blosc-lz4", 5), ("zstd", 3), ("none", 0)])
+def test_chunk_reader_reads_exactly_what_zarr_reads(tmp_path, codec):
+    from depthdata.stream.chunks import EMPTY, ChunkReader, field_layout
+    store = Store.create(str(tmp_path / "s.zarr"))
+    n = 10
+    g = store.create_group("nyu", "train", [f"nyu/train/{i:03d}" for i in range(n)], ["-"] * n, H, W, 4, P,
+                           compressor=codec)
+    g.ensure_fields(["rgb", "depth", "pairs", "teacher", "teacher_conf", "sparse"])
+    rng = np.random.default_rng(0)
+    for k in range(g.num_shards):
+        ingest, teacher = shard_arrays(g, k)
+        ingest["rgb"] = rng.integers(0, 256, ingest["rgb"].shape, dtype=np.uint8)
+        ingest["depth"] = rng.uniform(0.5, 9, ingest["depth"].shape).astype(np.float32)
+        if k == 1:
+            ingest["depth"][2] = np.nan  # all fill value: Zarr writes no chunk for it
+        g.write_shard(k, "ingest", ingest, [{"status": "ok"}] * len(g.shard_range(k)))
+        g.write_shard(k, "teacher", teacher, [{"status": "ok"}] * len(g.shard_range(k)))
+        sparse = np.zeros((len(g.shard_range(k)), H, W), np.float32)
+        if k != 0:  # shard 0 is all fill value (no return anywhere): no shard file at all
+            sparse[:, ::2, ::3] = rng.uniform(1, 5, sparse[:, ::2, ::3].shape)
+        g.write_shard(k, "lidar", {"sparse": sparse}, [{"status": "ok"}] * len(g.shard_range(k)))
+    layouts = {f: field_layout(g.array(f)) for f in g.fields()}
+    assert not os.path.exists(layouts["sparse"].path(0)) and os.path.exists(layouts["sparse"].path(1))
+    reader = ChunkReader(capacity=3)
+    for name, layout in layouts.items():
+        for slot in range(n):
+            got = np.full(layout.sample_shape, 7, layout.dtype)
+            reader.read(name, layout, slot, got)
+            want = g.array(name)[slot]
+            assert got.dtype == want.dtype and np.array_equal(got, want, equal_nan=want.dtype.kind == "f"), (name, slot)
+    reader.close()
+    # the never-written chunk was really read from the index as missing
+    with open(layouts["depth"].path(1), "rb") as f:
+        index = np.frombuffer(f.read()[-(16 * 4 + 4):-4], "<u8").reshape(4, 2)
+    assert index[2, 0] == EMPTY
+    # a damaged index is refused, naming the file
+    path = layouts["rgb"].path(2)
+    raw = bytearray(open(path, "rb").read())
+    raw[-10] ^= 0xFF
+    open(path, "wb").write(bytes(raw))
+    with pytest.raises(DepthdataError, match=f"{path}: shard index is damaged"):
+        ChunkReader(capacity=1).read("rgb", layouts["rgb"], 8, np.empty(layouts["rgb"].sample_shape, np.uint8))
+
+
+def assert_same_batches(got, want):
+    assert len(got) == len(want) > 0
+    for a, b in zip(got, want):
+        assert list(a) == list(b)  # the same keys in the same order
+        for key in a:
+            if isinstance(b[key], torch.Tensor):
+                assert a[key].dtype == b[key].dtype and a[key].shape == b[key].shape, key
+                assert torch.equal(a[key].nan_to_num(-7), b[key].nan_to_num(-7)), key  # NaN = pairs padding
+            else:
+                assert a[key] == b[key], key
+
+
+@pytest.mark.parametrize("options", [{}, {"rgb_float": True},
+                                     {"transform": Compose([RandomHFlip(0.5), RandomCrop((4, 8))])}])
+def test_loader_batches_are_the_samples_a_dataloader_collates(store16, options):
+    fields = ("rgb", "depth", "pairs", "teacher", "teacher_conf")
+    ds = ShardDataset(store16, fields=fields, batch_size=2, streams=2, seed=5, **options)
+    ds.set_epoch(1)
+    want = list(DataLoader(ds, batch_size=2))  # single samples, collated by the DataLoader
+    for workers in (0, 2):
+        assert_same_batches(list(ResumableLoader(ds, num_workers=workers)), want)
+
+
+def test_batches_kept_by_the_trainer_stay_intact_while_shared_memory_is_recycled(tmp_path):
+    # 40 samples in batches of 2: each worker makes 10 batches an epoch, more than it recycles
+    url = build(str(tmp_path / "s.zarr"), groups=(("nyu", "train", 40),), shard_size=8)
+    ds = ShardDataset(url, fields=("rgb", "depth"), batch_size=2, streams=2, seed=1)
+    loader = ResumableLoader(ds, num_workers=2)
+
+    def intact(batch):
+        return all((img[0] == int(sid[-3:])).all() for sid, img in zip(batch["sample_id"], batch["rgb"])) and \
+            all((d[0, 1:] == int(sid[-3:]) + 1.0).all() for sid, d in zip(batch["sample_id"], batch["depth"]))
+
+    kept = []
+    for epoch in range(3):
+        loader.set_epoch(epoch)
+        seen = []
+        for j, batch in enumerate(loader):
+            assert intact(batch)
+            seen += batch["sample_id"]
+            if epoch == 0 or j % 3 == 0:  # keep all of one epoch and some of the others
+                kept.append(batch)
+            elif j % 3 == 1:
+                kept.append({"sample_id": batch["sample_id"], "rgb": batch["rgb"][:1]})  # a view keeps it too
+        assert sorted(seen) == [f"nyu/train/{i:03d}" for i in range(40)]
+    for batch in kept:
+        assert all((img[0] == int(sid[-3:])).all() for sid, img in zip(batch["sample_id"], batch["rgb"]))
+        if "depth" in batch:
+            assert intact(batch)
+
+
+def test_a_slab_is_refilled_only_once_nothing_references_its_batch():
+    import pickle
+    from multiprocessing.reduction import ForkingPickler  # how a DataLoader worker's batches travel
+
+    import torch.multiprocessing  # noqa: F401  (registers torch's shared-memory reductions)
+    from depthdata.stream.batch import PackedBatch, Receiver, SlabPool, plan, views
+    receiver = Receiver(workers=1, slots=2)
+    pool = SlabPool(receiver.token, receiver.flags, worker=0)
+    entries, nbytes = plan([("x", torch.float32, (2, 3))])
+
+    def send(value):
+        ident, storage, first = pool.take(nbytes)
+        t = views(storage, entries)
+        t["x"].fill_(value)
+        return ident, pickle.loads(ForkingPickler.dumps(PackedBatch(t, {}, ["x"], ident, storage, entries, first)))
+
+    (_, _, slot_a, _), a = send(1)
+    (_, _, slot_b, _), b = send(2)
+    assert slot_a != slot_b and type(a) is dict and a["x"].sum() == 6
+    view = a["x"][1]
+    del a
+    receiver.release()
+    (_, _, slot_c, _), c = send(3)  # a's slab is still referenced through a view: a third, unrecycled one
+    assert slot_c == -1 and view.sum() == 3 and b["x"].sum() == 12
+    del view, c
+    receiver.release()
+    (_, _, slot_d, _), d = send(4)
+    assert slot_d == slot_a and d["x"].sum() == 24 and b["x"].sum() == 12
+    receiver.close()
+
+
+def test_groups_of_other_sizes_in_one_batch_are_refused_saying_which(tmp_path):
+    url = build(str(tmp_path / "s.zarr"), groups=(("nyu", "train", 8),), shard_size=4)
+    store = Store.open(url, mode="r+")
+    g = store.create_group("web", "all", [f"web/all/{i:03d}" for i in range(8)], ["-"] * 8, H + 2, W, 4, P)
+    g.ensure_fields(["rgb"])
+    for k in range(g.num_shards):
+        g.write_shard(k, "ingest", {"rgb": np.zeros((4, H + 2, W, 3), np.uint8)}, [{"status": "ok"}] * 4)
+    store.commit()
+    ds = ShardDataset(url, fields=("rgb",), batch_size=4, streams=1, shuffle_window=4, seed=0)
+    with pytest.raises(DepthdataError, match=r"meet in one batch: groups mixed into a batch must share H×W"):
+        list(ResumableLoader(ds))
+
+
+def test_a_collate_fn_of_your_own_gets_single_samples(store16):
+    ds = ShardDataset(store16, fields=("rgb",), batch_size=4, streams=2, seed=3)
+    batches = list(ResumableLoader(ds, num_workers=2, collate_fn=list))
+    assert all(len(b) == 4 and isinstance(b[0], dict) for b in batches)
+    assert [s["sample_id"] for b in batches for s in b] == [f"{p}/{i:03d}" for p, i in ds.order()]
+
+
+@pytest.mark.slow
+def test_spawned_workers_deliver_the_same_batches(store16):
+    ds = ShardDataset(store16, fields=("rgb", "depth"), batch_size=2, streams=2, seed=8)
+    want = list(ResumableLoader(ds, num_workers=0))
+    got = list(ResumableLoader(ds, num_workers=2, multiprocessing_context="spawn"))
+    assert_same_batches(got, want)

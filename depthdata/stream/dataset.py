@@ -13,14 +13,19 @@ from dataclasses import replace
 from typing import Any
 
 import numpy as np
+import torch
 import torch.utils.data as tud
 
 from depthdata.errors import DepthdataError
 from depthdata.store import WORKING, Group, Store, is_remote, select_groups
 from depthdata.stream import fastread
 from depthdata.stream import order as od
+from depthdata.stream.batch import PackedBatch, SlabPool
+from depthdata.stream.batch import plan as slab_plan
+from depthdata.stream.batch import views as slab_views
 from depthdata.stream.cache import CacheConfig, open_groups
-from depthdata.stream.decode import decode
+from depthdata.stream.chunks import ChunkReader, FieldLayout, field_layout
+from depthdata.stream.decode import Output, convert, decode, outputs
 from depthdata.stream.servable import group_fields, scan
 from depthdata.stream.topology import resolve_rank
 
@@ -40,30 +45,117 @@ def _weighted_groups(store: Store, groups: Sequence[str] | Mapping[str, float] |
 
 
 class _Source:
-    """The per-process handle on the store's groups, reopened after a fork or in a new worker."""
+    """The per-process handle on the store's groups.
+
+    The process that plans the stream keeps the group handles it planned with (``planned``).
+    Another process (a DataLoader worker, forked or spawned) never uses their zarr objects,
+    which do not survive a fork: it reads a local store straight from its shard files
+    (:mod:`~depthdata.stream.chunks`, the :attr:`layouts` read here), taking sample ids from the
+    inherited plan without reopening the store, and opens the groups anew only to read through
+    zarr (remote stores, a local cache, codecs the chunk reader does not handle).
+    """
 
     def __init__(self, url: str, paths: list[str], storage_options: dict[str, Any] | None,
-                 cache: CacheConfig | None, version: int | str | None):
+                 cache: CacheConfig | None, version: int | str | None, planned: Sequence[Group] = (),
+                 fields: Sequence[Sequence[str]] = ()):
         self.url, self.paths, self.storage_options, self.cache = url, paths, storage_options, cache
         #: the store version every process reads (``WORKING`` when none was committed)
         self.version = version
-        self._pid: int | None = None
-        self._groups: list[Group] = []
+        self._planned = list(planned)
+        # this process reads through the planning handles unless data goes through the cache
+        adopt = bool(self._planned) and cache is None
+        self._pid: int | None = os.getpid() if adopt else None
+        self._groups: list[Group] = list(self._planned) if adopt else []
+        # per group: its slots holding a sample (ascending) and their ids, as arrays: a worker
+        # looks up a batch's ids there (no per-sample Python objects to build or copy-on-write)
+        self._ids: list[tuple[np.ndarray, Any]] | None = None
+        if self._planned:
+            self._ids = self._id_columns(self._planned)
+        #: per group, field → where its samples sit in local shard files (``fields[g]``: the fields
+        #: read from group ``g``); ``None``: read through zarr
+        self.layouts = self._local_layouts(fields)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_pid": None, "_groups": []}
+        return {**self.__dict__, "_pid": None, "_groups": [], "_planned": []}
+
+    @staticmethod
+    def _id_columns(groups: Sequence[Group]) -> list[tuple[np.ndarray, Any]]:
+        out = []
+        for group in groups:
+            table = group.plan_table()  # the plan's rows in slot order
+            out.append((table.column("index").to_numpy(), table.column("sample_id")))
+        return out
+
+    def _local_layouts(self, fields: Sequence[Sequence[str]]) -> list[dict[str, FieldLayout]] | None:
+        if not self._planned or not fields or self.cache is not None or is_remote(self.url):
+            return None
+        layouts = []
+        for group, names in zip(self._planned, fields):
+            per_field: dict[str, FieldLayout] = {}
+            if not set(names) <= set(group.fields()):  # skipped by the scan: nothing of it is served
+                layouts.append(per_field)
+                continue
+            for name in names:
+                layout = field_layout(group.array(name))
+                if layout is None:
+                    log.info("%s/%s: stored in a layout the chunk reader does not read; streaming through zarr",
+                             group.path, name)
+                    return None
+                per_field[name] = layout
+            layouts.append(per_field)
+        return layouts
 
     def uncached_groups(self) -> list[Group]:
         """Fresh handles without the data cache, for reading metadata and manifests."""
         return open_groups(self.url, self.paths, self.storage_options, version=self.version)
 
     def groups(self, tag: str = "main") -> list[Group]:
+        """Handles for reading through zarr in this process (opened here after a fork)."""
         if self._pid != os.getpid():
             if tud.get_worker_info() is not None and not is_remote(self.url):
                 fastread.enable_in_worker()
             self._groups = open_groups(self.url, self.paths, self.storage_options, self.cache, tag, self.version)
             self._pid = os.getpid()
         return self._groups
+
+    def sample_ids(self, g: int, slots: Sequence[int]) -> list[str]:
+        """The sample ids of ``slots`` (servable, so planned) of group ``g``."""
+        if self._ids is None:
+            self._ids = self._id_columns(self.uncached_groups())
+        index, ids = self._ids[g]
+        return ids.take(np.searchsorted(index, np.asarray(slots, np.int64))).to_pylist()
+
+    def reader(self, fields: Sequence[Sequence[str]], shards: int, tag: str) -> _LocalRows | _ShardLRU:
+        """What reads samples here (``fields[g]`` of group ``g``): from local shard files, or whole
+        shards through zarr; ``shards``: how many shards the caller interleaves at once."""
+        if self.layouts is not None:
+            return _LocalRows(self.layouts, fields, shards)
+        return _ShardLRU(self.groups(tag), fields, capacity=shards)
+
+
+class _LocalRows:
+    """Samples read one at a time from local shard files into reused per-field buffers; a row
+    is valid until the next call (callers convert or copy it at once)."""
+
+    def __init__(self, layouts: list[dict[str, FieldLayout]], fields: Sequence[Sequence[str]], shards: int):
+        self.layouts, self.fields = layouts, [list(f) for f in fields]
+        self._chunks = ChunkReader(capacity=shards * max(len(f) for f in self.fields))
+        self._buffers: dict[tuple[str, str, tuple[int, ...]], np.ndarray] = {}
+
+    def close(self) -> None:
+        self._chunks.close()
+
+    def row(self, g: int, index: int) -> dict[str, np.ndarray]:
+        out = {}
+        for name in self.fields[g]:
+            layout = self.layouts[g][name]
+            key = (name, layout.dtype, layout.sample_shape)
+            buf = self._buffers.get(key)
+            if buf is None:
+                buf = self._buffers[key] = np.empty(layout.sample_shape, layout.dtype)
+            self._chunks.read((g, name), layout, index, buf)
+            out[name] = buf
+        return out
 
 
 class _ShardLRU:
@@ -81,7 +173,6 @@ class _ShardLRU:
         # (group, shard) → (whole buffers, the shard's rows of them; shorter for a group's last shard)
         self._shards: OrderedDict[tuple[int, int], tuple[dict[str, np.ndarray], dict[str, np.ndarray]]] = OrderedDict()
         self._spare: dict[int, list[dict[str, np.ndarray]]] = {}
-        self.reads = 0
 
     def _buffers(self, g: int) -> dict[str, np.ndarray]:
         spare = self._spare.get(g)
@@ -99,12 +190,15 @@ class _ShardLRU:
         else:
             buffers = self._buffers(g)
             self._shards[key] = buffers, group.read_shard(shard, self.fields[g], out=buffers)
-            self.reads += 1
             while len(self._shards) > self.capacity:
                 (old_g, _), (buffers, _) = self._shards.popitem(last=False)
                 self._spare.setdefault(old_g, []).append(buffers)
         offset = index - group.shard_range(shard).start
         return {f: a[offset] for f, a in self._shards[key][1].items()}
+
+    def close(self) -> None:
+        self._shards.clear()
+        self._spare.clear()
 
 
 class ShardDataset(tud.IterableDataset):
@@ -174,15 +268,15 @@ class ShardDataset(tud.IterableDataset):
         #: the committed store version served (``None``: the store had none; its working state is served)
         self.version: int | None = store.version.number if store.version else None
         paths, self.weights = _weighted_groups(store, self._groups_arg)
-        self._source = _Source(self.store_url, paths, self._storage_options, self._cache,
-                               self.version if self.version is not None else WORKING)
-        groups = [store.group(p) for p in paths]
+        planned = [store.group(p) for p in paths]
         #: per group, the fields read from it (``fields`` plus the optional ones it has)
-        self.group_fields = [tuple(group_fields(g, self.fields, self.optional_fields)) for g in groups]
-        self.shards = scan(groups, self.fields, self.optional_fields)
+        self.group_fields = [tuple(group_fields(g, self.fields, self.optional_fields)) for g in planned]
+        self.shards = scan(planned, self.fields, self.optional_fields)
         if not any(r.indices for r in self.shards):
             raise DepthdataError(f"{self.store_url}: nothing to serve for fields {list(self.fields)} in groups "
                                  f"{paths} (no complete shard with 'ok' samples; see the warnings above)")
+        self._source = _Source(self.store_url, paths, self._storage_options, self._cache,
+                               self.version if self.version is not None else WORKING, planned, self.group_fields)
         self.epoch = getattr(self, "epoch", 0)
         self._delivered = getattr(self, "_delivered", 0)
         self._plans: dict[int, od.EpochPlan] = {}
@@ -283,31 +377,145 @@ class ShardDataset(tud.IterableDataset):
         """Resume point; a fully delivered epoch starts over (as iterating a sampler twice does)."""
         return 0 if self._delivered >= len(self.plan()) else self._delivered
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
+    def _my_streams(self) -> tuple[list[np.ndarray], Any, str]:
+        """The streams this process serves from the resume point, its worker info and tag."""
         plan = self.plan()
         start = self._start()
         streams = od.remaining(plan, start)
         info = tud.get_worker_info()
         if info is not None:
-            streams = od.worker_streams(streams, info.id, info.num_workers)
-            tag = f"rank{self.rank}-worker{info.id}"
-        else:
-            tag = f"rank{self.rank}-main"
-            self._delivered = start
-        groups = self._source.groups(tag)
-        reader = _ShardLRU(groups, self.group_fields, capacity=len(streams) * self.window + 1)
-        for g, index in od.interleave(streams, self.batch_size):
-            sample = self._sample(reader.row(int(g), int(index)), int(g), int(index), groups)
-            if info is None:
-                self._delivered += 1
-            yield sample
+            return od.worker_streams(streams, info.id, info.num_workers), info, f"rank{self.rank}-worker{info.id}"
+        self._delivered = start
+        return streams, None, f"rank{self.rank}-main"
 
-    def _sample(self, row: dict[str, np.ndarray], g: int, index: int, groups: list[Group]) -> dict[str, Any]:
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        streams, info, tag = self._my_streams()
+        reader = self._source.reader(self.group_fields, len(streams) * self.window + 1, tag)
+        try:
+            for g, index in od.interleave(streams, self.batch_size):
+                sample = self._sample(reader.row(int(g), int(index)), int(g), int(index))
+                if info is None:
+                    self._delivered += 1
+                yield sample
+        finally:
+            reader.close()
+
+    def _sample(self, row: dict[str, np.ndarray], g: int, index: int) -> dict[str, Any]:
         sample = decode(row, self.rgb_float)
-        sample.update(sample_id=groups[g].sample_ids[index], group=groups[g].path, index=index)
+        sample.update(sample_id=self._source.sample_ids(g, [index])[0], group=self._source.paths[g], index=index)
         if self.transform is not None:
             sample = self.transform(sample, np.random.default_rng([self.seed, self.epoch, g, index]))
         return sample
+
+    # -- whole batches (ResumableLoader) ---------------------------------------------------
+    def batches(self, token: str | None = None, flags: Any = None,
+                slabs: Sequence[tuple[int, int, Any]] = ()) -> Iterator[dict[str, Any]]:
+        """This process's share of the epoch as whole batches, in the order and with the values
+        the per-sample iteration collated by a ``DataLoader`` gives
+        (:class:`~depthdata.stream.loader.ResumableLoader` uses it). In a DataLoader worker each
+        batch is written into one shared-memory slab (:mod:`depthdata.stream.batch`); ``token``,
+        ``flags`` and ``slabs`` (this worker's, from the last epoch) come from the trainer's
+        :class:`~depthdata.stream.batch.Receiver`."""
+        streams, info, tag = self._my_streams()
+        reader = self._source.reader(self.group_fields, len(streams) * self.window + 1, tag)
+        pool = SlabPool(token, flags, info.id, slabs) if info is not None else None
+        items = od.interleave(streams, self.batch_size)
+        try:
+            for start in range(0, len(items), self.batch_size):
+                chunk = [(int(g), int(i)) for g, i in items[start: start + self.batch_size]]
+                if self.transform is None:
+                    batch = self._decode_batch(chunk, reader, pool)
+                else:
+                    batch = self._collate([self._sample(reader.row(g, i), g, i) for g, i in chunk], pool)
+                if info is None:
+                    self._delivered += len(chunk)
+                yield batch
+        finally:
+            reader.close()
+
+    def _slab(self, specs: list[tuple[str, Any, tuple[int, ...]]], extras: dict[str, Any], order: list[str],
+              pool: SlabPool | None) -> tuple[dict[str, Any], dict[str, Any]]:
+        """A batch (the object to yield) over a slab holding tensors ``specs``, and its tensors."""
+        entries, nbytes = slab_plan(specs)
+        if pool is None:  # the main process: nothing crosses a queue
+            tensors = slab_views(torch.empty(nbytes, dtype=torch.uint8).untyped_storage(), entries)
+            return {k: tensors[k] if k in tensors else extras[k] for k in order}, tensors
+        ident, storage, first = pool.take(nbytes)
+        tensors = slab_views(storage, entries)
+        return PackedBatch(tensors, extras, order, ident, storage, entries, first), tensors
+
+    def _decode_batch(self, chunk: list[tuple[int, int]], reader: _LocalRows | _ShardLRU,
+                      pool: SlabPool | None) -> dict[str, Any]:
+        """Decode ``chunk``'s samples straight into the batch tensors (no per-sample tensors)."""
+        n = len(chunk)
+        fields = self.group_fields[chunk[0][0]]
+        for g in {g for g, _ in chunk}:
+            if self.group_fields[g] != fields:
+                raise self._mixed_fields(chunk[0][0], g)
+        first = reader.row(*chunk[0])
+        shapes = {name: first[name].shape for name in fields}
+        per_field = {name: outputs(name, shapes[name], self.rgb_float) for name in fields}
+        specs = [(o.key, o.dtype, (n, *o.shape)) for outs in per_field.values() for o in outs]
+        specs.append(("index", torch.int64, (n,)))
+        extras = {"sample_id": self._chunk_ids(chunk), "group": [self._source.paths[g] for g, _ in chunk]}
+        order = [key for key, _, _ in specs[:-1]] + ["sample_id", "group", "index"]  # as decode + collate
+        batch, tensors = self._slab(specs, extras, order, pool)
+        arrays = {k: t.numpy() for k, t in tensors.items()}
+        arrays["index"][:] = [i for _, i in chunk]
+        for j, (g, index) in enumerate(chunk):
+            row = first if j == 0 else reader.row(g, index)
+            for name in fields:
+                if row[name].shape != shapes[name]:
+                    raise DepthdataError(
+                        f"samples of {self._source.paths[chunk[0][0]]} ({name} {shapes[name]}) and "
+                        f"{self._source.paths[g]} ({name} {row[name].shape}) meet in one batch: groups mixed "
+                        "into a batch must share H×W (crop them to a common size with RandomCrop)")
+                convert(name, row[name], {o.key: arrays[o.key][j] for o in per_field[name]})
+        return batch
+
+    def _mixed_fields(self, g1: int, g2: int) -> DepthdataError:
+        return DepthdataError(
+            f"samples of {self._source.paths[g1]} (fields {list(self.group_fields[g1])}) and "
+            f"{self._source.paths[g2]} (fields {list(self.group_fields[g2])}) meet in one batch: with "
+            "optional_fields, pass ResumableLoader a collate_fn that fills in what a sample lacks")
+
+    def _chunk_ids(self, chunk: list[tuple[int, int]]) -> list[str]:
+        """Sample ids of ``chunk``, looked up a group at a time."""
+        ids = [""] * len(chunk)
+        for g in {g for g, _ in chunk}:
+            at = [j for j, (g2, _) in enumerate(chunk) if g2 == g]
+            for j, sid in zip(at, self._source.sample_ids(g, [chunk[j][1] for j in at])):
+                ids[j] = sid
+        return ids
+
+    def _collate(self, samples: list[dict[str, Any]], pool: SlabPool | None) -> dict[str, Any]:
+        """``default_collate(samples)``, with the tensors and ints stacked into one slab."""
+        first = samples[0]
+        for s in samples:
+            if s.keys() != first.keys():  # default_collate would fail on (or drop) the difference
+                raise DepthdataError(
+                    f"samples with keys {list(first)} and {list(s)} meet in one batch: with optional_fields, "
+                    "pass ResumableLoader a collate_fn that fills in what a sample lacks")
+        specs: list[tuple[str, Any, tuple[int, ...]]] = []
+        ints: set[str] = set()
+        extras: dict[str, Any] = {}
+        for key, value in first.items():
+            values = [s[key] for s in samples]
+            if isinstance(value, torch.Tensor) and all(
+                    isinstance(v, torch.Tensor) and v.shape == value.shape and v.dtype == value.dtype for v in values):
+                specs.append((key, value.dtype, (len(samples), *value.shape)))
+            elif type(value) is int and all(type(v) is int for v in values):
+                specs.append((key, torch.int64, (len(samples),)))
+                ints.add(key)
+            else:  # strings, and whatever a transform adds: as default_collate does it
+                extras[key] = tud.default_collate(values)
+        batch, tensors = self._slab(specs, extras, list(first), pool)
+        for key, t in tensors.items():
+            if key in ints:
+                t.numpy()[:] = [s[key] for s in samples]
+            else:
+                torch.stack([s[key] for s in samples], out=t)
+        return batch
 
 
 class ShardMapDataset(tud.Dataset):

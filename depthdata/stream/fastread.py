@@ -1,5 +1,10 @@
 """Faster shard decoding inside DataLoader worker processes, with zarrs.
 
+Local stores are normally read without zarr at all, a sample at a time straight from their
+shard files (:mod:`depthdata.stream.chunks`); this module serves the local stores that reader
+does not take (a layout or codec it does not read exactly), which go through zarr whole shards
+at a time.
+
 zarr-python 3.1 decodes a whole shard one inner chunk at a time through asyncio thread hops,
 into a fresh shard-sized buffer that it then copies into the destination: about 2 ms of CPU per
 480×640 sample (rgb + depth + teacher), ~6× the decompression itself. The zarrs codec pipeline
