@@ -612,3 +612,18 @@ def test_spawned_workers_deliver_the_same_batches(store16):
     want = list(ResumableLoader(ds, num_workers=0))
     got = list(ResumableLoader(ds, num_workers=2, multiprocessing_context="spawn"))
     assert_same_batches(got, want)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="pinned memory needs CUDA")
+def test_pinned_batches_are_the_same_batches_and_slabs_still_recycle(tmp_path):
+    # with pin_memory the DataLoader's pinning thread receives the batches and copies them
+    url = build(str(tmp_path / "s.zarr"), groups=(("nyu", "train", 40),), shard_size=8)
+    ds = ShardDataset(url, fields=("rgb", "depth", "pairs"), batch_size=2, streams=2, seed=6)
+    want = list(ResumableLoader(ds, num_workers=0))
+    loader = ResumableLoader(ds, num_workers=2, pin_memory=True)
+    for _ in range(2):  # the second epoch runs on the first one's slabs
+        got = list(loader)
+        assert all(t.is_pinned() for b in got for t in b.values() if isinstance(t, torch.Tensor))
+        assert_same_batches(got, want)
+        on_gpu = [b["depth"].cuda(non_blocking=True) for b in got]
+        assert all(torch.equal(g.cpu(), b["depth"]) for g, b in zip(on_gpu, want))
