@@ -16,12 +16,16 @@ delivers the same trainer-facing batch: ``rgb`` uint8 B×3×H×W, ``depth`` floa
   buffer, the default ``.npy`` decoder), per-sample dicts collated by the ``DataLoader``
   (``webdataset_batched``: batched in the pipeline instead, as WebDataset's docs suggest; the
   faster of the two is the peer).
+* ``mosaicml_streaming_persistent_workers``: MosaicML with ``persistent_workers=True`` (workers
+  started once, not per epoch). Reported, not a goal peer: ``ResumableLoader`` starts its
+  workers every epoch like the other cases (persistent workers would keep a stale resume point).
 
 The peers' per-sample conversion is written the fast way (a permuted view of the image that
 the collate copies once; one pass for the mask and one for the cleaned depth). A repetition is
 one epoch including worker start-up; cases alternate (5 repetitions after a warm-up epoch
-each). First-batch latency is the time from ``iter(loader)`` to the first batch. Peak RSS per
-worker is sampled (every 20 ms, ``/proc``) in one extra untimed epoch per case.
+each). First-batch latency is the time from ``iter(loader)`` to the first batch. Peak RSS and
+peak private memory (USS) per worker are sampled (every 20 ms, ``/proc``) in one extra untimed
+epoch per case.
 
 Needs the ``bench`` extra (``pip install -e '.[bench]'``).
 """
@@ -86,32 +90,42 @@ def webdataset_pipeline(tars: list[str], batched: bool):
 
 
 class RssSampler:
-    """Peak resident set size of every child process (the DataLoader workers) while running."""
+    """Peak memory of each DataLoader worker while running: resident set size (which counts the
+    pages a forked worker shares with the benchmark process) and private memory (USS: what the
+    worker itself added). Workers are the children forked from this process (same command
+    line), not helpers it started otherwise (multiprocessing's resource tracker)."""
 
     def __init__(self, period: float = 0.02):
         self.period, self.peak, self._stop = period, {}, threading.Event()
+        self._cmdline = Path(f"/proc/{os.getpid()}/cmdline").read_bytes()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    @staticmethod
-    def _children() -> list[int]:
-        me = os.getpid()
+    def _workers(self) -> list[int]:
         out = []
-        for task in Path(f"/proc/{me}/task").iterdir():
+        for task in Path(f"/proc/{os.getpid()}/task").iterdir():
             try:
-                out += [int(p) for p in (task / "children").read_text().split()]
+                children = [int(p) for p in (task / "children").read_text().split()]
             except OSError:
-                pass
+                continue
+            for pid in children:
+                try:
+                    if Path(f"/proc/{pid}/cmdline").read_bytes() == self._cmdline:
+                        out.append(pid)
+                except OSError:
+                    pass
         return out
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            for pid in self._children():
+            for pid in self._workers():
                 try:
-                    status = Path(f"/proc/{pid}/status").read_text()
+                    lines = Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]
                 except OSError:
                     continue
-                kb = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0)
-                self.peak[pid] = max(self.peak.get(pid, 0), kb)
+                kb = {line.split(":")[0]: int(line.split()[1]) for line in lines if line.endswith("kB")}
+                rss, uss = kb.get("Rss", 0), kb.get("Private_Clean", 0) + kb.get("Private_Dirty", 0)
+                old = self.peak.get(pid, (0, 0))
+                self.peak[pid] = (max(old[0], rss), max(old[1], uss))
             time.sleep(self.period)
 
     def __enter__(self) -> "RssSampler":
@@ -122,8 +136,9 @@ class RssSampler:
         self._stop.set()
         self._thread.join()
 
-    def worker_peaks_mib(self) -> list[float]:
-        return sorted(kb / 1024 for kb in self.peak.values())
+    def peaks_mib(self) -> tuple[list[float], list[float]]:
+        """Peak RSS and peak USS of each worker, MiB."""
+        return [p[0] / 1024 for p in self.peak.values()], [p[1] / 1024 for p in self.peak.values()]
 
 
 def epoch(make: Callable[[], Iterable], first: list[float]) -> None:
@@ -156,11 +171,13 @@ def cases_for(kind: str) -> dict[str, Callable[[], Iterable]]:
         return make
 
     mosaic = mosaic_dataset(paths["mds"])
+    mosaic_persistent = tud.DataLoader(mosaic, batch_size=BATCH, num_workers=WORKERS, persistent_workers=True)
     wds_plain, wds_batched = webdataset_pipeline(tars, False), webdataset_pipeline(tars, True)
     return {
         "shard_dataset": shard_loader("default"),
         "shard_dataset_raw_store": shard_loader("none"),
         "mosaicml_streaming": lambda: tud.DataLoader(mosaic, batch_size=BATCH, num_workers=WORKERS),
+        "mosaicml_streaming_persistent_workers": lambda: mosaic_persistent,
         "webdataset": lambda: tud.DataLoader(wds_plain, batch_size=BATCH, num_workers=WORKERS),
         "webdataset_batched": lambda: tud.DataLoader(wds_batched, batch_size=None, num_workers=WORKERS),
     }
@@ -193,10 +210,11 @@ def main() -> None:
         for c, f in firsts.items():
             results.append(harness.summary(f"{kind}/first_batch/{c}", [1000 * s for s in f[1:]], "ms"))
         for c in cases:  # memory: one more epoch each, untimed, with the sampler on
-            with RssSampler() as rss:
+            with RssSampler() as sampler:
                 epoch(cases[c], [])
-            peaks = rss.worker_peaks_mib()
-            results.append(harness.summary(f"{kind}/peak_rss_per_worker/{c}", peaks, "MiB"))
+            rss, uss = sampler.peaks_mib()
+            results.append(harness.summary(f"{kind}/peak_rss_per_worker/{c}", rss, "MiB"))
+            results.append(harness.summary(f"{kind}/peak_private_per_worker/{c}", uss, "MiB"))
         best = max(PEERS, key=lambda c: rates[c])
         goals.append(harness.goal(f"{kind}: shard_dataset / fastest peer ({best}) samples/s",
                                   rates["shard_dataset"] / rates[best], ">= 1.2"))
