@@ -5,7 +5,7 @@ chunk per sample (``depthdata/store/store.py``), in Zarr's ``sharding_indexed`` 
 compressed chunks one after the other and an index of ``(offset, nbytes)`` per chunk (uint64,
 little-endian) with a CRC32C, at the end of the file by default. A DataLoader worker needs one
 sample at a time, so instead of decoding whole shards through zarr it reads the index of a
-shard once, then per sample ``pread``\\ s that sample's chunk into a reused buffer and
+shard once, then per sample reads that sample's chunk (``os.preadv``) into a reused buffer and
 decompresses it (numcodecs, which releases the GIL) into a reused destination:
 
 * no decoded-shard buffers (a worker held ``streams / workers × shuffle_window + 1`` whole
