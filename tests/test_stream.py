@@ -627,3 +627,20 @@ def test_pinned_batches_are_the_same_batches_and_slabs_still_recycle(tmp_path):
         assert_same_batches(got, want)
         on_gpu = [b["depth"].cuda(non_blocking=True) for b in got]
         assert all(torch.equal(g.cpu(), b["depth"]) for g, b in zip(on_gpu, want))
+
+
+def test_optional_fields_mixing_in_one_batch_need_a_collate_fn_of_your_own(tmp_path):
+    url = build(str(tmp_path / "s.zarr"), groups=(("nyu", "train", 8),), shard_size=4)
+    store = Store.open(url, mode="r+")
+    g = store.create_group("web", "all", [f"web/all/{i:03d}" for i in range(8)], ["-"] * 8, H, W, 4, P)
+    g.ensure_fields(["rgb"])  # no depth here
+    for k in range(g.num_shards):
+        g.write_shard(k, "ingest", {"rgb": np.zeros((4, H, W, 3), np.uint8)}, [{"status": "ok"}] * 4)
+    store.commit()
+    kw = dict(fields=("rgb",), optional_fields=("depth",), batch_size=4, streams=1, shuffle_window=4, seed=0)
+    with pytest.raises(DepthdataError, match=r"web/all \(fields \['rgb'\]\).*pass ResumableLoader a collate_fn"):
+        list(ResumableLoader(ShardDataset(url, **kw), num_workers=0))
+    batches = list(ResumableLoader(ShardDataset(url, **kw), num_workers=1, collate_fn=list))
+    assert sorted(s["sample_id"] for b in batches for s in b) == sorted(
+        [f"nyu/train/{i:03d}" for i in range(8)] + [f"web/all/{i:03d}" for i in range(8)])
+    assert all(("depth" in s) == s["sample_id"].startswith("nyu") for b in batches for s in b)

@@ -24,8 +24,14 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-#: fields with a ``<field>_valid`` mask (``teacher_conf`` has none; ``pairs`` has a per-row one)
-MASKED = ("depth", "sparse", "teacher")
+#: fields with a ``<field>_valid`` mask and what makes a pixel valid (``teacher_conf`` has no
+#: mask; ``pairs`` has a per-row one). :func:`convert` computes the same without temporaries.
+SPATIAL_MASKS = {
+    "depth": lambda a: np.isfinite(a) & (a > 0),
+    "sparse": lambda a: np.isfinite(a) & (a > 0),
+    "teacher": np.isfinite,
+}
+MASKED = tuple(SPATIAL_MASKS)
 _scratch = threading.local()
 
 
