@@ -87,13 +87,18 @@ def tune_local_workers() -> None:
     * **No statistical profiler.** Each worker samples its threads every 10 ms for the
       dashboard's profile page; the flows start their clusters without a dashboard, so that is
       CPU taken from the stages for nothing.
+    * **Workers leave without the interpreter's teardown** once closed (:mod:`flows.worker_exit`,
+      preloaded): tearing down torch, transformers and Open3D outlasted the nanny's 4 s wait on
+      a loaded machine, so builds ended with a SIGKILL and its warning.
 
     Workers of an external cluster take their own Dask config (see ``docs/operations.md``).
     """
     import dask
 
+    preload = list(dask.config.get("distributed.worker.preload", []))
     dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
-                     "distributed.worker.profile.enabled": False})
+                     "distributed.worker.profile.enabled": False,
+                     "distributed.worker.preload": preload + [m for m in ["flows.worker_exit"] if m not in preload]})
     if os.environ.get("MALLOC_TRIM_THRESHOLD_") == DASK_MALLOC_TRIM:
         del os.environ["MALLOC_TRIM_THRESHOLD_"]
 

@@ -1471,3 +1471,49 @@ def test_the_flow_runs_state_message_sums_up_the_build(prefect_api, tmp_path):
     assert run.state.is_completed()
     # the version counts the quarantined sample among its 5 (it has a slot, marked as such)
     assert run.state.message == "ingest: 4 samples written, 1 quarantined; version 1: 5 sample(s) added, 0 removed"
+
+
+class _SlowTeardown:
+    """Stands in for the C extensions whose destructors slow a worker's interpreter teardown."""
+
+    def __del__(self):
+        time.sleep(6)  # longer than the nanny's 4 s wait before it SIGKILLs a closing worker
+
+
+def _hold_slow_teardown() -> None:
+    import types
+
+    module = types.ModuleType("slow_teardown")
+    module.obj = _SlowTeardown()
+    sys.modules["slow_teardown"] = module  # torn down (and the 6 s __del__ run) at interpreter exit
+
+
+def test_local_workers_close_without_being_killed_by_their_nanny(monkeypatch):
+    # #15: every build ended with "Worker process still alive after 4.0 seconds, killing": the
+    # workers' interpreter teardown (torch, transformers, Open3D) outlasted the nanny's wait
+    import copy
+    import logging
+
+    import dask
+    from distributed import Client, LocalCluster
+
+    from flows.runner import tune_local_workers
+
+    records: list[str] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: records.append(record.getMessage())
+    nanny_log = logging.getLogger("distributed.nanny")
+    nanny_log.addHandler(handler)
+    saved = copy.deepcopy(dask.config.config)
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    try:
+        tune_local_workers()
+        with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+                Client(cluster) as client:
+            client.run(_hold_slow_teardown)
+            assert client.submit(sum, [1, 2], pure=False).result() == 3
+    finally:
+        nanny_log.removeHandler(handler)
+        dask.config.config.clear()
+        dask.config.config.update(saved)
+    assert not [r for r in records if "still alive" in r], records
