@@ -295,3 +295,56 @@ def test_compact_drop_removed_moves_live_samples_deletes_old_shards_and_expires_
 def served_teacher(url: str, version: int | None = None) -> dict[str, bytes]:
     ds = ShardDataset(url, fields=("teacher",), shuffle=False, streams=1, tail="pad", version=version)
     return {s["sample_id"]: s["teacher"].numpy().tobytes() for s in ds}
+
+
+def test_a_version_reads_its_plan_from_one_checkpoint_file_however_many_builds_added_segments(tmp_path):
+    cat = make_catalog(tmp_path, 3)
+    url = str(tmp_path / "store.zarr")
+    build(cat)
+    for i in (3, 4):  # two more builds, each adding an image: segments 1 and 2
+        write_image(tmp_path / "pics", i)
+        build(cat)
+    os.remove(tmp_path / "pics" / "img00.png")  # and one removing one: segment 3 (a tombstone)
+    assert build(cat)["version"].number == 4
+    plan_dir = tmp_path / "store.zarr" / "_manifest" / "pics" / "train"
+    versions = {n: json.loads((tmp_path / "store.zarr" / "_versions" / f"v{n:06d}.json").read_text())
+                for n in range(1, 5)}
+    assert [versions[n]["groups"]["pics/train"]["plan_checkpoint"] for n in range(1, 5)] == [False, True, True, True]
+    assert sorted(p.name for p in plan_dir.glob("_plan-upto-*")) == [
+        "_plan-upto-000002.parquet", "_plan-upto-000003.parquet", "_plan-upto-000004.parquet"]
+    want = {n: (Store.open(url, version=n).group("pics/train").layout.sample_ids(),
+                Store.open(url, version=n).group("pics/train").live_mask().tolist()) for n in range(1, 5)}
+    # shard size 2: each build's first new sample starts a shard (slots 3 and 5 are holes); img00 removed
+    assert want[4] == ([sid(0), sid(1), sid(2), None, sid(3), None, sid(4)], [False, True, True, False, True,
+                                                                            False, True])
+    # with the segments gone, versions 2-4 still open (from their checkpoints) and see the same plan
+    hidden = tmp_path / "hidden"
+    hidden.mkdir()
+    for seg in plan_dir.glob("_plan-0*.parquet"):
+        seg.rename(hidden / seg.name)
+    for n in (2, 3, 4):
+        g = Store.open(url, version=n).group("pics/train")
+        assert (g.layout.sample_ids(), g.live_mask().tolist()) == want[n]
+    with pytest.raises(Exception):  # version 1 has no checkpoint: it reads its one segment
+        Store.open(url, version=1).group("pics/train").layout
+
+
+def test_verify_names_a_plan_checkpoint_that_differs_from_its_segments(tmp_path, capsys):
+    cat = make_catalog(tmp_path, 2)
+    url = str(tmp_path / "store.zarr")
+    build(cat)
+    write_image(tmp_path / "pics", 2)
+    build(cat)
+    assert verify_store(url).ok
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    ckpt = tmp_path / "store.zarr" / "_manifest" / "pics" / "train" / "_plan-upto-000002.parquet"
+    table = pq.read_table(ckpt)
+    table = table.set_column(table.schema.get_field_index("sample_id"), "sample_id",
+                             pa.array(["pics/train/other.png"] + table.column("sample_id").to_pylist()[1:]))
+    pq.write_table(table, ckpt)
+    report = verify_store(url)
+    assert not report.ok
+    assert any(p.file.endswith("_plan-upto-000002.parquet") and "plan checkpoint differs from segments 0-1" in p.problem
+               for p in report.problems), report.problems

@@ -20,6 +20,7 @@ reader pinned to it never sees a later build's slots or tombstones.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 import os
@@ -31,10 +32,12 @@ from typing import Any
 import fsspec
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from depthdata.store import manifest as mf
 
 SEGMENT_RE = re.compile(r"^_plan-(\d{6,})\.parquet$")
+CHECKPOINT_RE = re.compile(r"^_plan-upto-(\d{6,})\.parquet$")
 OPS = ("add", "remove", "touch")
 
 
@@ -154,18 +157,28 @@ class Plan:
         return math.ceil(self.slots / self.shard_size) * self.shard_size
 
 
-def list_segments(fs: fsspec.AbstractFileSystem, group_dir: str) -> list[str]:
-    """Names of the plan segments in ``group_dir`` (the group's manifest folder), in order."""
+def list_segments(fs: fsspec.AbstractFileSystem, group_dir: str, pattern: re.Pattern = SEGMENT_RE) -> list[str]:
+    """Names of the plan segments in ``group_dir`` (the group's manifest folder), in order (or
+    of its checkpoints, with ``pattern=CHECKPOINT_RE``)."""
     try:
         names = [p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(group_dir, detail=False, refresh=True)]
     except FileNotFoundError:
         return []
-    return sorted(n for n in names if SEGMENT_RE.match(n))
+    return sorted(n for n in names if pattern.match(n))
 
 
-def read(fs: fsspec.AbstractFileSystem, group_dir: str, shard_size: int, segments: int | None = None) -> Plan:
-    """The plan made of the first ``segments`` segments (all listed, when ``None``). Raises
-    ``FileNotFoundError`` or ``pyarrow.ArrowInvalid`` naming nothing: callers name the file."""
+def read(fs: fsspec.AbstractFileSystem, group_dir: str, shard_size: int, segments: int | None = None,
+         checkpoint: bool = False) -> Plan:
+    """The plan made of the first ``segments`` segments (all listed, when ``None``), read from
+    their checkpoint (:func:`write_checkpoint`) when ``checkpoint``. Raises ``FileNotFoundError``
+    or ``pyarrow.ArrowInvalid`` naming nothing: callers name the file."""
+    if checkpoint and segments:
+        return from_tables(read_checkpoint(fs, group_dir, segments), shard_size)
+    return from_tables(read_segments(fs, group_dir, segments), shard_size)
+
+
+def read_segments(fs: fsspec.AbstractFileSystem, group_dir: str, segments: int | None = None) -> list[pa.Table]:
+    """The first ``segments`` segment tables (all listed, when ``None``), one file each."""
     names = list_segments(fs, group_dir) if segments is None else [segment_name(k) for k in range(segments)]
     tables = []
     for k, name in enumerate(names):
@@ -173,7 +186,39 @@ def read(fs: fsspec.AbstractFileSystem, group_dir: str, shard_size: int, segment
             raise ValueError(f"plan segments are not numbered 0..{len(names) - 1}: found {name}")
         table, _ = mf.read_table(fs, f"{group_dir}/{name}")
         tables.append(table.replace_schema_metadata(None))
-    return from_tables(tables, shard_size)
+    return tables
+
+
+def checkpoint_name(segments: int) -> str:
+    """The file holding segments ``0 … segments-1`` together."""
+    return f"_plan-upto-{segments:06d}.parquet"
+
+
+def write_checkpoint(fs: fsspec.AbstractFileSystem, group_dir: str, segments: int, meta: dict[str, Any]) -> str:
+    """Write segments ``0 … segments-1`` as one file (a ``segment`` column keeps them apart);
+    returns its name. A version names it (:class:`~depthdata.store.versions.GroupVersion`), so
+    opening that version reads one plan file however many builds added segments: on an object
+    store each file read is a request. Written at commit; never rewritten or pruned."""
+    tables = read_segments(fs, group_dir, segments)
+    table = pa.concat_tables([t.append_column("segment", pa.array(np.full(len(t), k, np.int32)))
+                              for k, t in enumerate(tables)], promote_options="permissive")
+    table = table.replace_schema_metadata({b"depthdata": json.dumps({**meta, "segments": segments},
+                                                                    sort_keys=True).encode()})
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    name = checkpoint_name(segments)
+    mf.atomic_write(fs, f"{group_dir}/{name}", buf.getvalue())
+    return name
+
+
+def read_checkpoint(fs: fsspec.AbstractFileSystem, group_dir: str, segments: int) -> list[pa.Table]:
+    """The segment tables that :func:`write_checkpoint` wrote for ``segments``, in order."""
+    table, _ = mf.read_table(fs, f"{group_dir}/{checkpoint_name(segments)}")
+    seg = table.column("segment").to_numpy()
+    if len(seg) and (seg.min() < 0 or seg.max() >= segments or (np.diff(seg) < 0).any()):
+        raise ValueError(f"{checkpoint_name(segments)}: segment numbers out of order or range")
+    rest = table.drop_columns(["segment"]).replace_schema_metadata(None)
+    return [rest.filter(pa.array(seg == k)) for k in range(segments)]
 
 
 def from_tables(tables: list[pa.Table], shard_size: int) -> Plan:

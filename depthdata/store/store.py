@@ -6,6 +6,7 @@ Layout under the store URL::
     <dataset>/<split>/zarr.json            group; attributes = plan (shard_size, H, W, resize, ...)
     <dataset>/<split>/<field>/...          one array per field, chunk = 1 sample, shard = S samples
     _manifest/<dataset>/<split>/_plan-000000.parquet          slot → sample_id, source_uri, ... (plan.py)
+    _manifest/<dataset>/<split>/_plan-upto-000002.parquet     segments 0-1 in one file, named by a version
     _manifest/<dataset>/<split>/<stage>/shard-000000.parquet  completion record + per-sample rows
     _manifest/<dataset>/<split>/<stage>/consolidated-*.parquet  every part's rows in one file
     _versions/v000001.json                 a committed version (versions.py)
@@ -264,7 +265,11 @@ class Store:
                     stages[stage] = name
             plan = group.layout
             added, removed = plan.changes_since(before.segments if before else 0)
-            entries[path] = vs.GroupVersion(plan.segments, len(group), added, removed, stages)
+            checkpoint = plan.segments > 1
+            if checkpoint and not (before is not None and before.segments == plan.segments and before.plan_checkpoint):
+                pl.write_checkpoint(self.fs, group.manifest_dir, plan.segments, {"group": path, **group.plan})
+            entries[path] = vs.GroupVersion(plan.segments, len(group), added, removed, stages, checkpoint)
+
         def state(groups: dict[str, vs.GroupVersion]) -> dict[str, tuple[int, int, dict[str, str]]]:
             return {p: (g.segments, g.samples, g.stages) for p, g in groups.items()}
 
@@ -518,8 +523,10 @@ class Group:
         """The plan (:class:`~depthdata.store.plan.Plan`) this handle sees: the segments its
         version names, or every segment on disk. Read once per Group object."""
         if self._layout is None:
+            view = self.view
             self._layout = pl.read(self.store.fs, self.manifest_dir, self.shard_size,
-                                   self.view.segments if self.view is not None else None)
+                                   view.segments if view is not None else None,
+                                   checkpoint=view is not None and view.plan_checkpoint)
         return self._layout
 
     @property

@@ -190,6 +190,18 @@ def _open_group(store: Store, path: str, report: VerifyReport) -> Group | None:
         if {k: v for k, v in footer.items() if k not in ("group", "segment")} != group.plan:
             report.problems.append(Problem(path, "", -1, f"the group's plan attributes differ from the copy in {name}",
                                            f"{path}/zarr.json"))
+    for name in pl.list_segments(store.fs, group.manifest_dir, pl.CHECKPOINT_RE):
+        # a checkpoint must hold exactly its segments: pinned readers read it instead of them
+        n = int(pl.CHECKPOINT_RE.match(name).group(1))
+        try:
+            same = [t.to_pylist() for t in pl.read_checkpoint(store.fs, group.manifest_dir, n)] == \
+                [t.to_pylist() for t in pl.read_segments(store.fs, group.manifest_dir, n)]
+        except Exception as exc:  # noqa: BLE001 - see above
+            same, why = False, f"unreadable: {type(exc).__name__}: {exc}"
+        else:
+            why = f"differs from segments 0-{n - 1}"
+        if not same:
+            report.problems.append(Problem(path, "", -1, f"plan checkpoint {why}", f"{mf.group_dir(path)}/{name}"))
     try:
         if not segments:
             raise ValueError("no plan segment")

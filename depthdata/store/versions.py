@@ -55,6 +55,9 @@ class GroupVersion:
     removed: int = _doc("slots tombstoned since the previous version (removed or changed at the source)", default=0)
     stages: dict[str, str] = _doc("stage → its consolidated manifest file in `_manifest/<group>/<stage>/`: exactly "
                                   "the rows readers of this version serve", default_factory=dict)
+    plan_checkpoint: bool = _doc("`_plan-upto-<segments>.parquet` holds all those segments in one file, and "
+                                 "readers of this version read it instead of each segment (written at commit "
+                                 "when there are two segments or more)", default=False)
 
 
 @dataclass(frozen=True)
