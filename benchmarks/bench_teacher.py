@@ -20,7 +20,7 @@ import torch
 
 from benchmarks.harness import alternate, goal, rate, write
 from depthdata.teacher.model import load_from_directory
-from depthdata.teacher.predict import normalise01, predict_confidence, predict_raw
+from depthdata.teacher.predict import predict_confidence, predict_normalised, predict_raw
 from depthdata.teacher.tiny import save_random_teacher, small_config
 
 
@@ -46,7 +46,7 @@ def main() -> None:
         teacher = load_from_directory(tmp, device="cpu", model_id="random-init:Depth-Anything-V2-Small")
 
     def project() -> None:
-        norm = normalise01(predict_raw(teacher, images, args.batch_size))
+        norm = predict_normalised(teacher, images, args.batch_size)
         norm.disparity01.astype(np.float16)
 
     def bare() -> None:
@@ -64,10 +64,10 @@ def main() -> None:
     tta_images = images[:2]
 
     def plain_small() -> None:
-        normalise01(predict_raw(teacher, tta_images, args.batch_size))
+        predict_normalised(teacher, tta_images, args.batch_size)
 
     def with_tta() -> None:
-        norm = normalise01(predict_raw(teacher, tta_images, args.batch_size))
+        norm = predict_normalised(teacher, tta_images, args.batch_size)
         predict_confidence(teacher, tta_images, norm.disparity01, args.batch_size, 0.75, 0.05)
 
     tta_times = alternate({"plain": plain_small, "tta": with_tta}, repeats=2, warmup=0)

@@ -23,7 +23,7 @@ import torch
 from benchmarks.harness import alternate, goal, rate, write
 from benchmarks.bench_teacher import _images
 from depthdata.teacher.model import load_from_directory
-from depthdata.teacher.predict import normalise01, predict_raw
+from depthdata.teacher.predict import predict_normalised
 from depthdata.teacher.tiny import save_random_teacher, small_config
 
 
@@ -45,7 +45,7 @@ def main() -> None:
 
     def project(bs: int):
         def run() -> None:
-            normalise01(predict_raw(teacher, images, bs)).disparity01.astype(np.float16)
+            predict_normalised(teacher, images, bs).disparity01.astype(np.float16)
         return run
 
     def bare(bs: int):

@@ -20,7 +20,7 @@ from depthdata.store import Store
 from depthdata.teacher import TeacherConfig, pseudo_metric, pseudo_metric_range
 from depthdata.teacher.align import aligned_depth, align_disparity_to_depth, fit_scale_shift
 from depthdata.teacher.model import TeacherError, load_teacher
-from depthdata.teacher.predict import agreement_confidence, normalise01, predict_raw
+from depthdata.teacher.predict import agreement_confidence, normalise01, predict_normalised, predict_raw
 from depthdata.teacher.stage import stage as teacher_stage
 from depthdata.teacher.tiny import save_tiny_teacher
 
@@ -130,6 +130,31 @@ def test_resize_back_matches_an_independent_bicubic_on_a_non_square_image(teache
     assert bare.shape[1] > bare.shape[0]  # landscape stays landscape: no H/W swap
     expected = cv2.resize(bare, (70, 30), interpolation=cv2.INTER_CUBIC)
     np.testing.assert_allclose(out[0], expected, rtol=0, atol=1e-4 * np.abs(bare).max())
+
+
+def test_the_batched_resize_back_gives_the_processors_own_post_processing_bits(teacher):
+    from transformers.modeling_outputs import DepthEstimatorOutput
+
+    images = _images(3, h=30, w=70, seed=4)
+    out = predict_raw(teacher, images, batch_size=3)
+    inputs = teacher.processor(images=list(images), return_tensors="pt")
+    with torch.inference_mode():
+        pred = teacher.model(**inputs).predicted_depth
+    ref = teacher.processor.post_process_depth_estimation(DepthEstimatorOutput(predicted_depth=pred),
+                                                          target_sizes=[(30, 70)] * 3)
+    np.testing.assert_array_equal(out, np.stack([r["predicted_depth"].numpy() for r in ref]))
+
+
+def test_normalising_on_the_device_gives_the_same_values_as_normalise01(teacher):
+    images = _images(5, h=24, w=32, seed=5)  # 5 images in batches of 2: a padded last batch
+    want = normalise01(predict_raw(teacher, images, batch_size=2))
+    got = predict_normalised(teacher, images, batch_size=2)
+    np.testing.assert_array_equal(got.disparity01, want.disparity01)
+    np.testing.assert_array_equal(got.raw_min, want.raw_min)
+    np.testing.assert_array_equal(got.raw_max, want.raw_max)
+    part = got.take([0, 3])
+    np.testing.assert_array_equal(part.disparity01, want.disparity01[[0, 3]])
+    assert part.raw_min.tolist() == want.raw_min[[0, 3]].tolist()
 
 
 def test_normalise01_maps_range_and_refuses_constant_images():

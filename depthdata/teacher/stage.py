@@ -121,7 +121,7 @@ def _align_into(row: dict[str, Any], disparity: np.ndarray, depth: np.ndarray, s
 
 
 def _run_shard(group: Group, shard: int, config: TeacherConfig, teacher: Teacher, force: bool) -> ShardResult:
-    from depthdata.teacher.predict import normalise01, predict_confidence, predict_raw, tta_size
+    from depthdata.teacher.predict import predict_confidence, predict_normalised, tta_size
 
     t0 = time.perf_counter()
     settings = stage_settings(config, teacher)
@@ -154,7 +154,7 @@ def _run_shard(group: Group, shard: int, config: TeacherConfig, teacher: Teacher
         # is then fixed by its position in the shard, so its values do not depend on whether a
         # neighbour was quarantined (batch composition would change the last float16 bit).
         images = data["rgb"]
-        norm = normalise01(predict_raw(teacher, images, config.batch_size)[ok])
+        norm = predict_normalised(teacher, images, config.batch_size).take(ok)
         # every later use (alignment, LiDAR, students) sees the float16 values the store keeps
         stored = norm.disparity01.astype(np.float16)
         if config.tta:

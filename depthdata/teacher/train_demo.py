@@ -322,9 +322,9 @@ def held_out_metrics(teacher: Any, scenes: Scenes, indices: list[int] | None = N
     """Per-scene metrics of a loaded teacher: predicted as the teacher stage does (processor,
     model, bicubic resize back, per-image [0, 1] normalisation, float16 storage), then
     :func:`scene_metrics` against the exact depth."""
-    from depthdata.teacher.predict import normalise01, predict_raw
+    from depthdata.teacher.predict import predict_normalised
 
-    stored = normalise01(predict_raw(teacher, scenes.rgb, batch_size=8)).disparity01.astype(np.float16)
+    stored = predict_normalised(teacher, scenes.rgb, batch_size=8).disparity01.astype(np.float16)
     indices = list(range(len(scenes.rgb))) if indices is None else indices
     return [{"index": int(i), "kind": k, **scene_metrics(stored[j].astype(np.float64), scenes.depth[j])}
             for j, (i, k) in enumerate(zip(indices, scenes.kinds))]
