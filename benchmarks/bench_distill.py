@@ -35,8 +35,8 @@ import yaml
 
 from benchmarks.harness import goal, write
 from depthdata import metrics
-from depthdata.demo.data import _rooms, _streets
-from depthdata.demo.formats import write_nyu_labeled, write_nyu_splits, write_synthia_rand
+from depthdata.demo.data import _rooms, _streets, sample_pair
+from depthdata.demo.formats import write_diw, write_nyu_labeled, write_nyu_splits, write_synthia_rand
 from depthdata.sources.synthia import SYNTHIA_SIZE
 from depthdata.stream import ShardMapDataset
 from depthdata.teacher.checkpoint import DEMO_TEACHER_ID, DEMO_WEIGHTS_DIR, LINEAGE_FILE
@@ -55,8 +55,12 @@ STUDENT_BATCH = 8
 THREADS = 1
 
 
-def _write_set(root: Path, seed: int, n: int) -> dict[str, str]:
-    rngs = [np.random.default_rng([seed, k]) for k in range(2)]
+def _write_set(root: Path, seed: int, n: int, diw_pairs: int = 0) -> dict[str, str]:
+    """Rooms (NYU labeled .mat) and streets (SYNTHIA-RAND) of ``n`` scenes each; with
+    ``diw_pairs`` > 0 also a DIW test split (``diw``) of the same renders, ``diw_pairs`` records
+    per render (DIW holds one pair per image, so each pair repeats its image), pairs sampled from
+    the exact depth (:func:`depthdata.demo.data.sample_pair`)."""
+    rngs = [np.random.default_rng([seed, k]) for k in range(3)]
     rooms = _rooms(rngs[0], n, RENDER, "rooms")
     nyu = root / "nyu_v2"
     nyu.mkdir(parents=True, exist_ok=True)
@@ -65,8 +69,13 @@ def _write_set(root: Path, seed: int, n: int) -> dict[str, str]:
     write_nyu_splits(str(nyu / "splits.mat"), list(range(1, n + 1)), [])
     street_size = (round(RENDER[1] * SYNTHIA_SIZE[0] / SYNTHIA_SIZE[1]), RENDER[1])
     syn = root / "synthia_rand"
-    write_synthia_rand(str(syn), [(r.rgb, r.depth) for r in _streets(rngs[1], n, street_size, "streets")])
-    return {"rooms": str(nyu), "streets": str(syn)}
+    streets = _streets(rngs[1], n, street_size, "streets")
+    write_synthia_rand(str(syn), [(r.rgb, r.depth) for r in streets])
+    paths = {"rooms": str(nyu), "streets": str(syn)}
+    if diw_pairs > 0:
+        records = [(r.rgb, *sample_pair(r.depth, rngs[2])) for r in rooms + streets for _ in range(diw_pairs)]
+        paths["diw"] = write_diw(str(root / "diw"), "DIW_test.csv", "DIW_test", records)
+    return paths
 
 
 def _catalog(tmp: Path, train: dict[str, str], evaluation: dict[str, str]) -> Path:
