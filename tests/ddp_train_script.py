@@ -19,5 +19,7 @@ rank = torch.distributed.get_rank()
 # Parameters only: batch-norm statistics are each rank's own (DDP broadcasts rank 0's before every
 # forward pass, so after the last one they hold that rank's batch).
 digest = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in result.model.parameters())).hexdigest()
+# rank 0 makes the output folder when it saves; another rank can get here before it
+out.mkdir(parents=True, exist_ok=True)
 (out / f"rank{rank}.json").write_text(json.dumps({"params": digest, "losses": result.losses}))
 torch.distributed.destroy_process_group()
