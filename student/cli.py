@@ -85,12 +85,41 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--encoder-weights", action=_Given, default=None, help="local torchvision state dict (.pth or .safetensors)")
     t.set_defaults(func=_train)
 
-    pr = ssub.add_parser("prune", help="structured channel pruning + fine-tune",
-                         description="Prune a trained student's channels (torch-pruning, L2 magnitude), then "
-                         "fine-tune it on the store.")
-    _common(pr, "output folder (fine-tuned checkpoint under OUT/checkpoint)")
+    pr = ssub.add_parser("prune", help="structured channel pruning (by ratio or to a target) + fine-tune",
+                         description="Prune a trained student's channels (torch-pruning, L2 magnitude) by a ratio, "
+                         "or step by step until a parameter, MAC or latency target is met (NetAdapt-style, a short "
+                         "fine-tune after each step), or zero its smallest weights (--sparsity, unstructured); then "
+                         "fine-tune it on the store. Writes OUT/checkpoint/model.safetensors and OUT/prune.json.")
+    _common(pr, "output folder (fine-tuned checkpoint under OUT/checkpoint, report OUT/prune.json)")
     pr.add_argument("--model", required=True, help="trained student (model.safetensors)")
-    pr.add_argument("--ratio", type=float, default=0.3, help="fraction of channels to remove per layer (default 0.3)")
+    how = pr.add_mutually_exclusive_group()
+    how.add_argument("--ratio", type=float, default=None,
+                     help="fraction of channels to remove per layer, in one pass (default 0.3 when no target is given)")
+    how.add_argument("--target-params", type=int, default=None, metavar="N",
+                     help="prune step by step until the model has at most N parameters")
+    how.add_argument("--target-macs", type=float, default=None, metavar="N",
+                     help="prune step by step until at most N multiply-accumulates per image at --count-size "
+                     "(e.g. 2e8)")
+    how.add_argument("--target-latency-ms", type=float, default=None, metavar="MS",
+                     help="prune step by step until the median batch-1 latency at --count-size on "
+                     "--latency-runtime is at most MS milliseconds (measured on this machine)")
+    how.add_argument("--sparsity", type=float, default=None, metavar="FRACTION",
+                     help="unstructured: zero this fraction of the smallest conv weights (no speed-up on dense "
+                     "runtimes; the report gives the compressed size and measured latency)")
+    pr.add_argument("--step", type=float, default=0.1,
+                    help="with a target: fraction of each layer's channels removed per step (default 0.1)")
+    pr.add_argument("--step-finetune-steps", type=int, default=0,
+                    help="with a target: optimizer steps of the short fine-tune after each pruning step "
+                    "(default 0: only the final fine-tune of --steps)")
+    pr.add_argument("--count-size", type=_size, default=(480, 640),
+                    help="HEIGHTxWIDTH at which MACs and latency are counted and the graph is traced "
+                    "(default 480x640, the contest's)")
+    pr.add_argument("--latency-runtime", choices=["onnxruntime", "torch"], default="onnxruntime",
+                    help="runtime whose latency --target-latency-ms (and --sparsity) measures: the FP32 ONNX "
+                    "export in onnxruntime, or PyTorch eager (default onnxruntime)")
+    pr.add_argument("--threads", type=int, default=2, help="intra-op threads of the latency measurement (default 2)")
+    pr.add_argument("--repeats", type=int, default=5,
+                    help="timed runs per latency measurement; the median counts (default 5)")
     _train_options(pr)
     pr.set_defaults(func=_prune)
 
@@ -185,20 +214,51 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _prune(args: argparse.Namespace) -> int:
-    from depthdata.store import Store
+    from dataclasses import replace
+
     from student.checkpoint import load_model, save_model
-    from student.prune import prune
+    from student.latency import LatencyMeter
     from student.train import train
 
     cfg = _train_config(args, args.out)
-    size = args.size
-    if size is None:
-        g = Store.open(args.store).group(args.groups[0] if args.groups else Store.open(args.store).group_paths()[0])
-        size = (g.height, g.width)
-    model, report = prune(load_model(args.model), args.ratio, input_size=size,
-                          fine_tune=lambda m: train(cfg, model=m, resume=not args.no_resume).model)
-    path = save_model(model, Path(args.out) / "checkpoint" / "model.safetensors")
-    print(json.dumps(report.as_dict() | {"model": str(path)}, indent=2))
+    out = Path(args.out)
+    meter = LatencyMeter(args.latency_runtime, args.count_size, args.threads, args.repeats)
+    targets = {"params": args.target_params, "macs": args.target_macs, "latency_ms": args.target_latency_ms}
+    model = load_model(args.model)
+    if args.sparsity is not None:
+        from student.sparsity import magnitude_prune
+
+        model, sparse_report = magnitude_prune(model, args.sparsity, measure=meter)
+        report = {"method": "unstructured_magnitude", **sparse_report.as_dict(), "latency": meter.describe()}
+    elif any(v is not None for v in targets.values()):
+        from student.prune_target import Target, prune_to_target
+
+        metric, value = next((k, v) for k, v in targets.items() if v is not None)
+        counter = iter(range(1, 10_000))
+
+        def short_fine_tune(m):
+            if args.step_finetune_steps <= 0:
+                return m
+            step_cfg = replace(cfg, out_dir=str(out / "steps" / f"{next(counter):02d}"), steps=args.step_finetune_steps)
+            return train(step_cfg, model=m, resume=False).model
+
+        model, target_report = prune_to_target(model, Target(metric, value), input_size=args.count_size,
+                                               step=args.step, fine_tune=short_fine_tune,
+                                               measure=meter if metric == "latency_ms" else None)
+        report = {"method": "structured_to_target", **target_report.as_dict()}
+    else:
+        from student.prune import prune
+
+        model, ratio_report = prune(model, 0.3 if args.ratio is None else args.ratio, input_size=args.count_size)
+        report = {"method": "structured_ratio", **ratio_report.as_dict()}
+    # The unstructured zeros would be re-grown by dense fine-tuning: keep them as they are.
+    if args.sparsity is None:
+        model = train(cfg, model=model, resume=not args.no_resume).model
+    path = save_model(model, out / "checkpoint" / "model.safetensors")
+    report["model"] = str(path)
+    report["source_model"] = str(args.model)
+    (out / "prune.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
     return 0
 
 

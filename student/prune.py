@@ -37,6 +37,18 @@ class PruneReport:
                 "input_size": list(self.input_size)}
 
 
+def prune_step(model: StudentNet, ratio: float, input_size: tuple[int, int], round_to: int = 8) -> StudentNet:
+    """One DepGraph pass (in place): every prunable layer loses ``ratio`` of its output channels
+    (L2 magnitude within each dependency group; counts multiples of ``round_to``). The
+    prediction conv is never pruned; the graph is traced at ``input_size`` through
+    :meth:`~student.arch.base.StudentNet.forward`, so intermediate heads must be dropped first."""
+    example = model.example_inputs(tuple(input_size))
+    pruner = tp.pruner.MetaPruner(model, example, importance=tp.importance.MagnitudeImportance(p=2),
+                                  pruning_ratio=ratio, ignored_layers=[model.prediction_conv], round_to=round_to)
+    pruner.step()
+    return model
+
+
 def prune(model: StudentNet, ratio: float, input_size: tuple[int, int] = (64, 96), round_to: int = 8,
           fine_tune: Callable[[StudentNet], StudentNet] | None = None) -> tuple[StudentNet, PruneReport]:
     """Remove ``ratio`` of the channels of every prunable layer (in place) and fine-tune.
@@ -57,10 +69,7 @@ def prune(model: StudentNet, ratio: float, input_size: tuple[int, int] = (64, 96
     example = model.example_inputs(tuple(input_size))
     macs0, params0 = tp.utils.count_ops_and_params(model, example)
     if ratio > 0:
-        pruner = tp.pruner.MetaPruner(model, example, importance=tp.importance.MagnitudeImportance(p=2),
-                                      pruning_ratio=ratio, ignored_layers=[model.prediction_conv],
-                                      round_to=round_to)
-        pruner.step()
+        prune_step(model, ratio, input_size, round_to)
     macs1, params1 = tp.utils.count_ops_and_params(model, example)
     report = PruneReport(int(params0), int(params1), int(macs0), int(macs1), float(ratio), tuple(input_size))
     log.info("pruned %.0f%% of channels: params %d → %d, MACs %.1fM → %.1fM at %dx%d", ratio * 100, params0,

@@ -15,10 +15,10 @@ from collections.abc import Callable
 
 from depthdata.errors import DepthdataError
 from student.arch.base import (CONTEST_SIZE, Prediction, Profile, StudentConfig, StudentNet, check_options,
-                               count_params, profile)
+                               count_macs, count_params, profile)
 
 __all__ = ["ARCHITECTURES", "CONTEST_SIZE", "Prediction", "Profile", "StudentConfig", "StudentNet", "build",
-           "architectures", "count_params", "get", "profile", "register"]
+           "architectures", "count_macs", "count_params", "get", "profile", "register"]
 
 #: name → class; filled by :func:`register` as the modules load (use :func:`architectures`)
 ARCHITECTURES: dict[str, type[StudentNet]] = {}

@@ -21,6 +21,7 @@ counted) on the meta device, so counting a 480×640 forward pass costs no arithm
 
 from __future__ import annotations
 
+import copy
 import json
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, fields
@@ -190,6 +191,17 @@ def profile(cls: type[StudentNet], config: StudentConfig | None = None,
     with counter, torch.no_grad():
         model(*inputs)
     return Profile(count_params(model), counter.get_total_flops() // 2, tuple(size))
+
+
+def count_macs(model: StudentNet, size: tuple[int, int] = CONTEST_SIZE) -> int:
+    """Multiply-accumulates of ``model``'s forward pass (as it is now: pruned or not) for a batch-1
+    input of ``size``, counted like :func:`profile` on a meta-device copy (no arithmetic)."""
+    meta = copy.deepcopy(model).to("meta").eval()
+    inputs = meta.example_inputs(tuple(size))
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        meta(*inputs)
+    return counter.get_total_flops() // 2
 
 
 def check_options(cls: type[StudentNet], config: StudentConfig) -> None:

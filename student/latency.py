@@ -1,0 +1,100 @@
+"""Latency of a model, measured through a pluggable clock and runner.
+
+A :class:`LatencyMeter` is a ``measure(model) -> milliseconds`` callable: it asks its ``runner``
+for a zero-argument function that runs the model once on a fixed input (``torch`` eager, or an
+``onnxruntime`` session of the FP32 export), calls it ``warmup`` times, then times ``repeats``
+calls with ``clock`` (seconds, default :func:`time.perf_counter`) and returns the median in
+milliseconds. Tests pass a fake clock whose time advances only when the fake runner runs, so
+the pruning loop is checked against a latency table without timing anything.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from depthdata.errors import DepthdataError
+from student.arch.base import StudentNet
+
+#: seconds since an arbitrary origin
+Clock = Callable[[], float]
+#: ``runner(model, size, threads) -> run`` where ``run()`` executes one batch-1 forward pass
+Runner = Callable[[StudentNet, tuple[int, int], int], Callable[[], object]]
+
+RUNTIMES = ("torch", "onnxruntime")
+
+
+def torch_runner(model: StudentNet, size: tuple[int, int], threads: int) -> Callable[[], object]:
+    """Eager PyTorch, ``threads`` intra-op threads, batch 1 at ``size`` (no autograd)."""
+    example = model.example_inputs(tuple(size))
+
+    def run() -> object:
+        previous = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            with torch.inference_mode():
+                return model(*example)
+        finally:
+            torch.set_num_threads(previous)
+
+    return run
+
+
+def onnx_runner(model: StudentNet, size: tuple[int, int], threads: int) -> Callable[[], object]:
+    """The FP32 ONNX export (contest I/O) in an onnxruntime CPU session with ``threads`` threads."""
+    import numpy as np
+
+    from student import export
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export.export_onnx(model, Path(tmp) / "m.onnx", tuple(size))
+        sess = export.session(path, threads)  # the session holds the model in memory: the file may go
+    feeds = {i.name: np.random.default_rng(0).uniform(0, 255 if i.name == export.INPUT_NAME else 10,
+                                                      (1, *i.shape[1:])).astype(np.float32)
+             for i in sess.get_inputs()}
+    return lambda: sess.run(None, feeds)
+
+
+RUNNERS: dict[str, Runner] = {"torch": torch_runner, "onnxruntime": onnx_runner}
+
+
+def median_ms(run: Callable[[], object], repeats: int = 5, warmup: int = 1, clock: Clock = time.perf_counter) -> float:
+    """Median milliseconds of ``repeats`` calls of ``run`` after ``warmup`` untimed ones."""
+    if repeats < 1:
+        raise DepthdataError(f"latency needs at least one timed repeat, got {repeats}")
+    for _ in range(warmup):
+        run()
+    times = []
+    for _ in range(repeats):
+        t0 = clock()
+        run()
+        times.append((clock() - t0) * 1000.0)
+    return float(statistics.median(times))
+
+
+class LatencyMeter:
+    """``meter(model)`` → median batch-1 latency in ms at ``size`` on ``runtime`` (module doc)."""
+
+    def __init__(self, runtime: str = "onnxruntime", size: tuple[int, int] = (480, 640), threads: int = 2,
+                 repeats: int = 5, warmup: int = 1, clock: Clock = time.perf_counter, runner: Runner | None = None):
+        if runner is None and runtime not in RUNNERS:
+            raise DepthdataError(f"unknown latency runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
+        self.runtime = runtime
+        self.size = tuple(size)
+        self.threads = threads
+        self.repeats = repeats
+        self.warmup = warmup
+        self.clock = clock
+        self.runner = runner or RUNNERS[runtime]
+
+    def __call__(self, model: StudentNet) -> float:
+        return median_ms(self.runner(model.eval(), self.size, self.threads), self.repeats, self.warmup, self.clock)
+
+    def describe(self) -> dict:
+        return {"runtime": self.runtime, "size": list(self.size), "threads": self.threads, "repeats": self.repeats,
+                "warmup": self.warmup, "statistic": "median", "unit": "ms"}
