@@ -133,6 +133,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--eps", type=float, default=0.1, help="depth = 1/(disparity + eps) (default 0.1)")
     e.set_defaults(func=_export)
 
+    q = ssub.add_parser("quantize", help="INT8 by dynamic, static or quantization-aware quantization",
+                        description="Export OUT/student_fp32.onnx and OUT/student_int8_METHOD.onnx and write "
+                        "OUT/quantize.json: which ops were quantized, sizes, INT8-vs-FP32 drift and metrics of both "
+                        "on held-out store samples.")
+    _common(q, "output folder for the ONNX files and quantize.json")
+    q.add_argument("--model", required=True, help="student (model.safetensors)")
+    q.add_argument("--method", choices=["dynamic", "dynamic-conv", "static", "qat"], default="static",
+                   help="dynamic: onnxruntime quantize_dynamic on MatMul/Gemm (these conv nets have none: no "
+                   "change); dynamic-conv: also Conv (ConvInteger, slow on CPU); static: calibrated QDQ, per-channel "
+                   "weights (default); qat: PT2E quantization-aware fine-tuning on --groups, exported as QDQ")
+    q.add_argument("--held-out", nargs="+", default=None, metavar="DATASET/SPLIT",
+                   help="groups to measure INT8 against FP32 on (default: all; use groups not in --groups)")
+    q.add_argument("--limit", type=int, default=16, help="held-out samples to measure on (default 16)")
+    q.add_argument("--size", type=_size, default=(480, 640), help="input HEIGHTxWIDTH (default 480x640)")
+    q.add_argument("--calibration", type=int, default=32, help="static: store images to calibrate on (default 32)")
+    q.add_argument("--eps", type=float, default=0.1, help="depth = 1/(disparity + eps) (default 0.1)")
+    q.add_argument("--qat-steps", type=int, default=50, help="qat: fine-tuning steps (default 50)")
+    q.add_argument("--qat-size", type=_size, default=None,
+                   help="qat: fine-tune at HEIGHTxWIDTH (default: --size)")
+    q.add_argument("--batch-size", type=int, default=4, help="qat: samples per step (default 4)")
+    q.add_argument("--lr", type=float, default=1e-4, help="qat: AdamW learning rate (default 1e-4)")
+    q.set_defaults(func=_quantize)
+
     v = ssub.add_parser("evaluate", help="metrics of a student on store groups",
                         description="Evaluate a torch (.safetensors) or ONNX student against depth under two named "
                         "protocols (affine_invariant: least-squares scale and shift in disparity; contest: the "
@@ -269,6 +292,19 @@ def _export(args: argparse.Namespace) -> int:
     result = export.export_fp32_int8(load_model(args.model), args.out, args.size, args.eps, args.store, args.groups,
                                      args.calibration)
     print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+def _quantize(args: argparse.Namespace) -> int:
+    from student.checkpoint import load_model
+    from student.quantize import quantize_model
+
+    result = quantize_model(load_model(args.model), args.out, args.method, args.store, args.groups, args.held_out,
+                            args.size, args.calibration, args.limit, args.eps, args.qat_steps, args.qat_size,
+                            args.batch_size, args.lr)
+    text = json.dumps(result, indent=2, default=str)
+    (Path(args.out) / "quantize.json").write_text(text + "\n")
+    print(text)
     return 0
 
 

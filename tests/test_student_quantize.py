@@ -1,0 +1,101 @@
+"""INT8 paths (student.quantize, student.qat): what dynamic quantization covers, static and
+quantization-aware INT8 against FP32 within stated tolerances, and the quantize command."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from student_fixtures import H, W, build_store
+
+from depthdata.cli import main as cli_main
+from student import export, quantize
+from student.arch import StudentConfig, build
+from student.checkpoint import save_model
+
+pytest.importorskip("onnxruntime")
+
+
+def _model(name="lpcvc-mnv3s"):
+    torch.manual_seed(0)
+    return build(StudentConfig(arch=name)).eval()
+
+
+@pytest.fixture(scope="module")
+def fp32(tmp_path_factory):
+    return export.export_onnx(_model(), tmp_path_factory.mktemp("q") / "fp32.onnx", (H, W))
+
+
+def _inputs(n=3):
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 256, (H, W, 3), dtype=np.uint8) for _ in range(n)]
+
+
+def test_dynamic_quantization_leaves_conv_nets_unchanged(fp32, tmp_path):
+    """MatMul/Gemm only: these students have none, so nothing is quantized and outputs are equal."""
+    out = quantize.quantize_dynamic_onnx(fp32, tmp_path / "dyn.onnx")
+    cov = quantize.coverage(out)
+    convs = quantize.op_counts(fp32)["Conv"]
+    assert not cov["quantized"] and cov["float_convs"] == convs
+    assert quantize.drift(fp32, out, _inputs())["abs_rel"] < 1e-6
+
+
+def test_dynamic_conv_quantization_turns_every_conv_into_conv_integer(fp32, tmp_path):
+    out = quantize.quantize_dynamic_onnx(fp32, tmp_path / "dync.onnx", convs=True)
+    cov = quantize.coverage(out)
+    assert cov["integer_ops"]["ConvInteger"] == quantize.op_counts(fp32)["Conv"] and cov["float_convs"] == 0
+    # Stated tolerance for random weights (outputs min-max stretched per image): AbsRel < 0.1.
+    assert quantize.drift(fp32, out, _inputs())["abs_rel"] < 0.1
+
+
+def test_static_ptq_is_qdq_with_a_float_tail_and_agrees_with_fp32(fp32, tmp_path):
+    out = export.quantize_int8(fp32, tmp_path / "s.onnx", _inputs(4))
+    cov = quantize.coverage(out)
+    assert cov["integer_ops"]["QuantizeLinear"] > 0
+    # per-channel weights: the first conv's weight scale has one entry per output channel
+    graph = onnx.load(str(out)).graph
+    scales = {t.name: onnx.numpy_helper.to_array(t) for t in graph.initializer}
+    conv_dq = [n for n in graph.node if n.op_type == "DequantizeLinear" and scales.get(n.input[1]) is not None
+               and scales[n.input[1]].ndim == 1 and scales[n.input[1]].size > 1]
+    assert conv_dq
+    assert quantize.drift(fp32, out, _inputs())["abs_rel"] < 0.1
+
+
+@pytest.mark.slow
+def test_quantization_aware_fine_tuning_exports_qdq_that_agrees_with_its_float_twin(tmp_path):
+    """~50 s: torch.export + PT2E prepare/convert + dynamo ONNX export on 2 CPUs."""
+    pytest.importorskip("torchao")
+    pytest.importorskip("onnxscript")
+    from student import qat
+
+    store = build_store(str(tmp_path / "s.zarr"), n=8, shard_size=4)
+    r = qat.quantization_aware(_model(), tmp_path / "qat.onnx", store, ["synth/train"], steps=3,
+                               train_size=(H, W), export_size=(H, W), batch_size=2)
+    assert len(r["losses"]) == 3 and all(np.isfinite(r["losses"]))
+    assert quantize.coverage(r["onnx"])["integer_ops"]["QuantizeLinear"] > 0
+    x = np.random.default_rng(0).uniform(0, 255, (1, 3, H, W)).astype(np.float32)
+    with torch.no_grad():
+        q = r["converted"](torch.from_numpy(x)).numpy()[0, 0]
+        f = r["float_twin"](torch.from_numpy(x)).numpy()[0, 0]
+    o = export.run(export.session(r["onnx"]), x)[0, 0]
+    assert o.shape == (H, W)
+    # Stated tolerances for a random-weight model: quantization alone (same weights) AbsRel < 0.15;
+    # onnxruntime's integer kernels vs PyTorch's reference quantized ops AbsRel < 0.15.
+    assert export.agreement([f], [q])["abs_rel"] < 0.15
+    assert export.agreement([q], [o])["abs_rel"] < 0.15
+
+
+def test_quantize_command_writes_coverage_drift_and_held_out_metrics(tmp_path, capsys):
+    store = build_store(str(tmp_path / "s.zarr"), n=4, shard_size=4)
+    build_store(store, n=4, shard_size=4, group=("synth", "val"), add=True)
+    model = save_model(_model(), tmp_path / "m.safetensors")
+    rc = cli_main(["student", "quantize", "--store", store, "--groups", "synth/train", "--held-out", "synth/val",
+                   "--out", str(tmp_path / "out"), "--model", str(model), "--method", "static",
+                   "--size", f"{H}x{W}", "--calibration", "4", "--limit", "2"])
+    assert rc == 0
+    r = json.loads((tmp_path / "out" / "quantize.json").read_text())
+    assert r["coverage"]["quantized"] and r["calibration_images"] == 4
+    assert r["held_out_groups"] == ["synth/val"] and r["int8_vs_fp32"]["images"] == 2
+    assert set(r["eval"]["fp32"]) == set(r["eval"]["int8"]) == {"synth/val"}
+    capsys.readouterr()
