@@ -1,4 +1,4 @@
-"""``depthdata student train|prune|export|evaluate|run`` — the student stage (package ``student``).
+"""``depthdata student train|prune|quantize|export|card|evaluate|run`` — the student stage (package ``student``).
 
 A plug-in of the ``depthdata`` command (entry point group ``depthdata.commands`` in
 pyproject.toml); torch and the student modules are imported inside the commands.
@@ -67,6 +67,16 @@ ARCH_HELP = ("student architecture: fpn-mnv3s (default), lpcvc-mnv3s, resnet18-u
              "(docs: Student, Architectures)")
 
 
+def _card_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--held-out", nargs="+", default=None, metavar="DATASET/SPLIT",
+                   help="evaluate every exported file on these store groups for the card (default: not evaluated)")
+    p.add_argument("--limit", type=int, default=None, help="evaluate at most this many samples per held-out group")
+    p.add_argument("--latency", action="store_true",
+                   help="measure each file's median batch-1 latency for the card (alternating runs)")
+    p.add_argument("--threads", type=int, default=2, help="threads of the latency measurement (default 2)")
+    p.add_argument("--repeats", type=int, default=10, help="timed runs per file for --latency (default 10)")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("student", help="distil, prune, quantize, export and evaluate the student",
                        description="Train a compact MobileNet student from a store's teacher labels, prune it, "
@@ -131,7 +141,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--size", action=_Given, type=_size, default=(480, 640), help="input HEIGHTxWIDTH (default 480x640, the contest's)")
     e.add_argument("--calibration", type=int, default=32, help="store images to calibrate INT8 on (default 32)")
     e.add_argument("--eps", type=float, default=0.1, help="depth = 1/(disparity + eps) (default 0.1)")
+    _card_options(e)
+    e.add_argument("--phone", action="store_true",
+                   help="also write student_fp32.pte and student_int8.pte (ExecuTorch + XNNPACK; extra 'phone') and "
+                   "record their max abs difference from PyTorch in the card")
     e.set_defaults(func=_export)
+
+    c = ssub.add_parser("card", help="write or check the model card of an export folder",
+                        description="Write DIR/model_card.json and DIR/model_card.md for the files in an export "
+                        "folder (architecture, params, MACs, sizes, latency, held-out metrics, data lineage, "
+                        "training config, pruning/quantization steps), or --check that a card's numbers match its "
+                        "files.")
+    c.add_argument("--dir", required=True, help="export folder (written by 'depthdata student export')")
+    c.add_argument("--model", default=None, help="student weights (default DIR/model.safetensors)")
+    c.add_argument("--store", default=None, help="store URL for held-out metrics (default: the one the model was "
+                   "trained on, from its metadata)")
+    c.add_argument("--size", type=_size, default=None, help="input HEIGHTxWIDTH (default: the ONNX file's)")
+    c.add_argument("--eps", type=float, default=0.1, help="depth = 1/(disparity + eps) the export used (default 0.1)")
+    _card_options(c)
+    c.add_argument("--check", action="store_true",
+                   help="only check DIR/model_card.json against its files (params, MACs, bytes, SHA-256); exit 1 "
+                   "on any difference")
+    c.set_defaults(func=_card)
 
     q = ssub.add_parser("quantize", help="INT8 by dynamic, static or quantization-aware quantization",
                         description="Export OUT/student_fp32.onnx and OUT/student_int8_METHOD.onnx and write "
@@ -286,12 +317,39 @@ def _prune(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from student import export
-    from student.checkpoint import load_model
+    from student.release import export_folder
 
-    result = export.export_fp32_int8(load_model(args.model), args.out, args.size, args.eps, args.store, args.groups,
-                                     args.calibration)
-    print(json.dumps(result, indent=2, default=str))
+    card = export_folder(args.model, args.out, args.size, args.eps, args.store, args.groups, args.calibration,
+                         phone=args.phone, held_out=args.held_out, limit=args.limit, latency=args.latency,
+                         threads=args.threads, repeats=args.repeats)
+    print(json.dumps({"artefacts": card["artefacts"], "params": card["params"], "macs": card["macs"],
+                      "card": str(Path(args.out) / "model_card.json")}, indent=2))
+    return 0
+
+
+def _card(args: argparse.Namespace) -> int:
+    from student import card as cards
+
+    folder = Path(args.dir)
+    if args.check:
+        problems = cards.check(folder / cards.CARD_JSON)
+        for p in problems:
+            print(p)
+        print("model card matches its files" if not problems else f"{len(problems)} difference(s)")
+        return 1 if problems else 0
+    from student import export
+    from student.release import write_card_for
+
+    size = args.size
+    if size is None:
+        onnx_file = folder / "student_fp32.onnx"
+        if not onnx_file.is_file():
+            raise DepthdataError(f"{folder}: no student_fp32.onnx to read the input size from; pass --size")
+        size = export.input_size(export.session(onnx_file))
+    model = args.model or folder / "model.safetensors"
+    card = write_card_for(model, folder, size, args.eps, args.store, args.held_out, args.limit, args.latency,
+                          args.threads, args.repeats)
+    print(json.dumps({"params": card["params"], "macs": card["macs"], "card": str(folder / cards.CARD_JSON)}, indent=2))
     return 0
 
 

@@ -1,0 +1,118 @@
+"""Model card (student.card, student.release): every number recomputed independently from the
+files (parameters from the tensors, MACs from conv shapes, bytes and SHA-256 of each file), the
+data lineage read back from the manifest rows written here, and the check command."""
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from student_fixtures import H, W, build_store, scene
+
+from depthdata.cli import main as cli_main
+from depthdata.store import Store
+from student import card as cards
+from student.checkpoint import load_model
+from student.train import TrainConfig, train
+
+TEACHER = ("org/teacher-x", "ab" * 32)
+
+
+def _store(path):
+    """Two groups; teacher rows carry a teacher id and weights hash, lidar rows a preset and seeds."""
+    url = build_store(path, n=4, shard_size=4, teacher=False, sparse=False)
+    g = Store.open(url, mode="r+").group("synth/train")
+    g.ensure_fields(["teacher", "teacher_conf", "sparse"])
+    scenes = [scene(i) for i in range(4)]
+    rows = [{"status": "ok", "teacher_id": TEACHER[0], "weights_sha256": TEACHER[1]} for _ in range(4)]
+    g.write_shard(0, "teacher", {"teacher": np.stack([s[2] for s in scenes]),
+                                 "teacher_conf": np.ones((4, H, W), np.float32)}, rows)
+    g.write_shard(0, "lidar", {"sparse": np.zeros((4, H, W), np.float32)},
+                  [{"status": "ok", "beam_model": "hdl64e", "seed": 100 + i} for i in range(4)])
+    return url
+
+
+def _hand_macs(model, size):
+    total = 0
+
+    def hook(mod, _inp, out):
+        nonlocal total
+        total += out.shape[2] * out.shape[3] * mod.out_channels * (mod.in_channels // mod.groups) * \
+            mod.kernel_size[0] * mod.kernel_size[1]
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    with torch.no_grad():
+        model(*model.example_inputs(size))
+    for h in handles:
+        h.remove()
+    return total
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    d = tmp_path_factory.mktemp("card")
+    store = _store(str(d / "s.zarr"))
+    cfg = TrainConfig.from_dict({"store_url": store, "out_dir": str(d / "train"), "groups": ["synth/train"],
+                                 "steps": 1, "batch_size": 2, "streams": 1, "size": [H, W],
+                                 "model": {"arch": "lpcvc-mnv3s"}}, source="test")
+    result = train(cfg, progress=False)
+    out = d / "export"
+    rc = cli_main(["student", "export", "--store", store, "--out", str(out), "--model", str(result.checkpoint),
+                   "--size", f"{H}x{W}", "--calibration", "2", "--held-out", "synth/train", "--limit", "2",
+                   "--latency", "--repeats", "1"])
+    assert rc == 0
+    return out, store, result.checkpoint
+
+
+def test_card_numbers_equal_those_recomputed_from_the_files(exported):
+    out, store, _ = exported
+    card = json.loads((out / "model_card.json").read_text())
+    model = load_model(out / "model.safetensors")
+    assert card["params"] == sum(p.detach().numpy().size for p in model.parameters())
+    assert card["macs"] == _hand_macs(model, (H, W)) and card["input_size"] == [H, W]
+    names = {a["path"] for a in card["artefacts"]}
+    assert names == {"model.safetensors", "student_fp32.onnx", "student_int8.onnx"}
+    for a in card["artefacts"]:
+        data = (out / a["path"]).read_bytes()
+        assert a["bytes"] == len(data) and a["sha256"] == hashlib.sha256(data).hexdigest()
+    assert set(card["latency"]["median_ms"]) == {"student_fp32.onnx", "student_int8.onnx"}
+    assert set(card["metrics"]["by_artefact"]) == {"student_fp32.onnx", "student_int8.onnx"}
+    assert "affine_invariant" in card["metrics"]["protocols"]
+    assert card["architecture"]["name"] == "lpcvc-mnv3s"
+    assert [s["kind"] for s in card["steps"]] == ["quantization"]
+
+
+def test_card_lineage_and_training_config(exported):
+    out, store, _ = exported
+    card = json.loads((out / "model_card.json").read_text())
+    lin = card["lineage"]
+    assert lin["store"] == store and list(lin["groups"]) == ["synth/train"]
+    g = lin["groups"]["synth/train"]
+    assert g["samples"] == 4
+    assert g["teacher"] == [{"teacher_id": TEACHER[0], "weights_sha256": TEACHER[1]}]
+    assert g["lidar_presets"] == ["hdl64e"] and g["lidar_sample_seeds"] == {"count": 4, "min": 100, "max": 103}
+    assert card["training"]["steps"] == 1 and card["training"]["model"]["arch"] == "lpcvc-mnv3s"
+    md = (out / "model_card.md").read_text()
+    assert TEACHER[1] in md and f"{card['params']:,}" in md
+
+
+def test_check_finds_a_changed_file_and_the_command_says_so(exported, tmp_path, capsys):
+    out, _, _ = exported
+    assert cards.check(out / "model_card.json") == []
+    assert cli_main(["student", "card", "--dir", str(out), "--check"]) == 0
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for f in out.iterdir():
+        (copy / f.name).write_bytes(f.read_bytes())
+    with open(copy / "student_int8.onnx", "ab") as f:
+        f.write(b"\0")
+    problems = cards.check(copy / "model_card.json")
+    assert any("student_int8.onnx" in p and "bytes" in p for p in problems)
+    assert cli_main(["student", "card", "--dir", str(copy), "--check"]) == 1
+    # rebuilding the card over the changed folder makes it consistent again, keeping the steps
+    assert cli_main(["student", "card", "--dir", str(copy)]) == 0
+    assert cards.check(copy / "model_card.json") == []
+    assert [s["kind"] for s in json.loads((copy / "model_card.json").read_text())["steps"]] == ["quantization"]
+    capsys.readouterr()
