@@ -108,7 +108,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--qat-steps", type=int, default=40, help="quantization-aware fine-tuning steps (default 40)")
     p.add_argument("--mac-fraction", type=float, default=1 / 3, help="pruning MAC target / unpruned MACs")
     p.add_argument("--no-phone", action="store_true", help="leave out the ExecuTorch cases")
-    args = p.parse_args(argv)
+    # known args only: `benchmarks/run_all.py` runs this module with its own command line in sys.argv
+    args, unknown = p.parse_known_args(argv)
+    if unknown:
+        print(f"bench_export: ignoring arguments {unknown}")
     torch.manual_seed(0)
     torch.set_num_threads(THREADS)
     clock = {"start": time.perf_counter()}
