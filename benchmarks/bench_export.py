@@ -39,7 +39,7 @@ from depthdata.demo.data import _rooms
 from depthdata.store import Store
 from student import evaluate as ev
 from student import export, phone, qat
-from student.arch import StudentConfig, count_macs, count_params
+from student.arch import count_macs, count_params
 from student.checkpoint import save_model
 from student.prune_target import Target, prune_to_target
 from student.train import TrainConfig, train

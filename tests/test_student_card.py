@@ -4,7 +4,6 @@ data lineage read back from the manifest rows written here, and the check comman
 
 import hashlib
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
