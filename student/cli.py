@@ -347,7 +347,10 @@ def _card(args: argparse.Namespace) -> int:
             raise DepthdataError(f"{folder}: no student_fp32.onnx to read the input size from; pass --size")
         size = export.input_size(export.session(onnx_file))
     model = args.model or folder / "model.safetensors"
-    card = write_card_for(model, folder, size, args.eps, args.store, args.held_out, args.limit, args.latency,
+    store = args.store or (cards.model_info(model)["trained_on"] or {}).get("store")
+    if args.held_out and not store:
+        raise DepthdataError(f"{model}: no store recorded in the weights; pass --store for the held-out metrics")
+    card = write_card_for(model, folder, size, args.eps, store, args.held_out, args.limit, args.latency,
                           args.threads, args.repeats)
     print(json.dumps({"params": card["params"], "macs": card["macs"], "card": str(folder / cards.CARD_JSON)}, indent=2))
     return 0

@@ -114,4 +114,10 @@ def test_check_finds_a_changed_file_and_the_command_says_so(exported, tmp_path, 
     assert cli_main(["student", "card", "--dir", str(copy)]) == 0
     assert cards.check(copy / "model_card.json") == []
     assert [s["kind"] for s in json.loads((copy / "model_card.json").read_text())["steps"]] == ["quantization"]
+    # held-out metrics read the store recorded in the weights when --store is not given
+    (copy / "student_int8.onnx").write_bytes((out / "student_int8.onnx").read_bytes())
+    assert cli_main(["student", "card", "--dir", str(copy), "--held-out", "synth/train", "--limit", "1"]) == 0
+    rebuilt = json.loads((copy / "model_card.json").read_text())
+    assert set(rebuilt["metrics"]["by_artefact"]) == {"student_fp32.onnx", "student_int8.onnx"}
+    assert cards.check(copy / "model_card.json") == []
     capsys.readouterr()
