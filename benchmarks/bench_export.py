@@ -19,7 +19,7 @@ Goals (issue #19): for each model, best INT8 path ≥ 1.5× faster than its best
 ≤ 2 % relative AbsRel loss; some pruned + INT8 case ≥ 3× faster than unpruned FP32 (the ORT
 FP32 case of the unpruned ``lpcvc-mnv3s``) at AbsRel ≤ 1.1× its AbsRel.
 
-Run: ``python -m benchmarks.bench_export [--repeats 15] [--train-steps 200]`` (about 10 minutes
+Run: ``python -m benchmarks.bench_export [--repeats 15] [--train-steps 200]`` (about 4 minutes
 on 2 shared cores).
 """
 
