@@ -20,7 +20,7 @@ Goals (issue #19): for each model, best INT8 path ≥ 1.5× faster than its best
 FP32 case of the unpruned ``lpcvc-mnv3s``) at AbsRel ≤ 1.1× its AbsRel.
 
 Run: ``python -m benchmarks.bench_export [--repeats 15] [--train-steps 200]`` (about 4 minutes
-on 2 shared cores).
+on a quiet 2-core machine; 21 under a load average of 6).
 """
 
 from __future__ import annotations
