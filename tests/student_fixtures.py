@@ -7,6 +7,7 @@ value plus a fixed texture, so a network can learn the mapping in a few steps.
 """
 
 import numpy as np
+import torch
 
 from depthdata.store import Store
 
@@ -61,3 +62,21 @@ def build_store(url: str, n: int = 12, shard_size: int = 4, h: int = H, w: int =
             sp[:, ::8, ::8] = np.stack([s[1] for s in scenes])[:, ::8, ::8]  # one return per 8×8 pixels
             g.write_shard(k, "lidar", {"sparse": sp}, ok)
     return url
+
+
+def hand_macs(model, size) -> int:
+    """Σ over convs of output pixels × out channels × (in channels / groups) × kernel area,
+    counted from a forward pass at ``size``: MACs by hand, independent of the counters under test."""
+    total = 0
+
+    def hook(mod, _inp, out):
+        nonlocal total
+        kh, kw = mod.kernel_size
+        total += out.shape[2] * out.shape[3] * mod.out_channels * (mod.in_channels // mod.groups) * kh * kw
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    with torch.no_grad():
+        model(*model.example_inputs(size))
+    for h in handles:
+        h.remove()
+    return total

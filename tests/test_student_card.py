@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from student_fixtures import H, W, build_store, scene
+from student_fixtures import hand_macs as _hand_macs
 
 from depthdata.cli import main as cli_main
 from depthdata.store import Store
@@ -31,22 +32,6 @@ def _store(path):
     g.write_shard(0, "lidar", {"sparse": np.zeros((4, H, W), np.float32)},
                   [{"status": "ok", "beam_model": "hdl64e", "seed": 100 + i} for i in range(4)])
     return url
-
-
-def _hand_macs(model, size):
-    total = 0
-
-    def hook(mod, _inp, out):
-        nonlocal total
-        total += out.shape[2] * out.shape[3] * mod.out_channels * (mod.in_channels // mod.groups) * \
-            mod.kernel_size[0] * mod.kernel_size[1]
-
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
-    with torch.no_grad():
-        model(*model.example_inputs(size))
-    for h in handles:
-        h.remove()
-    return total
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from student_fixtures import H, W, build_store
+from student_fixtures import hand_macs as _hand_macs
 
 from depthdata.cli import main as cli_main
 from depthdata.errors import DepthdataError
@@ -31,23 +32,6 @@ def _model(name):
 
 def _hand_params(model):
     return sum(p.detach().numpy().size for p in model.parameters())
-
-
-def _hand_macs(model, size):
-    """Σ over convs of output pixels × out channels × (in channels / groups) × kernel area."""
-    total = 0
-
-    def hook(mod, _inp, out):
-        nonlocal total
-        kh, kw = mod.kernel_size
-        total += out.shape[2] * out.shape[3] * mod.out_channels * (mod.in_channels // mod.groups) * kh * kw
-
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
-    with torch.no_grad():
-        model(*model.example_inputs(size))
-    for h in handles:
-        h.remove()
-    return total
 
 
 @pytest.mark.parametrize("name", NAMES)
