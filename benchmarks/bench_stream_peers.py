@@ -111,7 +111,7 @@ class RssSampler:
                 try:
                     if Path(f"/proc/{pid}/cmdline").read_bytes() == self._cmdline:
                         out.append(pid)
-                except OSError:
+                except OSError:  # the child ended since the listing: not a worker to sample
                     pass
         return out
 

@@ -74,6 +74,8 @@ class Plan:
     segments: int = 0
     #: per segment: (samples added, slots removed)
     segment_changes: list[tuple[int, int]] = field(default_factory=list)
+    #: the segment tables it was made from, in order (what a checkpoint writes)
+    tables: list[pa.Table] = field(default_factory=list, repr=False)
     _slot_index: np.ndarray | None = None
     _ids: list[str | None] | None = None
     _counts: np.ndarray | None = None
@@ -194,14 +196,14 @@ def checkpoint_name(segments: int) -> str:
     return f"_plan-upto-{segments:06d}.parquet"
 
 
-def write_checkpoint(fs: fsspec.AbstractFileSystem, group_dir: str, segments: int, meta: dict[str, Any]) -> str:
-    """Write segments ``0 … segments-1`` as one file (a ``segment`` column keeps them apart);
-    returns its name. A version names it (:class:`~depthdata.store.versions.GroupVersion`), so
+def write_checkpoint(fs: fsspec.AbstractFileSystem, group_dir: str, plan: Plan, meta: dict[str, Any]) -> str:
+    """Write the segments ``plan`` was made from as one file (a ``segment`` column keeps them
+    apart); returns its name. A version names it (:class:`~depthdata.store.versions.GroupVersion`), so
     opening that version reads one plan file however many builds added segments: on an object
     store each file read is a request. Written at commit; never rewritten or pruned."""
-    tables = read_segments(fs, group_dir, segments)
+    segments = plan.segments
     table = pa.concat_tables([t.append_column("segment", pa.array(np.full(len(t), k, np.int32)))
-                              for k, t in enumerate(tables)], promote_options="permissive")
+                              for k, t in enumerate(plan.tables)], promote_options="permissive")
     table = table.replace_schema_metadata({b"depthdata": json.dumps({**meta, "segments": segments},
                                                                     sort_keys=True).encode()})
     buf = io.BytesIO()
@@ -238,7 +240,7 @@ def from_tables(tables: list[pa.Table], shard_size: int) -> Plan:
     idx = adds.column("index").to_numpy()
     if len(idx) and (np.diff(idx) <= 0).any():
         raise ValueError("plan slots are not strictly increasing across segments")
-    return Plan(shard_size, adds, removed, touched, len(tables), changes)
+    return Plan(shard_size, adds, removed, touched, len(tables), changes, list(tables))
 
 
 def _empty_adds() -> pa.Table:

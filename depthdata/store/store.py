@@ -267,7 +267,7 @@ class Store:
             added, removed = plan.changes_since(before.segments if before else 0)
             checkpoint = plan.segments > 1
             if checkpoint and not (before is not None and before.segments == plan.segments and before.plan_checkpoint):
-                pl.write_checkpoint(self.fs, group.manifest_dir, plan.segments, {"group": path, **group.plan})
+                pl.write_checkpoint(self.fs, group.manifest_dir, plan, {"group": path, **group.plan})
             entries[path] = vs.GroupVersion(plan.segments, len(group), added, removed, stages, checkpoint)
 
         def state(groups: dict[str, vs.GroupVersion]) -> dict[str, tuple[int, int, dict[str, str]]]:

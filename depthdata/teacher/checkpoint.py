@@ -156,7 +156,7 @@ def tiny_weights_sha256(seed: int) -> str:
         sha = cache.read_text().strip()
         if len(sha) == 64:
             return sha
-    except OSError:
+    except OSError:  # not cached yet (or unreadable): compute it below
         pass
     from depthdata.teacher.tiny import save_tiny_teacher
 

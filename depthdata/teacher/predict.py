@@ -81,23 +81,15 @@ def _batches(teacher: Teacher, images: np.ndarray, batch_size: int, size: int | 
 
 
 def predict_normalised(teacher: Teacher, images: np.ndarray, batch_size: int = 4) -> Normalised:
-    """``normalise01(predict_raw(teacher, images, batch_size))``, the same values, normalised on
+    """``normalise01(predict_raw(teacher, images, batch_size))``, normalised batch by batch on
     the teacher's device: on a GPU the per-image min-max pass then costs no host time (it took
     more of the stage's time per image than the forward pass, measured on an H200)."""
-    raws, los, his = [], [], []
-    for raw in _batches(teacher, images, batch_size):
-        lo = raw.amin(dim=(1, 2), keepdim=True)
-        hi = raw.amax(dim=(1, 2), keepdim=True)
-        span = hi - lo
-        # the same float32 operations as normalise01: IEEE subtraction and division give equal bits
-        out = torch.where(span > 0, (raw - lo) / span, torch.full_like(raw, float("nan")))
-        raws.append(out.cpu().numpy())
-        los.append(lo.flatten().cpu().numpy())
-        his.append(hi.flatten().cpu().numpy())
-    if not raws:
+    parts = [_normalise(raw) for raw in _batches(teacher, images, batch_size)]
+    if not parts:
         empty = np.zeros(0, np.float32)
         return Normalised(np.zeros((0, *images.shape[1:3]), np.float32), empty, empty)
-    return Normalised(np.concatenate(raws), np.concatenate(los), np.concatenate(his))
+    return Normalised(*(np.concatenate(field) for field in zip(*(
+        (p.disparity01, p.raw_min, p.raw_max) for p in parts))))
 
 
 def normalise01(raw: np.ndarray) -> Normalised:
@@ -106,13 +98,16 @@ def normalise01(raw: np.ndarray) -> Normalised:
     A constant image (``raw_max == raw_min``) has no relative depth; it maps to NaN so the
     caller can quarantine it instead of storing a fake ramp.
     """
-    flat = raw.reshape(len(raw), -1)
-    lo = flat.min(axis=1)
-    hi = flat.max(axis=1)
-    span = (hi - lo)[:, None, None]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out = np.where(span > 0, (raw - lo[:, None, None]) / span, np.nan)
-    return Normalised(out.astype(np.float32), lo.astype(np.float32), hi.astype(np.float32))
+    return _normalise(torch.from_numpy(np.ascontiguousarray(raw, np.float32)))
+
+
+def _normalise(raw: torch.Tensor) -> Normalised:
+    """:func:`normalise01` of a float32 ``N×H×W`` tensor on any device; float32 throughout."""
+    lo = raw.amin(dim=(1, 2), keepdim=True)
+    hi = raw.amax(dim=(1, 2), keepdim=True)
+    span = hi - lo
+    out = torch.where(span > 0, (raw - lo) / span, torch.full_like(raw, float("nan")))
+    return Normalised(out.cpu().numpy(), lo.flatten().cpu().numpy(), hi.flatten().cpu().numpy())
 
 
 def tta_size(teacher: Teacher, scale: float) -> int:

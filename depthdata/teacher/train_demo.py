@@ -133,8 +133,7 @@ def render_split(recipe: Recipe, split: str, indices: list[int] | None = None, p
     :func:`cache_file` when present and written there after rendering."""
     from tqdm import tqdm
 
-    rooms, streets = (recipe.train_rooms, recipe.train_streets) if split == "train" else \
-        (recipe.heldout_rooms, recipe.heldout_streets)
+    rooms, streets = split_counts(recipe, split)
     whole = indices is None
     indices = list(range(rooms + streets)) if whole else list(indices)
     path = cache_file(cache, recipe, split) if cache is not None and whole else None
@@ -153,10 +152,15 @@ def render_split(recipe: Recipe, split: str, indices: list[int] | None = None, p
     return scenes
 
 
+def split_counts(recipe: Recipe, split: str) -> tuple[int, int]:
+    """Rooms and streets of ``split`` (``train`` or ``heldout``)."""
+    return (recipe.train_rooms, recipe.train_streets) if split == "train" else \
+        (recipe.heldout_rooms, recipe.heldout_streets)
+
+
 def cache_file(cache: str | Path, recipe: Recipe, split: str) -> Path:
     """Where a split's rendered scenes are cached: named by everything that decides them."""
-    rooms, streets = (recipe.train_rooms, recipe.train_streets) if split == "train" else \
-        (recipe.heldout_rooms, recipe.heldout_streets)
+    rooms, streets = split_counts(recipe, split)
     h, w = recipe.size
     name = (f"{RECIPE_NAME.replace('/', '-')}_seed{recipe.seed}_{split}_{rooms}r{streets}s_{h}x{w}"
             f"_low{recipe.low_light:g}.npz")
