@@ -26,6 +26,11 @@ def report_markdown(result: dict[str, Any]) -> str:
             teacher = ev.get("teacher") or {}
             lines.append(f"| {model} | {group} | {cell(affine, 'abs_rel')} | {cell(affine, 'delta1')} "
                          f"| {cell(contest, 'abs_rel')} | {cell(teacher, 'abs_rel')} | {cell(ev, 'whdr')} |")
+    shift = result.get("shift")
+    if shift:
+        lines += ["", f"Disparity → depth: a per-image shift fitted on {', '.join(shift['groups'])} "
+                  f"({shift['images']} images): contest AbsRel {shift['before']:.3f} with the constant eps → "
+                  f"{shift['after']:.3f}."]
     lines += ["", "| file | path |", "|---|---|"] + [f"| {k} | `{v}` |" for k, v in result["paths"].items()]
     return "\n".join(lines)
 

@@ -82,6 +82,10 @@ def load_model(path: str | Path) -> StudentNet:
     except TypeError as exc:  # an option this version does not know
         raise DepthdataError(f"{path}: unknown student configuration ({exc})") from None
     model = build_student(config)
+    if any(k.startswith("shift.") for k in state):  # a fitted disparity → depth shift (student.shift)
+        from student.shift import ShiftHead
+
+        model.shift = ShiftHead()
     _resize_to(model, state)
     try:
         model.load_state_dict(state, strict=True)

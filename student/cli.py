@@ -140,7 +140,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--model", required=True, help="student (model.safetensors)")
     e.add_argument("--size", action=_Given, type=_size, default=(480, 640), help="input HEIGHTxWIDTH (default 480x640, the contest's)")
     e.add_argument("--calibration", type=int, default=32, help="store images to calibrate INT8 on (default 32)")
-    e.add_argument("--eps", type=float, default=0.1, help="depth = 1/(disparity + eps) (default 0.1)")
+    e.add_argument("--eps", type=float, default=0.1, help="depth = 1/(disparity + eps) (default 0.1; a model with a fitted shift head predicts its own)")
     _card_options(e)
     e.add_argument("--phone", action="store_true",
                    help="also write student_fp32.pte and student_int8.pte (ExecuTorch + XNNPACK; extra 'phone') and "
@@ -157,12 +157,30 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--store", default=None, help="store URL for held-out metrics (default: the one the model was "
                    "trained on, from its metadata)")
     c.add_argument("--size", type=_size, default=None, help="input HEIGHTxWIDTH (default: the ONNX file's)")
-    c.add_argument("--eps", type=float, default=0.1, help="depth = 1/(disparity + eps) the export used (default 0.1)")
+    c.add_argument("--eps", type=float, default=0.1, help="depth = 1/(disparity + eps) the export used (default 0.1; a model with a fitted shift head predicts its own)")
     _card_options(c)
     c.add_argument("--check", action="store_true",
                    help="only check DIR/model_card.json against its files (params, MACs, bytes, SHA-256); exit 1 "
                    "on any difference")
     c.set_defaults(func=_card)
+
+    sh = ssub.add_parser("shift", help="fit the per-image disparity → depth shift of the export on ground truth",
+                         description="Train a small head that predicts, per image, the eps of the exported "
+                         "depth = 1/(disparity + eps), so the output is proportional to depth for rooms and streets "
+                         "alike (the contest's median scaling corrects scale only). The student stays frozen; the "
+                         "loss is the contest's AbsRel on store groups with ground-truth depth. Writes "
+                         "OUT/model.safetensors (the student with its head) and prints the AbsRel before and after.")
+    _common(sh, "output folder for model.safetensors")
+    sh.add_argument("--model", required=True, help="student (model.safetensors)")
+    sh.add_argument("--steps", type=int, default=300, help="optimizer steps (default 300)")
+    sh.add_argument("--size", type=_size, default=None, help="fit at HEIGHTxWIDTH (default: the first group's size)")
+    sh.add_argument("--batch-size", type=int, default=16, help="images per step (default 16)")
+    sh.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (default 3e-3)")
+    sh.add_argument("--limit", type=int, default=256, help="ground-truth images to fit on, spread evenly (default 256)")
+    sh.add_argument("--max-depth", type=float, default=80.0,
+                    help="ground truth farther than this many metres is not used (default 80)")
+    sh.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    sh.set_defaults(func=_shift)
 
     q = ssub.add_parser("quantize", help="INT8 by dynamic, static or quantization-aware quantization",
                         description="Export OUT/student_fp32.onnx and OUT/student_int8_METHOD.onnx and write "
@@ -179,7 +197,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--limit", type=int, default=16, help="held-out samples to measure on (default 16)")
     q.add_argument("--size", type=_size, default=(480, 640), help="input HEIGHTxWIDTH (default 480x640)")
     q.add_argument("--calibration", type=int, default=32, help="static: store images to calibrate on (default 32)")
-    q.add_argument("--eps", type=float, default=0.1, help="depth = 1/(disparity + eps) (default 0.1)")
+    q.add_argument("--eps", type=float, default=0.1, help="depth = 1/(disparity + eps) (default 0.1; a model with a fitted shift head predicts its own)")
     q.add_argument("--qat-steps", type=int, default=50, help="qat: fine-tuning steps (default 50)")
     q.add_argument("--qat-size", type=_size, default=None,
                    help="qat: fine-tune at HEIGHTxWIDTH (default: --size)")
@@ -196,7 +214,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--groups", nargs="+", default=None, metavar="DATASET/SPLIT", help="groups (default: all)")
     v.add_argument("--model", required=True, help="model.safetensors or an exported .onnx")
     v.add_argument("--limit", type=int, default=None, help="evaluate at most this many samples per group")
-    v.add_argument("--eps", type=float, default=0.1, help="disparity-to-depth eps for torch models and the teacher")
+    v.add_argument("--eps", type=float, default=0.1, help="disparity-to-depth eps for the teacher and for torch models without a fitted shift head (default 0.1)")
     v.add_argument("--max-depth", type=float, default=10.0,
                    help="ground truth farther than this many metres is not evaluated (default 10, as NYU)")
     v.add_argument("--out", default=None, help="also write the metrics to this JSON file")
@@ -208,6 +226,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--steps", action=_Given, type=int, default=40, help="training steps (default 40)")
     r.add_argument("--finetune-steps", type=int, default=None, help="fine-tune steps after pruning (default steps/2)")
     r.add_argument("--ratio", type=float, default=0.3, help="pruning ratio (default 0.3)")
+    r.add_argument("--shift-steps", type=int, default=300,
+                   help="steps fitting the per-image disparity → depth shift on groups with ground-truth depth "
+                   "(default 300; 0: the constant eps 0.1)")
     r.add_argument("--batch-size", action=_Given, type=int, default=4, help="samples per step (default 4)")
     r.add_argument("--size", action=_Given, type=_size, default=None, help="train at HEIGHTxWIDTH (default: the store's size)")
     r.add_argument("--export-size", type=_size, default=None, help="ONNX input HEIGHTxWIDTH (default: training size)")
@@ -356,6 +377,19 @@ def _card(args: argparse.Namespace) -> int:
     return 0
 
 
+def _shift(args: argparse.Namespace) -> int:
+    from student.card import model_info
+    from student.checkpoint import load_model, save_model
+    from student.shift import fit_shift
+
+    model = load_model(args.model)
+    fitted = fit_shift(model, args.store, args.groups, args.steps, args.size, args.batch_size, args.lr, args.limit,
+                       args.seed, max_depth=args.max_depth)
+    path = save_model(model, Path(args.out) / "model.safetensors", trained_on=model_info(args.model)["trained_on"])
+    print(json.dumps({"model": str(path), "contest_abs_rel": fitted}, indent=2))
+    return 0
+
+
 def _quantize(args: argparse.Namespace) -> int:
     from student.checkpoint import load_model
     from student.quantize import quantize_model
@@ -398,7 +432,7 @@ def _run(args: argparse.Namespace) -> int:
     # Given flags and the file's settings; run's own defaults (the parser's) fill in the rest.
     kwargs = {k: getattr(cfg, k) for k in settings if k not in ("store_url", "out_dir")}
     result = run(args.store, args.out, finetune_steps=args.finetune_steps, prune_ratio=args.ratio,
-                 export_size=args.export_size, **{"steps": args.steps, "batch_size": args.batch_size,
+                 export_size=args.export_size, shift_steps=args.shift_steps, **{"steps": args.steps, "batch_size": args.batch_size,
                                                   "seed": args.seed, **kwargs})
     print(json.dumps({"paths": result["paths"], "int8_vs_fp32": result["int8_vs_fp32"], "prune": result["prune"]},
                      indent=2))

@@ -36,7 +36,7 @@ from depthdata.errors import DepthdataError
 from depthdata.store import Store, select_groups
 from depthdata.stream import ShardMapDataset
 from student import export
-from student.model import DEFAULT_EPS, StudentNet, disparity_to_relative_depth
+from student.model import DEFAULT_EPS, StudentNet, relative_depth
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def torch_predictor(model: StudentNet, eps: float = DEFAULT_EPS, size: tuple[int
             if model.output == "depth":
                 out = model(x, torch.from_numpy(export.sparse_input(sparse, at)))[0, 0].numpy()
             else:
-                out = disparity_to_relative_depth(model(x), eps)[0, 0].numpy()
+                out = relative_depth(model, x, eps)[0, 0].numpy()
         return _resize(out, rgb.shape[:2])
 
     return _describe(predict, model.inputs, model.output == "depth")

@@ -149,15 +149,17 @@ class _Calibration(CalibrationDataReader):
 
 
 def _output_tail(path: Path) -> list[str]:
-    """Names of the last conv (the 1-channel prediction) and every node after it.
+    """Names of the last conv (the 1-channel prediction), every node after it, and the nodes of
+    a fitted shift head (:mod:`student.shift`, named ``/shift/...``; it runs first).
 
     Kept in float: an 8-bit disparity map has 256 levels over the sigmoid's whole [0, 1], and
     the per-image min–max stretch of the depth mapping would magnify that step when a scene's
-    disparities span only part of the range. These nodes are a negligible share of the compute.
+    disparities span only part of the range; the shift's ``eps`` sets the whole output's far/near
+    ratio. These nodes are a negligible share of the compute.
     """
     nodes = list(onnx.load(str(path)).graph.node)
     last_conv = max(i for i, n in enumerate(nodes) if n.op_type == "Conv")
-    return [n.name for n in nodes[last_conv:]]
+    return [n.name for n in nodes[:last_conv] if n.name.startswith("/shift/")] + [n.name for n in nodes[last_conv:]]
 
 
 def quantize_int8(fp32_path: str | Path, int8_path: str | Path, images: Sequence[np.ndarray],

@@ -20,7 +20,9 @@ The architectures live in :mod:`student.arch` (one module each, selected by
   ``t = 0`` at the farthest pixel. For a scene whose depth spans ``d_min..d_max`` metres the
   true inverse depth is proportional to ``t + 1/(R − 1)`` with ``R = d_max/d_min``; ``eps = 0.1``
   is exact for ``R ≈ 11`` (typical indoor, e.g. NYU 0.7–8 m) and bounds the far/near ratio of
-  the output at ``(1 + eps)/eps = 11``.
+  the output at ``(1 + eps)/eps = 11``. A student with a fitted :class:`student.shift.ShiftHead`
+  (its ``shift`` submodule) predicts ``eps`` per image instead, so rooms and streets both come
+  out proportional to depth (:mod:`student.shift`).
 * :class:`CompletionWrapper` is the exported model of a completion student: inputs RGB 0–255 and
   sparse LiDAR metres (0 = no return), output metric depth in metres.
 """
@@ -42,7 +44,7 @@ from student.arch.fpn_mnv3s import ENCODERS, FpnMnv3s
 
 __all__ = ["DEFAULT_EPS", "ENCODERS", "IMAGENET_MEAN", "IMAGENET_STD", "CompletionWrapper", "ContestWrapper",
            "Student", "StudentConfig", "StudentNet", "build_student", "disparity_to_relative_depth",
-           "export_wrapper", "load_encoder_weights"]
+           "export_wrapper", "load_encoder_weights", "relative_depth"]
 
 DEFAULT_EPS = 0.1
 #: today's default architecture (``fpn-mnv3s``) under the name it always had
@@ -67,7 +69,7 @@ class ContestWrapper(nn.Module):
         self.eps = float(eps)
 
     def forward(self, rgb255: torch.Tensor) -> torch.Tensor:
-        return disparity_to_relative_depth(self.student(rgb255 / 255.0), self.eps)
+        return relative_depth(self.student, rgb255 / 255.0, self.eps)
 
 
 class CompletionWrapper(nn.Module):
@@ -90,13 +92,23 @@ def export_wrapper(student: StudentNet, eps: float = DEFAULT_EPS) -> nn.Module:
     return CompletionWrapper(student) if "sparse" in student.inputs else ContestWrapper(student, eps)
 
 
-def disparity_to_relative_depth(disparity: torch.Tensor, eps: float = DEFAULT_EPS) -> torch.Tensor:
+def relative_depth(student: StudentNet, rgb: torch.Tensor, eps: float = DEFAULT_EPS) -> torch.Tensor:
+    """Relative depth ``B×1×H×W`` of a disparity student for RGB in [0, 1]: with its fitted
+    ``shift`` head's per-image ``eps`` when it has one, else with the constant ``eps``."""
+    shift = getattr(student, "shift", None)
+    # the head runs first, so in an exported graph the student's prediction conv stays the last conv
+    e = shift(rgb) if shift is not None else eps
+    return disparity_to_relative_depth(student(rgb), e)
+
+
+def disparity_to_relative_depth(disparity: torch.Tensor, eps: float | torch.Tensor = DEFAULT_EPS) -> torch.Tensor:
     """The wrapper's mapping of ``B×1×H×W`` student disparity to relative depth in (0, 1].
 
     The student is trained with scale-and-shift-invariant losses, so its disparity matches the
     teacher's only up to an affine map. Min–max normalising it per image first (as the teacher
     field is, see :mod:`depthdata.store.fields`) restores the teacher's convention — 0 at the
-    farthest pixel, 1 at the nearest — before ``1/(d + eps)`` is taken.
+    farthest pixel, 1 at the nearest — before ``1/(d + eps)`` is taken. ``eps``: a number, or
+    one per image (``B×1×1×1``, from :class:`student.shift.ShiftHead`).
     """
     lo = disparity.amin(dim=(1, 2, 3), keepdim=True)
     hi = disparity.amax(dim=(1, 2, 3), keepdim=True)

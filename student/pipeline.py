@@ -4,7 +4,8 @@ Output layout under ``out_dir``::
 
     train/checkpoint/{model.safetensors,state.pt}      distilled student (resumable)
     finetune/checkpoint/{model.safetensors,state.pt}   pruned + fine-tuned student
-    student_fp32.onnx, student_int8.onnx               contest I/O (see student.export)
+    student_fp32.onnx, student_int8.onnx               contest I/O (see student.export), with the
+                                                       fitted disparity → depth shift (student.shift)
     report.json                                        everything :func:`run` returns
 """
 
@@ -31,6 +32,7 @@ from student.checkpoint import param_count, save_model
 from student.losses import LossConfig
 from student.model import DEFAULT_EPS
 from student.prune import prune
+from student.shift import fit_shift
 from student.train import TrainConfig, train
 
 log = logging.getLogger(__name__)
@@ -40,7 +42,7 @@ def run(store_url: str, out_dir: str | Path, steps: int = 40, finetune_steps: in
         prune_ratio: float = 0.3, groups: Sequence[str] | None = None, batch_size: int = 4,
         size: tuple[int, int] | None = None, export_size: tuple[int, int] | None = None,
         calibration_images: int = 16, eval_limit: int | None = None, seed: int = 0, eps: float = DEFAULT_EPS,
-        progress: bool = True, **train_options: Any) -> dict[str, Any]:
+        shift_steps: int = 300, progress: bool = True, **train_options: Any) -> dict[str, Any]:
     """Run the student stage on a store and return paths and metrics (also in ``report.json``).
 
     ``size`` is the training ``(height, width)`` (default: the first group's); ``export_size``
@@ -49,6 +51,9 @@ def run(store_url: str, out_dir: str | Path, steps: int = 40, finetune_steps: in
     the model's inputs and the fields of at least one loss term (with the default loss: teacher
     labels, LiDAR or ordinal pairs). Extra keyword arguments go to
     :class:`student.train.TrainConfig` (``lr``, ``streams``, ``model``, ``loss``, ...).
+    A disparity student gets a per-image disparity → depth shift (:func:`student.shift.fit_shift`,
+    ``shift_steps`` steps) fitted on the store's groups with ground-truth depth, when it has any;
+    otherwise, or with ``shift_steps=0``, the export uses the constant ``eps``.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -90,9 +95,18 @@ def run(store_url: str, out_dir: str | Path, steps: int = 40, finetune_steps: in
         return result.model
 
     pruned, report = prune(trained.model, prune_ratio, input_size=tuple(size), fine_tune=fine_tune)
+    clock["prune_finetune"] = time.perf_counter()
+    shift = None
+    with_depth = [g for g in select_groups(store) if "depth" in store.group(g).fields()]
+    if pruned.output == "disparity" and shift_steps > 0 and with_depth:
+        shift = fit_shift(pruned, store_url, with_depth, shift_steps, tuple(size), seed=seed, version=version,
+                          progress=progress)
+    elif pruned.output == "disparity":
+        log.info("the export maps disparity to depth with the constant eps %g (%s)", eps,
+                 "no group has ground-truth depth to fit a shift on" if shift_steps > 0 else "shift_steps = 0")
     pruned_path = save_model(pruned, out / "finetune" / "checkpoint" / "model.safetensors",
                              trained_on={"store": store_url, "version": version, "groups": list(chosen)})
-    clock["prune_finetune"] = time.perf_counter()
+    clock["shift"] = time.perf_counter()
 
     exported = export.export_fp32_int8(pruned, out, export_size, eps, store_url, chosen, calibration_images, version)
     fp32, int8 = exported["onnx_fp32"], exported["onnx_int8"]
@@ -117,6 +131,7 @@ def run(store_url: str, out_dir: str | Path, steps: int = 40, finetune_steps: in
                   "loss_last": trained.losses[-1] if trained.losses else None},
         "finetune": {"steps": ft_cfg.steps, "loss_last": fine["losses"][-1] if fine.get("losses") else None},
         "prune": report.as_dict() | {"params_unpruned": params_unpruned},
+        "shift": None if shift is None else shift | {"groups": with_depth},
         "size_bytes": {"fp32": exported["bytes_fp32"], "int8": exported["bytes_int8"]},
         "int8_vs_fp32": exported["int8_vs_fp32"],
         "eval": evaluation,

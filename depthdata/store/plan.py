@@ -32,6 +32,7 @@ from typing import Any
 import fsspec
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from depthdata.store import manifest as mf
@@ -227,15 +228,16 @@ def from_tables(tables: list[pa.Table], shard_size: int) -> Plan:
     """A :class:`Plan` from segment tables in order."""
     if not tables:
         return Plan(shard_size, _empty_adds(), np.empty(0, np.int64), {}, 0)
+    # counted and filtered in Arrow: a string column's ``to_numpy`` builds a Python object per row
     changes = []
     for t in tables:
-        seg_ops = t.column("op").to_numpy(zero_copy_only=False)
-        changes.append((int((seg_ops == "add").sum()), int((seg_ops == "remove").sum())))
+        counts = dict.fromkeys(OPS, 0) | {d["values"]: d["counts"] for d in pc.value_counts(t.column("op")).to_pylist()}
+        changes.append((counts["add"], counts["remove"]))
     table = pa.concat_tables(tables, promote_options="permissive")
-    ops = table.column("op").to_numpy(zero_copy_only=False)
-    adds = table.filter(pa.array(ops == "add")).select(["index", "sample_id", "source_uri", "locator", "fingerprint"])
-    removed = table.column("index").to_numpy()[ops == "remove"].astype(np.int64)
-    touched_rows = table.filter(pa.array(ops == "touch"))
+    ops = table.column("op")
+    adds = table.filter(pc.equal(ops, "add")).select(["index", "sample_id", "source_uri", "locator", "fingerprint"])
+    removed = table.filter(pc.equal(ops, "remove")).column("index").to_numpy().astype(np.int64)
+    touched_rows = table.filter(pc.equal(ops, "touch"))
     touched = dict(zip(touched_rows.column("index").to_pylist(), touched_rows.column("fingerprint").to_pylist()))
     idx = adds.column("index").to_numpy()
     if len(idx) and (np.diff(idx) <= 0).any():

@@ -1,0 +1,174 @@
+"""The learned disparity → depth shift (``student.shift``, issue #17 item 4): the exported model's
+relative depth becomes proportional to depth for scenes of any depth range, which the contest's
+median scaling assumes.
+
+Scenes are analytic: depth rises linearly down the rows from a near to a far plane; "rooms" span
+a far/near ratio R of 2–4, "streets" 25–60. A stand-in student reads its disparity off the red
+channel, where the scene's exact normalised inverse depth is written, so the only error left
+is the disparity → depth mapping; the green channel says which kind of scene it is.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from depthdata import metrics
+from depthdata.store import Store
+from student import export
+from student.arch import StudentConfig
+from student.checkpoint import load_model, save_model
+from student.model import ContestWrapper, build_student, relative_depth
+from student.shift import ShiftHead, contest_abs_rel, fit_shift
+
+H, W = 32, 48
+
+
+def scene(rng: np.random.Generator, street: bool) -> tuple[np.ndarray, np.ndarray]:
+    ratio = rng.uniform(25, 60) if street else rng.uniform(2, 4)
+    near = rng.uniform(0.5, 2.0)
+    rows = np.linspace(1.0, 0.0, H)[:, None] * np.ones((1, W))  # 1 at the top (far), 0 at the bottom (near)
+    depth = near * (1 + (ratio - 1) * rows)
+    disp = 1 / depth
+    t = (disp - disp.min()) / (disp.max() - disp.min())
+    rgb = np.stack([np.round(t * 255), np.full((H, W), 190.0 if street else 60.0),
+                    rng.integers(0, 256, (H, W))], axis=-1).astype(np.uint8)
+    return rgb, depth.astype(np.float32)
+
+
+def make_store(url: str, n: int, seed: int) -> str:
+    rng = np.random.default_rng(seed)
+    scenes = [scene(rng, street=i % 2 == 1) for i in range(n)]
+    store = Store.create(url)
+    g = store.create_group("synthetic", "train", [f"synthetic/train/{i:03d}" for i in range(n)],
+                           [f"/analytic/{i}" for i in range(n)], H, W, 8)
+    g.ensure_fields(["rgb", "depth"])
+    for k in range(g.num_shards):
+        idx = list(g.shard_range(k))
+        g.write_shard(k, "ingest", {"rgb": np.stack([scenes[i][0] for i in idx]),
+                                    "depth": np.stack([scenes[i][1] for i in idx])}, [{"status": "ok"} for _ in idx])
+    return url
+
+
+class RedChannelStudent(nn.Module):
+    """Disparity = the red channel (the exact normalised inverse depth of :func:`scene`)."""
+
+    output = "disparity"
+    name = "red-channel"
+
+    def forward(self, rgb: torch.Tensor) -> torch.Tensor:
+        return rgb[:, :1]
+
+
+def contest_scores(student: nn.Module, scenes: list[tuple[np.ndarray, np.ndarray]]) -> list[float]:
+    """The contest protocol, computed by ``depthdata.metrics`` from the exported mapping's output."""
+    out = []
+    for rgb, depth in scenes:
+        with torch.no_grad():
+            pred = relative_depth(student, torch.from_numpy(rgb.transpose(2, 0, 1)[None] / 255.0).float())
+        out.append(metrics.evaluate(pred[0, 0].numpy().astype(np.float64), depth, align="median", max_depth=80.0)["abs_rel"])
+    return out
+
+
+def test_contest_abs_rel_is_the_metric_of_the_contest_protocol():
+    rng = np.random.default_rng(3)
+    rel = torch.from_numpy(rng.uniform(0.1, 1.0, (2, 1, 8, 8)))
+    depth = torch.from_numpy(rng.uniform(0.5, 9.0, (2, 1, 8, 8)))
+    valid = torch.from_numpy(rng.uniform(size=(2, 1, 8, 8)) > 0.2)
+    ours = contest_abs_rel(rel, depth, valid)
+    for b in range(2):
+        gt = np.where(valid[b, 0].numpy(), depth[b, 0].numpy(), np.nan)
+        want = metrics.evaluate(rel[b, 0].numpy(), gt, align="median")["abs_rel"]
+        assert float(ours[b]) == pytest.approx(want, rel=1e-9)
+
+
+def test_a_new_head_predicts_the_default_eps():
+    eps = ShiftHead()(torch.rand(3, 3, 40, 60))
+    assert eps.shape == (3, 1, 1, 1)
+    assert torch.allclose(eps, torch.full_like(eps, 0.1))
+
+
+@pytest.fixture
+def one_thread():
+    """The fit takes ~10 s on one thread; two threads on a shared 2-core machine took minutes."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_a_fitted_shift_makes_rooms_and_streets_proportional_to_depth(tmp_path, one_thread):
+    url = make_store(str(tmp_path / "train.zarr"), 64, seed=0)
+    student = RedChannelStudent()
+    fitted = fit_shift(student, url, steps=300, batch_size=16, progress=False)
+    assert fitted["images"] == 64 and fitted["after"] < 0.5 * fitted["before"]
+
+    rng = np.random.default_rng(99)  # held-out scenes
+    held_out = [scene(rng, street=i % 2 == 1) for i in range(16)]
+    with_shift = contest_scores(student, held_out)
+    del student.shift
+    fixed = contest_scores(student, held_out)
+    rooms, streets = slice(0, None, 2), slice(1, None, 2)
+    # exact disparity: a fixed eps = 0.1 is right for neither kind of scene
+    assert np.mean(fixed[rooms]) > 0.1 and np.mean(fixed[streets]) > 0.01
+    assert np.mean(with_shift[rooms]) < 0.4 * np.mean(fixed[rooms])
+    assert np.mean(with_shift[streets]) < 0.5 * np.mean(fixed[streets])
+
+
+def test_a_fitted_shift_travels_with_the_checkpoint_and_the_onnx_export(tmp_path):
+    model = build_student(StudentConfig(arch="lpcvc-mnv3s")).eval()
+    model.shift = ShiftHead()
+    with torch.no_grad():
+        model.shift.out.weight.normal_(std=0.2)  # a head whose eps differs per image
+    x = torch.rand(2, 3, 64, 96) * 255
+    with torch.no_grad():
+        assert float(model.shift(x / 255).flatten().std()) > 0
+        ref = ContestWrapper(model)(x)
+
+    loaded = load_model(save_model(model, tmp_path / "m.safetensors"))
+    assert loaded.shift is not None
+    assert torch.allclose(ContestWrapper(loaded)(x), ref, atol=1e-6)
+
+    onnx_path = export.export_onnx(model, tmp_path / "m.onnx", (64, 96))
+    out = export.run(export.session(onnx_path), x.numpy())
+    np.testing.assert_allclose(out, ref.numpy(), atol=1e-3)
+    # the head stays float in INT8 exports, like the prediction tail
+    tail = export._output_tail(onnx_path)
+    assert "/student/head/Conv" in tail and any(n.startswith("/shift/") for n in tail)
+    assert not any(n.startswith("/student/encoder") for n in tail)
+
+
+def test_the_shift_command_writes_the_student_with_its_head_and_reports_the_gain(tmp_path, capsys, one_thread):
+    import json
+
+    from depthdata.cli import main as cli_main
+
+    url = make_store(str(tmp_path / "train.zarr"), 16, seed=1)
+    model = build_student(StudentConfig(arch="lpcvc-mnv3s")).eval()
+    src = save_model(model, tmp_path / "in" / "model.safetensors", trained_on={"store": url, "groups": ["x/y"]})
+    assert cli_main(["student", "shift", "--store", url, "--model", str(src), "--out", str(tmp_path / "out"),
+                     "--steps", "5", "--batch-size", "4"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["contest_abs_rel"]["images"] == 16 and printed["contest_abs_rel"]["steps"] == 5
+    loaded = load_model(printed["model"])
+    assert loaded.shift is not None
+    # the student itself is unchanged: same disparity for the same input
+    x = torch.rand(1, 3, H, W)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+    from student.card import model_info
+
+    assert model_info(printed["model"])["trained_on"] == {"store": url, "groups": ["x/y"]}
+
+
+def test_a_store_without_ground_truth_depth_is_refused_by_name(tmp_path):
+    from depthdata.errors import DepthdataError
+
+    store = Store.create(str(tmp_path / "s.zarr"))
+    g = store.create_group("photos", "train", ["photos/train/0"], ["/p/0"], H, W, 1)
+    g.ensure_fields(["rgb"])
+    g.write_shard(0, "ingest", {"rgb": np.zeros((1, H, W, 3), np.uint8)}, [{"status": "ok"}])
+    with pytest.raises(DepthdataError, match="no group with ground-truth depth.*photos/train"):
+        fit_shift(RedChannelStudent(), str(tmp_path / "s.zarr"), steps=1, progress=False)
