@@ -139,11 +139,6 @@ def list_stage(fs: fsspec.AbstractFileSystem, stage_dir: str) -> dict[str, dict[
     return {e["name"].rstrip("/").rsplit("/", 1)[-1]: e for e in entries if e.get("type") != "directory"}
 
 
-def _read_bytes(fs: fsspec.AbstractFileSystem, path: str) -> bytes:
-    """A whole file in one request."""
-    return fs.cat_file(path)
-
-
 def _footer(blob: bytes) -> tuple[pq.ParquetFile, dict[str, Any]]:
     pf = pq.ParquetFile(io.BytesIO(blob))
     return pf, json.loads((pf.schema_arrow.metadata or {}).get(b"depthdata", b"{}"))
@@ -179,7 +174,7 @@ def load(fs: fsspec.AbstractFileSystem, stage_dir: str, stage: str, previous: St
     def read(job: tuple[int, str, str]) -> tuple[int, str, str, Any]:
         shard, name, fp = job
         try:
-            pf, meta = _footer(_read_bytes(fs, f"{stage_dir}/{name}"))
+            pf, meta = _footer(mf.read_bytes(fs, f"{stage_dir}/{name}"))
             return shard, name, fp, (pf.read().replace_schema_metadata(None), meta)
         except FileNotFoundError:  # removed between the listing and the read
             return shard, name, fp, None
@@ -211,7 +206,7 @@ def load_pinned(fs: fsspec.AbstractFileSystem, stage_dir: str, stage: str, name:
         return index
     path = f"{stage_dir}/{name}"
     try:
-        blob = _read_bytes(fs, path)
+        blob = mf.read_bytes(fs, path)
         _, meta = _footer(blob)
         recorded = {int(r["shard"]): (r["name"], r["fingerprint"]) for r in meta["parts"]}
     except FileNotFoundError:
@@ -231,7 +226,7 @@ def _take_consolidated(fs: fsspec.AbstractFileSystem, stage_dir: str, name: str,
     (from ``reuse`` when that is the same file, already read)."""
     path = f"{stage_dir}/{name}"
     try:
-        blob = reuse.blob if reuse is not None else _read_bytes(fs, path)
+        blob = reuse.blob if reuse is not None else mf.read_bytes(fs, path)
         pf, meta = _footer(blob)
         records = [PartRecord(int(r["shard"]), r["name"], r["fingerprint"], int(r["rows"]), r["meta"])
                    for r in meta["parts"]]

@@ -110,15 +110,19 @@ def table_bytes(rows: list[dict[str, Any]], metadata: dict[str, Any]) -> bytes:
     return buf.getvalue()
 
 
-def read_table(fs: fsspec.AbstractFileSystem, path: str) -> tuple[pa.Table, dict[str, Any]]:
-    """A part and its footer metadata. Raises ``FileNotFoundError`` or ``pa.ArrowInvalid``.
+def read_bytes(fs: fsspec.AbstractFileSystem, path: str) -> bytes:
+    """A whole (small) file in one request. On an object store ``cat_file(start=0)`` is one
+    ranged ``GET``; without the ``start`` s3fs sends a ``HEAD`` for the size first (counted at
+    moto's server), and a file object costs a ``HEAD`` and two ``GET`` s (footer, then data)."""
+    return fs.cat_file(path, start=0)
 
-    The whole file in one read: every column is read anyway, and on an object store
-    ``cat_file(start=0)`` is one ranged ``GET`` where a file object costs a ``HEAD`` (its size)
-    and two ``GET`` s (footer, then data); s3fs asks for the size first without the ``start``.
+
+def read_table(fs: fsspec.AbstractFileSystem, path: str) -> tuple[pa.Table, dict[str, Any]]:
+    """A part and its footer metadata, in one read (every column is read anyway; see
+    :func:`read_bytes`). Raises ``FileNotFoundError`` or ``pa.ArrowInvalid``.
     ``ParquetFile`` rather than ``pq.read_table``: the latter goes through ``pyarrow.dataset``,
     whose import (pandas with it) cost every build and worker process 0.4 s."""
-    table = pq.ParquetFile(pa.BufferReader(fs.cat_file(path, start=0))).read()
+    table = pq.ParquetFile(pa.BufferReader(read_bytes(fs, path))).read()
     raw = (table.schema.metadata or {}).get(b"depthdata", b"{}")
     return table, json.loads(raw)
 

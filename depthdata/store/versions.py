@@ -114,7 +114,7 @@ def read(fs: fsspec.AbstractFileSystem, fs_root: str, number: int, url: str = ""
     """Version ``number``; :class:`StoreError` naming the file when it is missing or unreadable."""
     path = f"{versions_dir(fs_root)}/{version_name(number)}"
     try:
-        raw = json.loads(fs.cat_file(path))
+        raw = json.loads(mf.read_bytes(fs, path))
         body = {k: v for k, v in raw.items() if k != "checksum"}
         if raw.get("checksum") != mf.config_hash(body):
             raise ValueError("its content does not match its checksum: altered after it was committed")
