@@ -36,7 +36,7 @@ from depthdata.errors import DepthdataError
 from depthdata.store import Store, select_groups
 from depthdata.stream import ShardMapDataset
 from student import export
-from student.model import DEFAULT_EPS, StudentNet, relative_depth
+from student.model import DEFAULT_EPS, ContestWrapper, StudentNet
 
 log = logging.getLogger(__name__)
 
@@ -70,15 +70,17 @@ def torch_predictor(model: StudentNet, eps: float = DEFAULT_EPS, size: tuple[int
     """uint8 ``H×W×3`` RGB (and ``sparse`` metres for completion models) → relative depth ``H×W``
     (metres for completion models) of a torch student, run at ``size`` if given."""
     model.eval()
+    # The exported graph itself (same depth mapping and low-resolution tail as the ONNX file).
+    contest = None if model.output == "depth" else ContestWrapper(model, eps).eval()
 
     def predict(rgb: np.ndarray, sparse: np.ndarray | None = None) -> np.ndarray:
         at = size or rgb.shape[:2]
-        x = torch.from_numpy(export.to_input(rgb, at)) / 255.0
+        x255 = torch.from_numpy(export.to_input(rgb, at))
         with torch.no_grad():
-            if model.output == "depth":
-                out = model(x, torch.from_numpy(export.sparse_input(sparse, at)))[0, 0].numpy()
+            if contest is None:
+                out = model(x255 / 255.0, torch.from_numpy(export.sparse_input(sparse, at)))[0, 0].numpy()
             else:
-                out = relative_depth(model, x, eps)[0, 0].numpy()
+                out = contest(x255)[0, 0].numpy()
         return _resize(out, rgb.shape[:2])
 
     return _describe(predict, model.inputs, model.output == "depth")

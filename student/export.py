@@ -8,15 +8,23 @@ inputs ``input`` (as above) and ``sparse`` float32 ``B×1×H×W`` LiDAR metres (
 ``depth`` in metres. The batch axis is dynamic. Only :meth:`~student.arch.base.StudentNet.forward`
 is traced, so intermediate (training-only) heads are not in the file.
 
+Low-resolution tail: for the architectures that expose their prediction before upsampling
+(:meth:`~student.arch.base.StudentNet.logits`), the sigmoid and the depth mapping run on the
+prediction conv's stride-2/4 map and only the depth is upsampled to ``H×W`` (then divided by its
+maximum), see :class:`student.model.ContestWrapper`.
+
 INT8: :func:`quantize_int8` calibrates activation ranges on real store images (resized to the
-export size) and writes a QDQ model (weights int8 per output channel, activations uint8) that
-onnxruntime runs with integer kernels. :func:`agreement` measures how far INT8 drifts from FP32.
+export size) and writes a model (weights int8 per output channel, activations uint8) that
+onnxruntime runs with integer kernels, in the format measured fastest for the file's
+architecture (:data:`INT8_SCHEMES`; the architecture is recorded in the file's metadata).
+:func:`agreement` measures how far INT8 drifts from FP32.
 """
 
 from __future__ import annotations
 
 import logging
 import warnings
+from dataclasses import dataclass, replace
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -66,6 +74,10 @@ def export_onnx(model: StudentNet, path: str | Path, size: tuple[int, int] = CON
     dims = graph.graph.output[0].type.tensor_type.shape.dim
     for dim, value in zip(dims[1:], (1, *size)):
         dim.dim_value = int(value)
+    # The architecture travels in the file, so quantize_int8 picks its measured scheme (INT8_SCHEMES).
+    arch = getattr(model, "name", "")
+    if arch:
+        onnx.helper.set_model_props(graph, {ARCH_KEY: arch})
     onnx.checker.check_model(graph)
     onnx.save(graph, str(path))
     return path
@@ -162,23 +174,77 @@ def _output_tail(path: Path) -> list[str]:
     return [n.name for n in nodes[:last_conv] if n.name.startswith("/shift/")] + [n.name for n in nodes[last_conv:]]
 
 
+@dataclass(frozen=True)
+class Int8Scheme:
+    """How :func:`quantize_int8` quantizes: onnxruntime's ``QuantFormat`` (``"qdq"``: float ops
+    wrapped in QuantizeLinear/DequantizeLinear pairs that onnxruntime fuses into integer kernels
+    when it loads the file; ``"qoperator"``: integer operators written into the file), the weight
+    type (``"int8"`` or ``"uint8"``; activations are always uint8) and per-channel weights."""
+
+    quant_format: str = "qdq"
+    weight_type: str = "int8"
+    per_channel: bool = True
+
+    def __post_init__(self):
+        if self.quant_format not in _FORMATS or self.weight_type not in _WEIGHT_TYPES:
+            raise DepthdataError(f"unknown INT8 scheme {self}: quant_format one of {', '.join(_FORMATS)}, "
+                                 f"weight_type one of {', '.join(_WEIGHT_TYPES)}")
+
+
+_FORMATS = {"qdq": QuantFormat.QDQ, "qoperator": QuantFormat.QOperator}
+_WEIGHT_TYPES = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
+#: the ONNX metadata key naming the student architecture of an exported file
+ARCH_KEY = "student_arch"
+DEFAULT_SCHEME = Int8Scheme()
+#: INT8 scheme per architecture, chosen by alternating latency runs at 480×640, batch 1,
+#: 2 threads, onnxruntime 1.32 on AVX-512 VNNI (``benchmarks/NOTES.md``, export section; ratios
+#: are FP32 ms / INT8 ms of the same file in one run, load average 1.5–8 on the shared machine):
+#:
+#: * ``fpn-mnv3s``: QOperator 1.48× and 1.53× against QDQ 1.29× and 1.09× (two runs). Its decoder
+#:   upsamples 32 channels at strides 8 and 4; written as QOperator those Resizes run on uint8,
+#:   while the QDQ file leaves them float between a dequantize and a quantize.
+#: * ``lpcvc-mnv3s``: QDQ 0.88–1.02× against QOperator 0.42–0.95× (three runs); uint8 weights
+#:   0.59×, per-tensor 0.97×, convs only 0.84×, depthwise convs kept float 0.50× (each float
+#:   depthwise conv then needs its own quantize/dequantize pair). No scheme reaches 1.5× on
+#:   onnxruntime: its int8 depthwise convs save little over float NCHWc ones.
+#: * ``mnv2-fbnet``: QDQ 2.13× against QOperator 1.67×.
+#: * ``resnet18-unet``: QDQ 2.46×, QOperator 2.41×, uint8 weights 2.45×, per-tensor 2.42× (a tie:
+#:   the dense 3×3 convs dominate, and VNNI int8 runs them 2.4× faster whatever the format).
+#:
+#: Architectures not listed (and files without the ``student_arch`` metadata) get
+#: :data:`DEFAULT_SCHEME` (QDQ, int8 per-channel weights).
+INT8_SCHEMES: dict[str, Int8Scheme] = {"fpn-mnv3s": Int8Scheme(quant_format="qoperator")}
+
+
+def scheme_for(path: str | Path) -> Int8Scheme:
+    """The measured :data:`INT8_SCHEMES` entry of the architecture recorded in an exported file."""
+    props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    return INT8_SCHEMES.get(props.get(ARCH_KEY, ""), DEFAULT_SCHEME)
+
+
 def quantize_int8(fp32_path: str | Path, int8_path: str | Path, images: Sequence[np.ndarray],
-                  per_channel: bool = True, sparse: Sequence[np.ndarray] | None = None) -> Path:
+                  per_channel: bool | None = None, sparse: Sequence[np.ndarray] | None = None,
+                  scheme: Int8Scheme | None = None) -> Path:
     """Static INT8 quantization of an exported model, calibrated on ``images`` (uint8 H×W×3 RGB,
-    resized to the model's input size) and, for a completion model, their ``sparse`` maps. Every
-    operator onnxruntime can quantize runs in int8 (convs, adds, muls, resizes): quantizing convs
-    alone measured slower, because each conv then needs its own quantize/dequantize pair. The
-    prediction conv and everything after it (final upsampling, sigmoid, depth mapping) stay
-    float (see :func:`_output_tail`)."""
+    resized to the model's input size) and, for a completion model, their ``sparse`` maps.
+    ``scheme`` defaults to the architecture's measured one (:func:`scheme_for`);
+    ``per_channel`` overrides its weight granularity. Every operator onnxruntime can quantize
+    runs in int8 (convs, adds, muls, resizes): quantizing convs alone measured slower, because
+    each conv then needs its own quantize/dequantize pair. The prediction conv and everything
+    after it (sigmoid, depth mapping, final upsampling) stay float (see :func:`_output_tail`)."""
     if not images:
         raise DepthdataError("INT8 calibration needs at least one image")
     fp32_path, int8_path = Path(fp32_path), Path(int8_path)
+    scheme = scheme or scheme_for(fp32_path)
+    if per_channel is not None:
+        scheme = replace(scheme, per_channel=per_channel)
     size = input_size(session(fp32_path))
     prepped = int8_path.with_suffix(".prep.onnx")
     quant_pre_process(str(fp32_path), str(prepped), skip_symbolic_shape=True)
     try:
-        quantize_static(str(prepped), str(int8_path), _Calibration(images, size, sparse), quant_format=QuantFormat.QDQ,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=per_channel,
+        quantize_static(str(prepped), str(int8_path), _Calibration(images, size, sparse),
+                        quant_format=_FORMATS[scheme.quant_format], activation_type=QuantType.QUInt8,
+                        weight_type=_WEIGHT_TYPES[scheme.weight_type], per_channel=scheme.per_channel,
                         calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=_output_tail(prepped))
     finally:
         prepped.unlink(missing_ok=True)

@@ -61,7 +61,7 @@ def export_pte(model: StudentNet, path: str | Path, size: tuple[int, int], eps: 
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    wrapper = export_wrapper(model.drop_aux_heads().eval()).eval()
+    wrapper = export_wrapper(model.drop_aux_heads().eval(), eps).eval()
     if calibration is not None and len(calibration) == 0:
         raise DepthdataError("INT8 calibration needs at least one image")
     example = _example(model, size)

@@ -16,7 +16,7 @@ from student import evaluate as ev
 from student import export
 from student.checkpoint import load_model, param_count, save_model
 from student.losses import align_lsq, gradient_loss, ranking_loss, sparse_loss, ssi_loss
-from student.model import ContestWrapper, Student, load_encoder_weights
+from student.model import ContestWrapper, Student, disparity_to_relative_depth, load_encoder_weights
 from student.prune import prune
 from student.train import STATE_FILE, TrainConfig, checkpoint_dir, train
 
@@ -45,7 +45,7 @@ def test_contest_wrapper_maps_disparity_to_proportional_depth(student):
     eps = 0.1
     with torch.no_grad():
         disp = student(x / 255).numpy()
-        out = ContestWrapper(student, eps)(x).numpy()
+        out = ContestWrapper(student, eps, low_res_tail=False)(x).numpy()
     lo = disp.reshape(2, -1).min(axis=1)[:, None, None, None]
     hi = disp.reshape(2, -1).max(axis=1)[:, None, None, None]
     expected = 1 / ((disp - lo) / (hi - lo) + eps)
@@ -59,6 +59,65 @@ def test_contest_wrapper_maps_disparity_to_proportional_depth(student):
     flat_d, flat_o = disp[0, 0].ravel(), out[0, 0].ravel()
     i, j = flat_d.argmax(), flat_d.argmin()
     assert flat_o[i] < flat_o[j]
+
+
+def test_low_resolution_tail_maps_the_prediction_maps_depth_then_upsamples(student):
+    """The default export graph: sigmoid and depth mapping at the prediction conv's stride, the
+    depth upsampled bilinearly, then divided by its maximum (contract: max 1, near = small)."""
+    x = torch.rand(2, 3, H, W) * 255
+    eps = 0.1
+    wrapper = ContestWrapper(student, eps)
+    assert wrapper.low_res_tail and student.has_logits
+    with torch.no_grad():
+        logits = student.logits(x / 255)
+        out = wrapper(x)
+        full = ContestWrapper(student, eps, low_res_tail=False)(x)
+    assert logits.shape[-2:] == (H // 4, W // 4)
+    low = disparity_to_relative_depth(torch.sigmoid(logits), eps)
+    up = torch.nn.functional.interpolate(low, size=(H, W), mode="bilinear", align_corners=False)
+    np.testing.assert_allclose(out.numpy(), (up / up.amax(dim=(1, 2, 3), keepdim=True)).numpy(), rtol=1e-5)
+    assert out.shape == (2, 1, H, W) and out.min() > 0
+    np.testing.assert_allclose(out.amax(dim=(1, 2, 3)).numpy(), 1.0, rtol=1e-6)
+    # The same depth up to where the interpolation happens: close to the full-resolution mapping.
+    assert float((out - full).abs().mean()) < 0.05
+    # The student's own forward is unchanged: the sigmoid of the upsampled logits.
+    with torch.no_grad():
+        np.testing.assert_allclose(student(x / 255).numpy(), torch.sigmoid(torch.nn.functional.interpolate(
+            logits, size=(H, W), mode="bilinear", align_corners=False)).numpy(), atol=1e-6)
+
+
+def test_depth_mapping_takes_a_per_image_eps_tensor():
+    disp = torch.rand(3, 1, 8, 12)
+    eps = torch.tensor([0.05, 0.1, 0.5]).view(3, 1, 1, 1)
+    out = disparity_to_relative_depth(disp, eps)
+    for b in range(3):
+        np.testing.assert_allclose(out[b].numpy(), disparity_to_relative_depth(disp[b:b + 1], float(eps[b])).numpy()[0],
+                                   rtol=1e-6)
+        # far/near ratio (1 + eps)/eps per image
+        assert float(out[b].min()) == pytest.approx(float(eps[b] / (1 + eps[b])), rel=1e-3)
+
+
+def test_an_architecture_without_logits_keeps_the_full_resolution_mapping():
+    from torch import nn
+
+    from student.arch import StudentConfig, StudentNet
+
+    class Tiny(StudentNet):
+        def __init__(self):
+            super().__init__(StudentConfig())
+            self.head = nn.Conv2d(3, 1, 1)
+
+        @property
+        def prediction_conv(self):
+            return self.head
+
+        def forward(self, rgb):
+            return torch.sigmoid(self.head(rgb))
+
+    tiny = Tiny().eval()
+    assert not tiny.has_logits and not ContestWrapper(tiny).low_res_tail
+    with pytest.raises(NotImplementedError):
+        tiny.logits(torch.rand(1, 3, 8, 8))
 
 
 # -- losses -----------------------------------------------------------------------------------

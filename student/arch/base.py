@@ -121,6 +121,19 @@ class StudentNet(nn.Module, ABC):
         """The final convolution that makes the one-channel prediction (never pruned; it and
         everything after it stay float in INT8 exports)."""
 
+    def logits(self, rgb: torch.Tensor) -> torch.Tensor:
+        """The prediction conv's output at its own resolution (stride 2 or 4), before the bilinear
+        upsampling to the input size and the sigmoid: an architecture whose :meth:`forward` is
+        ``sigmoid(resize_to(logits(rgb), rgb size))`` implements it, so the export can finish the
+        depth mapping at low resolution (:class:`student.model.ContestWrapper`). Others raise
+        :class:`NotImplementedError` (:meth:`has_logits` is then ``False``)."""
+        raise NotImplementedError(f"{self.name or type(self).__name__} has no low-resolution logits")
+
+    @property
+    def has_logits(self) -> bool:
+        """Whether the architecture implements :meth:`logits`."""
+        return type(self).logits is not StudentNet.logits
+
     def forward_train(self, rgb: torch.Tensor, sparse: torch.Tensor | None = None) -> Prediction:
         """The main prediction and the intermediate ones (none unless the architecture has them)."""
         return Prediction(self(rgb) if sparse is None else self(rgb, sparse))
@@ -157,9 +170,16 @@ def run_encoder(blocks: nn.Module, x: torch.Tensor, keep: Iterable[int]) -> tupl
 def resize_to(x: torch.Tensor, size: torch.Size | tuple[int, int]) -> torch.Tensor:
     """Bilinear resampling to ``size`` (no-op when it already has it): the one upsampling every
     decoder uses, so odd input sizes (not multiples of 32) line up with their skips."""
-    if tuple(x.shape[-2:]) == tuple(size):
+    h, w = (int(v) for v in x.shape[-2:])
+    size = (int(size[0]), int(size[1]))
+    if (h, w) == size:
         return x
-    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
+    if size[0] % h == 0 and size[1] % w == 0 and size[0] // h == size[1] // w:
+        # The same sampling as ``size=`` when the factor is a whole number, but exported to ONNX
+        # as a Resize with constant scales instead of sizes computed from Shape/Slice/Concat:
+        # onnxruntime then runs the INT8 model's Resize on uint8 between its Q/DQ pair.
+        return F.interpolate(x, scale_factor=float(size[0] // h), mode="bilinear", align_corners=False)
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
 def conv_bn_relu(cin: int, cout: int, k: int, relu: type[nn.Module] = nn.ReLU) -> nn.Sequential:

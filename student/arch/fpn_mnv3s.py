@@ -98,9 +98,13 @@ class FpnMnv3s(StudentNet):
 
     def forward(self, rgb: torch.Tensor) -> torch.Tensor:
         """``rgb`` float ``B×3×H×W`` in [0, 1] → disparity ``B×1×H×W`` in [0, 1]."""
+        return torch.sigmoid(resize_to(self.logits(rgb), rgb.shape[-2:]))
+
+    def logits(self, rgb: torch.Tensor) -> torch.Tensor:
+        """The head's output at stride 4, before upsampling and sigmoid."""
         _, skips = run_encoder(self.encoder, self.normalise(rgb), self.stage_ends)
         y = self.lateral[-1](skips[-1])
         for k in range(len(skips) - 2, -1, -1):
             lat = self.lateral[k](skips[k])
             y = self.smooth[k](lat + resize_to(y, lat.shape[-2:]))
-        return torch.sigmoid(resize_to(self.head(y), rgb.shape[-2:]))
+        return self.head(y)

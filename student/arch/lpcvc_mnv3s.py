@@ -70,6 +70,10 @@ class LpcvcMnv3s(StudentNet):
 
     def forward(self, rgb: torch.Tensor) -> torch.Tensor:
         """``rgb`` float ``B×3×H×W`` in [0, 1] → disparity ``B×1×H×W`` in [0, 1]."""
+        return torch.sigmoid(resize_to(self.logits(rgb), rgb.shape[-2:]))
+
+    def logits(self, rgb: torch.Tensor) -> torch.Tensor:
+        """The head's output at stride 4, before upsampling and sigmoid."""
         x, kept = run_encoder(self.encoder, self.normalise(rgb), SKIP_LAYERS)
         feats = dict(zip(SKIP_LAYERS, kept))  # SKIP_LAYERS ascend: kept is in that order
         skips = [feats[i] for i in reversed(SKIP_LAYERS)]
@@ -78,4 +82,4 @@ class LpcvcMnv3s(StudentNet):
         sizes = [skips[1].shape[-2:], skips[2].shape[-2:], ((h + 3) // 4, (w + 3) // 4)]
         for proj, block, skip, size in zip(self.skips, self.blocks, skips, sizes):
             x = block(x + proj(skip), size)
-        return torch.sigmoid(resize_to(self.head(x), (h, w)))
+        return self.head(x)

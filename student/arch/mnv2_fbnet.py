@@ -107,14 +107,19 @@ class Mnv2FBNet(StudentNet):
         for level, i in zip(self.levels, reversed(SKIP_LAYERS)):
             x = level(x, feats[i])
             levels.append(x)
-        return torch.sigmoid(resize_to(self.head(x), rgb.shape[-2:])), levels
+        return self.head(x), levels
 
     def forward(self, rgb: torch.Tensor) -> torch.Tensor:
         """``rgb`` float ``B×3×H×W`` in [0, 1] → disparity ``B×1×H×W`` in [0, 1] (no intermediate heads)."""
+        return torch.sigmoid(resize_to(self.logits(rgb), rgb.shape[-2:]))
+
+    def logits(self, rgb: torch.Tensor) -> torch.Tensor:
+        """The head's output at stride 2, before upsampling and sigmoid."""
         return self._decode(rgb)[0]
 
     def forward_train(self, rgb: torch.Tensor, sparse: torch.Tensor | None = None) -> Prediction:
-        main, levels = self._decode(rgb)
+        logits, levels = self._decode(rgb)
+        main = torch.sigmoid(resize_to(logits, rgb.shape[-2:]))
         if self.aux is None:
             return Prediction(main)
         size = rgb.shape[-2:]

@@ -79,7 +79,11 @@ class ResNet18UNet(StudentNet):
 
     def forward(self, rgb: torch.Tensor) -> torch.Tensor:
         """``rgb`` float ``B×3×H×W`` in [0, 1] → disparity ``B×1×H×W`` in [0, 1]."""
+        return torch.sigmoid(resize_to(self.logits(rgb), rgb.shape[-2:]))
+
+    def logits(self, rgb: torch.Tensor) -> torch.Tensor:
+        """The head's output at stride 2, before upsampling and sigmoid."""
         *skips, x = self.encoder(self.normalise(rgb))
         for block, skip in zip(self.decoder, reversed(skips)):
             x = block(x, skip)
-        return torch.sigmoid(resize_to(self.head(x), rgb.shape[-2:]))
+        return self.head(x)
