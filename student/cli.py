@@ -1,4 +1,4 @@
-"""``depthdata student train|prune|quantize|export|card|evaluate|run`` — the student stage (package ``student``).
+"""``depthdata student train|prune|quantize|export|bench|card|evaluate|run`` — the student stage (package ``student``).
 
 A plug-in of the ``depthdata`` command (entry point group ``depthdata.commands`` in
 pyproject.toml); torch and the student modules are imported inside the commands.
@@ -182,6 +182,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     sh.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     sh.set_defaults(func=_shift)
 
+    b = ssub.add_parser("bench", help="latency of an export folder's files per runtime and precision, side by side",
+                        description="Time every file of an export folder (model.safetensors on PyTorch, "
+                        "student_*.onnx on onnxruntime, student_*.pte on ExecuTorch), batch 1, the files "
+                        "alternating run by run after a warm-up, and print the median ms of each with the ratios "
+                        "that compare them: FP32/INT8 per runtime and each file's speed-up over "
+                        "student_fp32.onnx. On a shared machine only these ratios mean something, not the ms.")
+    b.add_argument("--dir", required=True, help="export folder (written by 'depthdata student export')")
+    b.add_argument("--size", type=_size, default=None, help="input HEIGHTxWIDTH (default: the ONNX file's)")
+    b.add_argument("--threads", type=int, default=2, help="intra-op threads of every runtime (default 2)")
+    b.add_argument("--repeats", type=int, default=10, help="timed rounds, each running every file once (default 10)")
+    b.add_argument("--warmup", type=int, default=2, help="untimed rounds before timing (default 2)")
+    b.add_argument("--json", default=None, metavar="PATH", help="also write the table and ratios as JSON to PATH")
+    b.set_defaults(func=_bench)
+
     q = ssub.add_parser("quantize", help="INT8 by dynamic, static or quantization-aware quantization",
                         description="Export OUT/student_fp32.onnx and OUT/student_int8_METHOD.onnx and write "
                         "OUT/quantize.json: which ops were quantized, sizes, INT8-vs-FP32 drift and metrics of both "
@@ -346,6 +360,32 @@ def _export(args: argparse.Namespace) -> int:
     print(json.dumps({"artefacts": card["artefacts"], "params": card["params"], "macs": card["macs"],
                       "card": str(Path(args.out) / "model_card.json")}, indent=2))
     return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from student.release import bench_folder
+
+    result = bench_folder(args.dir, args.size, args.threads, args.repeats, args.warmup)
+    print(format_bench(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+def format_bench(result: dict) -> str:
+    """The text table of :func:`student.release.bench_folder`'s result."""
+    lines = [f"batch 1, {result['input_size'][0]}x{result['input_size'][1]}, {result['threads']} threads, "
+             f"{result['repeats']} alternating rounds (median ms; only the ratios compare)",
+             f"{'file':<20} {'runtime':<20} {'precision':<9} {'ms':>9} {'vs ' + (result['reference'] or '-'):>26}"]
+    for r in sorted(result["rows"], key=lambda r: r["ms"]):
+        vs = f"{r['speedup_vs_reference']:.2f}x" if r["speedup_vs_reference"] else "-"
+        lines.append(f"{r['file']:<20} {r['runtime']:<20} {r['precision']:<9} {r['ms']:>9.2f} {vs:>26}")
+    for runtime, ratio in result["fp32_over_int8"].items():
+        lines.append(f"{runtime}: FP32 / INT8 = {ratio:.2f}x")
+    if result["best"]:
+        b = result["best"]
+        lines.append(f"best FP32 ({b['fp32']}) / best INT8 ({b['int8']}) = {b['fp32_over_int8']:.2f}x")
+    return "\n".join(lines)
 
 
 def _card(args: argparse.Namespace) -> int:

@@ -197,23 +197,27 @@ _WEIGHT_TYPES = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
 ARCH_KEY = "student_arch"
 DEFAULT_SCHEME = Int8Scheme()
 #: INT8 scheme per architecture, chosen by alternating latency runs at 480×640, batch 1,
-#: 2 threads, onnxruntime 1.32 on AVX-512 VNNI (``benchmarks/NOTES.md``, export section; ratios
-#: are FP32 ms / INT8 ms of the same file in one run, load average 1.5–8 on the shared machine):
+#: 2 threads, onnxruntime 1.32 on AVX-512 VNNI (``benchmarks/NOTES.md``, export section). Ratios
+#: are FP32 ms / INT8 ms of the same model in one run (median of 11–30 rounds; load average 2–8
+#: on the shared machine), on weights with trained-scale activations (BatchNorm statistics from
+#: real images; purely random weights decay into subnormal floats that slow FP32 down 2–4× and
+#: overstate INT8's gain):
 #:
-#: * ``fpn-mnv3s``: QOperator 1.48× and 1.53× against QDQ 1.29× and 1.09× (two runs). Its decoder
-#:   upsamples 32 channels at strides 8 and 4; written as QOperator those Resizes run on uint8,
-#:   while the QDQ file leaves them float between a dequantize and a quantize.
-#: * ``lpcvc-mnv3s``: QDQ 0.88–1.02× against QOperator 0.42–0.95× (three runs); uint8 weights
-#:   0.59×, per-tensor 0.97×, convs only 0.84×, depthwise convs kept float 0.50× (each float
-#:   depthwise conv then needs its own quantize/dequantize pair). No scheme reaches 1.5× on
-#:   onnxruntime: its int8 depthwise convs save little over float NCHWc ones.
-#: * ``mnv2-fbnet``: QDQ 2.13× against QOperator 1.67×.
-#: * ``resnet18-unet``: QDQ 2.46×, QOperator 2.41×, uint8 weights 2.45×, per-tensor 2.42× (a tie:
-#:   the dense 3×3 convs dominate, and VNNI int8 runs them 2.4× faster whatever the format).
+#: * ``resnet18-unet``: QDQ 2.07×, QOperator 4.19× by median but 2.63× against QDQ's 2.60× by
+#:   minimum (one noisy run). The dense 3×3 convs dominate and VNNI int8 runs them 2–2.6× faster
+#:   in either format; QDQ kept (the format every other architecture uses, and what QAT writes).
+#: * ``mnv2-fbnet``: QDQ 1.41×, QOperator 1.24×.
+#: * ``fpn-mnv3s``: QDQ 0.93×, QOperator 0.84× (random weights had suggested QOperator, 1.5×).
+#: * ``lpcvc-mnv3s``: QDQ 0.88–1.02×, QOperator 0.42–0.95× (three runs); uint8 weights 0.59×,
+#:   per-tensor weights 0.97×, convs only 0.84×, depthwise convs kept float 0.50× (each float
+#:   depthwise conv then needs its own quantize/dequantize pair); ``int8_friendly`` encoder
+#:   1.02–1.15×. No onnxruntime scheme reaches 1.5× on MobileNetV3: its int8 depthwise convs save
+#:   little over float NCHWc ones.
 #:
-#: Architectures not listed (and files without the ``student_arch`` metadata) get
-#: :data:`DEFAULT_SCHEME` (QDQ, int8 per-channel weights).
-INT8_SCHEMES: dict[str, Int8Scheme] = {"fpn-mnv3s": Int8Scheme(quant_format="qoperator")}
+#: So QDQ with int8 per-channel weights (:data:`DEFAULT_SCHEME`) is the measured best, or tied, for
+#: every architecture. Files without the ``student_arch`` metadata also get it.
+INT8_SCHEMES: dict[str, Int8Scheme] = {name: DEFAULT_SCHEME for name in
+                                       ("fpn-mnv3s", "lpcvc-mnv3s", "mnv2-fbnet", "resnet18-unet")}
 
 
 def scheme_for(path: str | Path) -> Int8Scheme:

@@ -77,6 +77,25 @@ def median_ms(run: Callable[[], object], repeats: int = 5, warmup: int = 1, cloc
     return float(statistics.median(times))
 
 
+def alternate_ms(runs: dict[str, Callable[[], object]], repeats: int = 10, warmup: int = 2,
+                 clock: Clock = time.perf_counter) -> dict[str, float]:
+    """Median milliseconds of each of ``runs``, timed **alternating** (A B C … A B C …) for
+    ``repeats`` rounds after ``warmup`` untimed ones, so drift on a shared machine hits every run
+    alike and only their ratios are meaningful."""
+    if repeats < 1:
+        raise DepthdataError(f"latency needs at least one timed repeat, got {repeats}")
+    for _ in range(warmup):
+        for run in runs.values():
+            run()
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            t0 = clock()
+            run()
+            times[name].append((clock() - t0) * 1000.0)
+    return {name: float(statistics.median(v)) for name, v in times.items()}
+
+
 class LatencyMeter:
     """``meter(model)`` → median batch-1 latency in ms at ``size`` on ``runtime`` (module doc)."""
 

@@ -4,7 +4,7 @@ optionally measured latency and held-out metrics, and ``model_card.{json,md}`` (
 Folder layout (``depthdata student export``)::
 
     model.safetensors                  the exported weights (a copy of --model)
-    student_fp32.onnx, student_int8.onnx   contest I/O, onnxruntime (static QDQ INT8)
+    student_fp32.onnx, student_int8.onnx   contest I/O, onnxruntime (static INT8, export.INT8_SCHEMES)
     student_fp32.pte, student_int8.pte     with --phone: ExecuTorch + XNNPACK (PT2E INT8)
     model_card.json, model_card.md
 """
@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import platform
 import shutil
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from depthdata.errors import DepthdataError
 from student import card as cards
 from student import export
+from student.latency import Clock, alternate_ms
 
 #: file name → (runtime, precision) of what :func:`export_folder` writes
 FILES = {"model.safetensors": ("pytorch", "fp32"), "student_fp32.onnx": ("onnxruntime", "fp32"),
@@ -40,6 +43,8 @@ def _pte_predictor(path: Path, size: tuple[int, int]):
 
 
 def _runner(path: Path, size: tuple[int, int], threads: int) -> Callable[[], object]:
+    """One batch-1 run of an artefact on its runtime: ``.onnx`` (onnxruntime), ``.pte``
+    (ExecuTorch) or ``.safetensors`` (PyTorch eager, the contest graph), with ``threads`` threads."""
     x = np.random.default_rng(0).uniform(0, 255, (1, 3, *size)).astype(np.float32)
     if path.suffix == ".pte":
         from student import phone
@@ -47,27 +52,70 @@ def _runner(path: Path, size: tuple[int, int], threads: int) -> Callable[[], obj
         phone.set_threads(threads)
         pte = phone.PteModel(path)
         return lambda: pte(x)
+    if path.suffix == ".safetensors":
+        import torch
+
+        from student.checkpoint import load_model
+        from student.model import export_wrapper
+
+        wrapper = export_wrapper(load_model(path).eval()).eval()
+        xt = torch.from_numpy(x)
+
+        def run() -> object:
+            previous = torch.get_num_threads()
+            torch.set_num_threads(threads)
+            try:
+                with torch.inference_mode():
+                    return wrapper(xt)
+            finally:
+                torch.set_num_threads(previous)
+
+        return run
     sess = export.session(path, threads)
     return lambda: export.run(sess, x)
 
 
 def measure_latency(paths: Sequence[Path], size: tuple[int, int], threads: int = 2, repeats: int = 10,
-                    warmup: int = 2) -> dict:
-    """Median ms per file, batch 1; the files alternate run by run (drift hits all alike)."""
-    import time
-
-    runs = {p.name: _runner(p, size, threads) for p in paths if p.suffix in (".onnx", ".pte")}
-    for _ in range(warmup):
-        for run in runs.values():
-            run()
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(repeats):
-        for name, run in runs.items():
-            t0 = time.perf_counter()
-            run()
-            times[name].append((time.perf_counter() - t0) * 1000)
-    return {"median_ms": {k: float(np.median(v)) for k, v in times.items()}, "threads": threads, "repeats": repeats,
+                    warmup: int = 2, clock: Clock = time.perf_counter, torch_too: bool = False) -> dict:
+    """Median ms per file (``.onnx``, ``.pte``; and ``.safetensors`` with ``torch_too``), batch 1;
+    the files alternate run by run (:func:`student.latency.alternate_ms`)."""
+    kinds = (".onnx", ".pte", ".safetensors") if torch_too else (".onnx", ".pte")
+    runs = {p.name: _runner(p, size, threads) for p in paths if p.suffix in kinds}
+    return {"median_ms": alternate_ms(runs, repeats, warmup, clock), "threads": threads, "repeats": repeats,
             "batch": 1, "input_size": list(size), "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}"}
+
+
+def bench_folder(out_dir: str | Path, size: tuple[int, int] | None = None, threads: int = 2, repeats: int = 10,
+                 warmup: int = 2, clock: Clock = time.perf_counter) -> dict:
+    """Latency of every artefact of an export folder (:data:`FILES`: PyTorch, onnxruntime,
+    ExecuTorch; FP32 and INT8), alternating, with the ratios that compare them:
+    ``fp32_over_int8`` per runtime (> 1: INT8 is faster) and ``speedup_vs_reference`` of each file
+    against ``student_fp32.onnx`` (the contest's reference runtime and precision)."""
+    out = Path(out_dir)
+    present = [out / name for name in FILES if (out / name).is_file()]
+    if not any(p.suffix in (".onnx", ".pte") for p in present):
+        raise DepthdataError(f"{out}: no exported model (student_*.onnx / student_*.pte) to time")
+    if size is None:
+        onnx_files = [p for p in present if p.suffix == ".onnx"]
+        if not onnx_files:
+            raise DepthdataError(f"{out}: give the input size (no ONNX file to read it from)")
+        size = export.input_size(export.session(onnx_files[0]))
+    lat = measure_latency(present, size, threads, repeats, warmup, clock, torch_too=True)
+    med = lat["median_ms"]
+    rows = [{"file": name, "runtime": FILES[name][0], "precision": FILES[name][1], "ms": ms} for name, ms in med.items()]
+    by = {(r["runtime"], r["precision"]): r["ms"] for r in rows}
+    ratios = {rt: by[(rt, "fp32")] / by[(rt, "int8")] for rt, prec in by if prec == "int8" and (rt, "fp32") in by}
+    ref = med.get("student_fp32.onnx")
+    for r in rows:
+        r["speedup_vs_reference"] = ref / r["ms"] if ref else None
+    fp32s = [r for r in rows if r["precision"] == "fp32"]
+    int8s = [r for r in rows if r["precision"] == "int8"]
+    best = None
+    if fp32s and int8s:
+        b32, b8 = min(fp32s, key=lambda r: r["ms"]), min(int8s, key=lambda r: r["ms"])
+        best = {"fp32": b32["file"], "int8": b8["file"], "fp32_over_int8": b32["ms"] / b8["ms"]}
+    return {"rows": rows, "fp32_over_int8": ratios, "best": best, "reference": "student_fp32.onnx" if ref else None,
+            **{k: v for k, v in lat.items() if k != "median_ms"}}
 
 
 def evaluate_files(paths: Sequence[Path], size: tuple[int, int], store_url: str, groups: Sequence[str] | None,
@@ -98,7 +146,9 @@ def export_folder(model_path: str | Path, out_dir: str | Path, size: tuple[int, 
     if Path(model_path).resolve() != weights.resolve():
         shutil.copyfile(model_path, weights)
     result = export.export_fp32_int8(model, out, size, eps, store_url, groups, calibration)
-    quant = [{"file": "student_int8.onnx", "method": "onnxruntime static QDQ", "weights": "int8 per-channel",
+    scheme = export.scheme_for(result["onnx_fp32"])
+    quant = [{"file": "student_int8.onnx", "method": f"onnxruntime static {scheme.quant_format.upper()}",
+              "weights": f"{scheme.weight_type} {'per-channel' if scheme.per_channel else 'per-tensor'}",
               "activations": "uint8 per-tensor, MinMax", "calibration_images": calibration,
               "calibration_groups": list(groups) if groups else "all", "float_tail": "prediction conv onwards",
               "int8_vs_fp32_on_calibration": result["int8_vs_fp32"]}]

@@ -106,3 +106,57 @@ def test_check_finds_a_changed_file_and_the_command_says_so(exported, tmp_path, 
     assert set(rebuilt["metrics"]["by_artefact"]) == {"student_fp32.onnx", "student_int8.onnx"}
     assert cards.check(copy / "model_card.json") == []
     capsys.readouterr()
+
+
+def test_bench_ratios_from_a_fake_clock(exported, monkeypatch):
+    """bench_folder times every artefact alternating and derives its ratios from the medians: a fake
+    clock advances only when a fake run runs (ms per file below), so the ratios are exact."""
+    from student import release
+
+    out, _, _ = exported
+    cost = {"model.safetensors": 40.0, "student_fp32.onnx": 10.0, "student_int8.onnx": 4.0}
+    now = [0.0]
+    order = []
+
+    def fake_runner(path, size, threads):
+        def run():
+            order.append(path.name)
+            now[0] += cost[path.name] / 1000.0
+        return run
+
+    monkeypatch.setattr(release, "_runner", fake_runner)
+    result = release.bench_folder(out, repeats=3, warmup=1, clock=lambda: now[0])
+    ms = {r["file"]: r["ms"] for r in result["rows"]}
+    assert ms == pytest.approx(cost)
+    # alternating: each round runs every file once, in the same order
+    assert order[:3] == order[3:6] == order[6:9] and sorted(order[:3]) == sorted(cost)
+    assert result["fp32_over_int8"] == {"onnxruntime": pytest.approx(2.5)}
+    assert {r["file"]: r["speedup_vs_reference"] for r in result["rows"]} == pytest.approx(
+        {"model.safetensors": 0.25, "student_fp32.onnx": 1.0, "student_int8.onnx": 2.5})
+    assert result["best"] == {"fp32": "student_fp32.onnx", "int8": "student_int8.onnx",
+                              "fp32_over_int8": pytest.approx(2.5)}
+    assert result["input_size"] == [H, W] and result["repeats"] == 3
+
+
+def test_bench_command_prints_each_file_and_writes_json(exported, tmp_path, capsys):
+    out, _, _ = exported
+    rc = cli_main(["student", "bench", "--dir", str(out), "--repeats", "1", "--warmup", "0",
+                   "--json", str(tmp_path / "b.json")])
+    assert rc == 0
+    text = capsys.readouterr().out
+    for name in ("model.safetensors", "student_fp32.onnx", "student_int8.onnx", "onnxruntime: FP32 / INT8",
+                 "best FP32"):
+        assert name in text
+    doc = json.loads((tmp_path / "b.json").read_text())
+    assert {(r["runtime"], r["precision"]) for r in doc["rows"]} == {
+        ("pytorch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "int8")}
+    by = {r["file"]: r["ms"] for r in doc["rows"]}
+    assert doc["fp32_over_int8"]["onnxruntime"] == pytest.approx(by["student_fp32.onnx"] / by["student_int8.onnx"])
+
+
+def test_bench_refuses_a_folder_without_models(tmp_path):
+    from depthdata.errors import DepthdataError
+    from student.release import bench_folder
+
+    with pytest.raises(DepthdataError, match="no exported model"):
+        bench_folder(tmp_path)

@@ -63,23 +63,24 @@ def test_static_ptq_is_qdq_with_a_float_tail_and_agrees_with_fp32(fp32, tmp_path
     assert quantize.drift(fp32, out, _inputs())["abs_rel"] < 0.1
 
 
-def test_int8_scheme_follows_the_architecture_recorded_in_the_file(fp32, tmp_path):
-    """The exported file names its architecture; quantize_int8 applies that architecture's measured
-    scheme (export.INT8_SCHEMES): QOperator integer ops for fpn-mnv3s, QDQ pairs for the others."""
+def test_int8_scheme_follows_the_architecture_recorded_in_the_file(fp32, tmp_path, monkeypatch):
+    """The exported file names its architecture; quantize_int8 applies that architecture's scheme
+    (export.INT8_SCHEMES): QDQ pairs by default, integer QOperator nodes where the table says so."""
     props = {p.key: p.value for p in onnx.load(str(fp32)).metadata_props}
     assert props[export.ARCH_KEY] == "lpcvc-mnv3s"
     assert export.scheme_for(fp32) == export.DEFAULT_SCHEME
-    fpn = export.export_onnx(_model("fpn-mnv3s"), tmp_path / "fpn.onnx", (H, W))
-    assert export.scheme_for(fpn).quant_format == "qoperator"
-    out = export.quantize_int8(fpn, tmp_path / "fpn_int8.onnx", _inputs(4))
+    qdq = quantize.op_counts(export.quantize_int8(fp32, tmp_path / "qdq.onnx", _inputs(2)))
+    assert "QLinearConv" not in qdq and qdq["DequantizeLinear"] > 0
+    monkeypatch.setitem(export.INT8_SCHEMES, "lpcvc-mnv3s", export.Int8Scheme(quant_format="qoperator"))
+    out = export.quantize_int8(fp32, tmp_path / "qop.onnx", _inputs(4))
     ops = quantize.op_counts(out)
-    # QOperator: the convs are written as QLinearConv, no dequantize feeds a float conv (only the
-    # float tail's prediction conv is left) and the output agrees with FP32 within the stated bound.
+    # QOperator: the convs are written as QLinearConv; only the float tail's prediction conv is
+    # left float, and the output agrees with FP32 within the stated bound.
     assert ops["QLinearConv"] > 0 and ops.get("Conv", 0) == 1
-    assert quantize.drift(fpn, out, _inputs())["abs_rel"] < 0.1
+    assert quantize.drift(fp32, out, _inputs())["abs_rel"] < 0.1
     # An explicit scheme wins over the architecture's.
-    qdq = export.quantize_int8(fpn, tmp_path / "fpn_qdq.onnx", _inputs(2), scheme=export.Int8Scheme())
-    assert "QLinearConv" not in quantize.op_counts(qdq) and quantize.op_counts(qdq)["DequantizeLinear"] > 0
+    again = export.quantize_int8(fp32, tmp_path / "qdq2.onnx", _inputs(2), scheme=export.Int8Scheme())
+    assert "QLinearConv" not in quantize.op_counts(again)
 
 
 def test_unknown_int8_scheme_is_refused():
