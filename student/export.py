@@ -211,7 +211,7 @@ DEFAULT_SCHEME = Int8Scheme()
 #: * ``lpcvc-mnv3s``: QDQ 0.88–1.02×, QOperator 0.42–0.95× (three runs); uint8 weights 0.59×,
 #:   per-tensor weights 0.97×, convs only 0.84×, depthwise convs kept float 0.50× (each float
 #:   depthwise conv then needs its own quantize/dequantize pair); ``int8_friendly`` encoder
-#:   1.02–1.15×. No onnxruntime scheme reaches 1.5× on MobileNetV3: its int8 depthwise convs save
+#:   0.98–1.32× (seven runs). No onnxruntime scheme reaches 1.5× on MobileNetV3: its int8 depthwise convs save
 #:   little over float NCHWc ones.
 #:
 #: So QDQ with int8 per-channel weights (:data:`DEFAULT_SCHEME`) is the measured best, or tied, for
