@@ -30,7 +30,7 @@ calibration, and QAT for the first), so a third does not fit: ``lpcvc-mnv3s:int8
 for several minutes alone on 2 cores; run them with ``--arch``.
 
 Run: ``python -m benchmarks.bench_export [--arch A,B] [--repeats 15] [--train-steps 200]``
-(about 10 minutes for the default two on a quiet 2-core machine; several times that under
+(10.6 minutes for the default two at a load average of 3 on the shared 2-core machine; more under
 load).
 """
 
