@@ -76,7 +76,7 @@ class ContestWrapper(nn.Module):
             raise DepthdataError(f"disparity-to-depth eps must be positive, got {eps}")
         self.student = student
         self.eps = float(eps)
-        self.low_res_tail = bool(low_res_tail) and student.has_logits
+        self.low_res_tail = bool(low_res_tail) and getattr(student, "has_logits", False)
 
     def forward(self, rgb255: torch.Tensor) -> torch.Tensor:
         return relative_depth(self.student, rgb255 / 255.0, self.eps, self.low_res_tail)
@@ -113,7 +113,8 @@ def relative_depth(student: StudentNet, rgb: torch.Tensor, eps: float = DEFAULT_
     shift = getattr(student, "shift", None)
     # the head runs first, so in an exported graph the student's prediction conv stays the last conv
     e = shift(rgb) if shift is not None else eps
-    if not (low_res_tail and student.has_logits):
+    # getattr: any module with the student's I/O may come here (tests use a bare nn.Module)
+    if not (low_res_tail and getattr(student, "has_logits", False)):
         return disparity_to_relative_depth(student(rgb), e)
     # Sigmoid and depth mapping on the prediction conv's map (stride 2 or 4), then one bilinear
     # upsampling of the depth: the full-resolution work is three passes (resize, max, divide)

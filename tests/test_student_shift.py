@@ -136,8 +136,9 @@ def test_a_fitted_shift_travels_with_the_checkpoint_and_the_onnx_export(tmp_path
     np.testing.assert_allclose(out, ref.numpy(), atol=1e-3)
     # the head stays float in INT8 exports, like the prediction tail
     tail = export._output_tail(onnx_path)
-    assert "/student/head/Conv" in tail and any(n.startswith("/shift/") for n in tail)
-    assert not any(n.startswith("/student/encoder") for n in tail)
+    # (the low-resolution tail calls student.logits, so the student's nodes carry no /student/ scope)
+    assert any(n.endswith("/head/Conv") for n in tail) and any(n.startswith("/shift/") for n in tail)
+    assert not any("/encoder" in n for n in tail)
 
 
 def test_the_shift_command_writes_the_student_with_its_head_and_reports_the_gain(tmp_path, capsys, one_thread):
