@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from depthdata import _system
 from depthdata._system import usable_cpus
 
 RESULTS_DIR = Path(__file__).parent / "results"
@@ -22,16 +23,7 @@ RESULTS_DIR = Path(__file__).parent / "results"
 
 def alternate(cases: dict[str, Callable[[], Any]], repeats: int = 5, warmup: int = 1) -> dict[str, list[float]]:
     """Seconds per call of each case, interleaved so drift hits every case alike."""
-    for _ in range(warmup):
-        for fn in cases.values():
-            fn()
-    times: dict[str, list[float]] = {name: [] for name in cases}
-    for _ in range(repeats):
-        for name, fn in cases.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    return times
+    return _system.alternate(cases, repeats, warmup)
 
 
 def summary(case: str, values: list[float], unit: str) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from depthdata._system import alternate
 from depthdata.errors import DepthdataError
 from student.arch.base import StudentNet
 
@@ -65,35 +66,18 @@ RUNNERS: dict[str, Runner] = {"torch": torch_runner, "onnxruntime": onnx_runner}
 
 def median_ms(run: Callable[[], object], repeats: int = 5, warmup: int = 1, clock: Clock = time.perf_counter) -> float:
     """Median milliseconds of ``repeats`` calls of ``run`` after ``warmup`` untimed ones."""
-    if repeats < 1:
-        raise DepthdataError(f"latency needs at least one timed repeat, got {repeats}")
-    for _ in range(warmup):
-        run()
-    times = []
-    for _ in range(repeats):
-        t0 = clock()
-        run()
-        times.append((clock() - t0) * 1000.0)
-    return float(statistics.median(times))
+    return alternate_ms({"run": run}, repeats, warmup, clock)["run"]
 
 
 def alternate_ms(runs: dict[str, Callable[[], object]], repeats: int = 10, warmup: int = 2,
                  clock: Clock = time.perf_counter) -> dict[str, float]:
     """Median milliseconds of each of ``runs``, timed **alternating** (A B C … A B C …) for
-    ``repeats`` rounds after ``warmup`` untimed ones, so drift on a shared machine hits every run
-    alike and only their ratios are meaningful."""
+    ``repeats`` rounds after ``warmup`` untimed ones (:func:`depthdata._system.alternate`), so
+    drift on a shared machine hits every run alike and only their ratios are meaningful."""
     if repeats < 1:
         raise DepthdataError(f"latency needs at least one timed repeat, got {repeats}")
-    for _ in range(warmup):
-        for run in runs.values():
-            run()
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(repeats):
-        for name, run in runs.items():
-            t0 = clock()
-            run()
-            times[name].append((clock() - t0) * 1000.0)
-    return {name: float(statistics.median(v)) for name, v in times.items()}
+    times = alternate(runs, repeats, warmup, clock)
+    return {name: float(statistics.median(v)) * 1000.0 for name, v in times.items()}
 
 
 class LatencyMeter:
