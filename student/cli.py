@@ -172,11 +172,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                          "OUT/model.safetensors (the student with its head) and prints the AbsRel before and after.")
     _common(sh, "output folder for model.safetensors")
     sh.add_argument("--model", required=True, help="student (model.safetensors)")
-    sh.add_argument("--steps", type=int, default=300, help="optimizer steps (default 300)")
+    sh.add_argument("--steps", type=int, default=600, help="optimizer steps (default 600)")
     sh.add_argument("--size", type=_size, default=None, help="fit at HEIGHTxWIDTH (default: the first group's size)")
     sh.add_argument("--batch-size", type=int, default=16, help="images per step (default 16)")
     sh.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (default 3e-3)")
-    sh.add_argument("--limit", type=int, default=256, help="ground-truth images to fit on, spread evenly (default 256)")
+    sh.add_argument("--limit", type=int, default=512, help="ground-truth images to fit on, spread evenly (default 512)")
     sh.add_argument("--max-depth", type=float, default=80.0,
                     help="ground truth farther than this many metres is not used (default 80)")
     sh.add_argument("--seed", type=int, default=0, help="seed (default 0)")
@@ -240,9 +240,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--steps", action=_Given, type=int, default=40, help="training steps (default 40)")
     r.add_argument("--finetune-steps", type=int, default=None, help="fine-tune steps after pruning (default steps/2)")
     r.add_argument("--ratio", type=float, default=0.3, help="pruning ratio (default 0.3)")
-    r.add_argument("--shift-steps", type=int, default=300,
+    r.add_argument("--shift-steps", type=int, default=600,
                    help="steps fitting the per-image disparity → depth shift on groups with ground-truth depth "
-                   "(default 300; 0: the constant eps 0.1)")
+                   "(default 600; 0: the constant eps 0.1)")
     r.add_argument("--batch-size", action=_Given, type=int, default=4, help="samples per step (default 4)")
     r.add_argument("--size", action=_Given, type=_size, default=None, help="train at HEIGHTxWIDTH (default: the store's size)")
     r.add_argument("--export-size", type=_size, default=None, help="ONNX input HEIGHTxWIDTH (default: training size)")

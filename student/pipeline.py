@@ -42,7 +42,7 @@ def run(store_url: str, out_dir: str | Path, steps: int = 40, finetune_steps: in
         prune_ratio: float = 0.3, groups: Sequence[str] | None = None, batch_size: int = 4,
         size: tuple[int, int] | None = None, export_size: tuple[int, int] | None = None,
         calibration_images: int = 16, eval_limit: int | None = None, seed: int = 0, eps: float = DEFAULT_EPS,
-        shift_steps: int = 300, progress: bool = True, **train_options: Any) -> dict[str, Any]:
+        shift_steps: int = 600, progress: bool = True, **train_options: Any) -> dict[str, Any]:
     """Run the student stage on a store and return paths and metrics (also in ``report.json``).
 
     ``size`` is the training ``(height, width)`` (default: the first group's); ``export_size``
