@@ -10,7 +10,6 @@ import datetime as _dt
 import json
 import platform
 import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any

@@ -57,10 +57,8 @@ def artefact(path: str | Path, root: Path, runtime: str, precision: str, **extra
     if not path.is_file():
         raise DepthdataError(f"{path}: artefact for the model card not found")
     rel = Path(path).resolve()
-    try:
+    if rel.is_relative_to(root.resolve()):  # a file outside the card's folder keeps its absolute path
         rel = rel.relative_to(root.resolve())
-    except ValueError:
-        pass
     return {"path": str(rel), "format": FORMATS.get(path.suffix, path.suffix.lstrip(".")), "runtime": runtime,
             "precision": precision, "bytes": path.stat().st_size, "sha256": sha256(path), **extra}
 

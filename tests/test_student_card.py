@@ -7,7 +7,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from student_fixtures import H, W, build_store, scene
 from student_fixtures import hand_macs as _hand_macs
 
