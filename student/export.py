@@ -13,6 +13,9 @@ Low-resolution tail: for the architectures that expose their prediction before u
 prediction conv's stride-2/4 map and only the depth is upsampled to ``H×W`` (then divided by its
 maximum), see :class:`student.model.ContestWrapper`.
 
+Input: the exported copy of the student has its input normalisation folded into one subtraction
+and its first conv (:func:`student.arch.base.fold_input_normalisation`; same outputs).
+
 INT8: :func:`quantize_int8` calibrates activation ranges on real store images (resized to the
 export size) and writes a model (weights int8 per output channel, activations uint8) that
 onnxruntime runs with integer kernels, in the format measured fastest for the file's

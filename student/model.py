@@ -48,7 +48,7 @@ from torch import nn
 
 from depthdata.errors import DepthdataError
 from student.arch import StudentConfig, StudentNet, build
-from student.arch.base import IMAGENET_MEAN, IMAGENET_STD, resize_to
+from student.arch.base import IMAGENET_MEAN, IMAGENET_STD, fold_input_normalisation, resize_to
 from student.arch.fpn_mnv3s import ENCODERS, FpnMnv3s
 
 __all__ = ["DEFAULT_EPS", "ENCODERS", "IMAGENET_MEAN", "IMAGENET_STD", "CompletionWrapper", "ContestWrapper",
@@ -79,7 +79,7 @@ class ContestWrapper(nn.Module):
         self.low_res_tail = bool(low_res_tail) and getattr(student, "has_logits", False)
 
     def forward(self, rgb255: torch.Tensor) -> torch.Tensor:
-        return relative_depth(self.student, rgb255 / 255.0, self.eps, self.low_res_tail)
+        return relative_depth(self.student, _from_255(self.student, rgb255), self.eps, self.low_res_tail)
 
 
 class CompletionWrapper(nn.Module):
@@ -93,12 +93,25 @@ class CompletionWrapper(nn.Module):
         self.student = student
 
     def forward(self, rgb255: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor:
-        return self.student(rgb255 / 255.0, sparse)
+        return self.student(_from_255(self.student, rgb255), sparse)
 
 
-def export_wrapper(student: StudentNet, eps: float = DEFAULT_EPS, low_res_tail: bool = True) -> nn.Module:
+def _from_255(student: nn.Module, rgb255: torch.Tensor) -> torch.Tensor:
+    """The wrapper's 0–255 input as ``student`` takes it: a copy made by
+    :func:`~student.arch.base.fold_input_normalisation` takes it as it is, any other in [0, 1]."""
+    # getattr: any module with the student's I/O may come here (tests use a bare nn.Module)
+    return rgb255 if getattr(student, "input_scale", 1.0) == 255.0 else rgb255 / 255.0
+
+
+def export_wrapper(student: StudentNet, eps: float = DEFAULT_EPS, low_res_tail: bool = True,
+                   fold_input: bool = True) -> nn.Module:
     """The exported graph of ``student``: :class:`CompletionWrapper` for completion models,
-    :class:`ContestWrapper` (with ``low_res_tail``) otherwise."""
+    :class:`ContestWrapper` (with ``low_res_tail``) otherwise. With ``fold_input`` the wrapper
+    holds a copy of ``student`` whose input normalisation is folded into its first conv
+    (:func:`~student.arch.base.fold_input_normalisation`; same outputs, fewer full-resolution
+    passes); ``student`` itself is not changed."""
+    if fold_input:
+        student = fold_input_normalisation(student)
     if "sparse" in student.inputs:
         return CompletionWrapper(student)
     return ContestWrapper(student, eps, low_res_tail)

@@ -67,9 +67,14 @@ class ShiftHead(nn.Module):
         nn.init.constant_(self.out.bias, math.log((math.log(initial_eps) - lo) / (hi - math.log(initial_eps))))
         # vertical position, -1 at the top row, +1 at the bottom (a buffer: exported as a constant)
         self.register_buffer("rows", torch.linspace(-1.0, 1.0, HEAD_SIZE[0]).view(1, 1, -1, 1), persistent=False)
+        #: full scale of ``rgb`` (255 in an export whose input normalisation is folded,
+        #: :func:`student.arch.base.fold_input_normalisation`): divided out after downsampling
+        self.input_scale = 1.0
 
     def forward(self, rgb: torch.Tensor) -> torch.Tensor:
         x = F.interpolate(rgb, size=HEAD_SIZE, mode="bilinear", align_corners=False)
+        if self.input_scale != 1.0:
+            x = x / self.input_scale
         x = torch.cat([(x - 0.5) / 0.25, self.rows.expand(x.shape[0], 1, *HEAD_SIZE)], dim=1)
         f = self.features(x)
         z = self.out(torch.cat([f.mean(dim=(2, 3)), f.amax(dim=(2, 3))], dim=1))

@@ -122,12 +122,62 @@ def test_export_matches_torch(name, tmp_path):
     sess = export.session(path)
     inputs = [t.detach() for t in model.example_inputs((48, 80), 2)]
     inputs[0] = inputs[0] * 255
-    with torch.no_grad():
-        ref = export_wrapper(model)(*inputs).numpy()
+    with torch.no_grad():  # the model as trained: normalisation not folded
+        ref = export_wrapper(model, fold_input=False)(*inputs).numpy()
     out = export.run(sess, *(t.numpy() for t in inputs))
     assert out.shape == (2, 1, 48, 80)
     np.testing.assert_allclose(out, ref, rtol=1e-3, atol=1e-4)
     assert [i.name for i in sess.get_inputs()] == (["input", "sparse"] if name == "completion" else ["input"])
+
+
+def _calibrated(name: str) -> torch.nn.Module:
+    """A student whose batch norms hold the statistics of its own activations (as after
+    training): with default statistics the activations of the deeper networks grow layer by
+    layer and float rounding alone moves their outputs."""
+    model = _model(name)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = None  # cumulative average over the calibration batch
+    model.train()
+    with torch.no_grad():
+        model(*model.example_inputs((64, 96), 4))
+    return model.eval()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_folded_input_normalisation_gives_the_same_outputs_with_one_full_resolution_pass(name, tmp_path):
+    """The export folds ``/255``, ``-mean``, ``/std`` into one subtraction and the first conv's
+    weights: the outputs stay those of the model as trained, borders included (the zero padding
+    must still mean "the mean colour"), with a fitted shift head too; the model itself is not
+    changed, and the exported file reads its input with one Sub before the first Conv."""
+    from student.shift import ShiftHead
+
+    model = _calibrated(name)
+    if model.output == "disparity":
+        model.shift = ShiftHead()
+        torch.nn.init.normal_(model.shift.out.weight, std=0.5)  # an eps that depends on the image
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    inputs = list(model.example_inputs((64, 96), 2))
+    inputs[0] = inputs[0] * 255
+    # a frame whose border is far from the mean colour: a wrong padding shows there
+    inputs[0][:, :, :3] = 255.0
+    inputs[0][:, :, :, :3] = 0.0
+    with torch.no_grad():
+        ref = export_wrapper(model, fold_input=False)(*inputs)
+        folded = export_wrapper(model)(*inputs)
+    torch.testing.assert_close(folded, ref, rtol=1e-4, atol=1e-4)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    path = export.export_onnx(model, tmp_path / "m.onnx", (64, 96))
+    nodes = onnx.load(str(path)).graph.node
+    # what reads the input besides its shape: the normalisation, and the shift head's Resize
+    readers = [n for n in nodes if "input" in n.input and n.op_type != "Shape"]
+    assert sorted(n.op_type for n in readers) == (["Resize", "Sub"] if model.output == "disparity" else ["Sub"])
+    sub = next(n for n in readers if n.op_type == "Sub")
+    assert [n.op_type for n in nodes if sub.output[0] in n.input] == ["Conv"]
+    from student.arch.base import fold_input_normalisation
+
+    with pytest.raises(DepthdataError, match="already folded"):
+        fold_input_normalisation(fold_input_normalisation(model))
 
 
 def test_completion_uses_its_sparse_input_and_takes_its_scale_from_it():

@@ -111,8 +111,14 @@ class StudentNet(nn.Module, ABC):
         self.config = config
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        #: full scale of the ``rgb`` input: 1 (RGB in [0, 1], the convention) or 255 in the
+        #: export-only copies made by :func:`fold_input_normalisation`
+        self.input_scale = 1.0
 
     def normalise(self, rgb: torch.Tensor) -> torch.Tensor:
+        if self.input_scale != 1.0:
+            # folded: the 1/(scale · std) factors are in the first conv's weights
+            return rgb - self.mean
         return (rgb - self.mean) / self.std
 
     @property
@@ -153,6 +159,42 @@ class StudentNet(nn.Module, ABC):
         sparse = torch.rand(batch, 1, *size, device=p.device, dtype=p.dtype) * 9 + 1
         keep = torch.rand(batch, 1, *size, device=p.device) < 0.05
         return rgb, torch.where(keep, sparse, torch.zeros_like(sparse))
+
+
+def first_conv(model: StudentNet) -> nn.Conv2d:
+    """The convolution that reads the normalised RGB: the encoder's first (every architecture's
+    encoder starts with its stem conv, in registration order as in execution order); for a
+    network without an ``encoder``, its own first (the fitted ``shift`` head aside)."""
+    root = getattr(model, "encoder", None) or model
+    conv = next((m for name, m in root.named_modules() if isinstance(m, nn.Conv2d) and not name.startswith("shift")),
+                None)
+    if conv is None or conv.in_channels != 3:
+        raise DepthdataError(f"{model.name}: the encoder does not start with a 3-channel convolution")
+    return conv
+
+
+def fold_input_normalisation(model: StudentNet, scale: float = 255.0) -> StudentNet:
+    """A copy of ``model`` that takes RGB in ``0..scale`` (the export's 0–255) and computes the
+    same outputs with one full-resolution pass before its first conv instead of three.
+
+    ``(rgb/scale − mean)/std`` becomes ``rgb − scale·mean`` with the per-channel factors
+    ``1/(scale·std)`` multiplied into the first conv's weights. Exact, padding included: the
+    conv zero-pads ``rgb − scale·mean``, which is zero exactly where the normalised input is.
+    Measured in onnxruntime the three passes (divide, subtract, divide over 3×480×640 floats)
+    cost 1.5–2.5 ms (``benchmarks/NOTES.md``, export). A :class:`student.shift.ShiftHead`
+    (``shift``) gets the same input scale (it divides after its own downsampling)."""
+    if model.input_scale != 1.0:
+        raise DepthdataError(f"{model.name}: the input normalisation is already folded")
+    folded = copy.deepcopy(model)
+    conv = first_conv(folded)
+    with torch.no_grad():
+        conv.weight.mul_((1.0 / (scale * folded.std)).view(1, 3, 1, 1).to(conv.weight))
+        folded.mean.mul_(scale)
+    folded.input_scale = float(scale)
+    shift = getattr(folded, "shift", None)
+    if shift is not None:
+        shift.input_scale = float(scale)
+    return folded
 
 
 def run_encoder(blocks: nn.Module, x: torch.Tensor, keep: Iterable[int]) -> tuple[torch.Tensor, list[torch.Tensor]]:
