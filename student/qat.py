@@ -3,19 +3,17 @@
 PT2E lives in ``torchao`` for torch 2.14 (``torch.ao.quantization.quantize_pt2e`` is gone):
 extra ``compress`` (``pip install -e '.[compress]'``). Steps (:func:`quantization_aware`):
 
-1. ``torch.export`` the student's deployed graph (intermediate heads dropped) at ``size``;
+1. ``torch.export`` the student's deployed graph (intermediate heads dropped) at ``size``, each
+   call of a module called twice renamed apart (:func:`_split_call_sites`);
 2. ``prepare_qat_pt2e`` with torchao's ``X86InductorQuantizer`` QAT config — int8 symmetric
    per-channel weights, uint8 per-tensor activations, the scheme onnxruntime's static QDQ uses —
-   which inserts fake-quantize observers (batch norms stay, folded at conversion);
+   which inserts fake-quantize observers (batch norms stay, folded at conversion). The same
+   recipe for every disparity architecture;
 3. fine-tune with the student's loss on store batches (:func:`fine_tune`; ``steps`` steps);
 4. ``convert_pt2e`` → quantize/dequantize ops around int8 weights;
 5. wrap with the contest I/O (÷255, disparity → relative depth, float) and export with the
    dynamo ONNX exporter (needs ``onnxscript``, also in the extra): QuantizeLinear/DequantizeLinear
    pairs that onnxruntime fuses into integer kernels.
-
-Known limit: ``resnet18-unet``'s residual adds make the x86 quantizer's QAT annotation fail
-("Input partition has more than one output node"); :func:`prepare` raises a
-:class:`~depthdata.errors.DepthdataError` saying so.
 """
 
 from __future__ import annotations
@@ -61,6 +59,26 @@ class Disparity255(nn.Module):
         return self.student(rgb255 / 255.0)
 
 
+def _split_call_sites(graph: torch.fx.GraphModule) -> None:
+    """Give each call of a module called more than once its own name in the nodes' module stack.
+
+    The x86 quantizer groups nodes into "source partitions" by the module they came from, read
+    (non-strict ``torch.export`` leaves no ``source_fn_stack``) from the innermost
+    ``nn_module_stack`` entry's module path. torchvision's ``BasicBlock`` (``resnet18-unet``'s
+    encoder) calls its one ``relu`` twice, so both calls land in one partition with two outputs,
+    and the QAT conv-BN-ReLU fusion annotation raises "Input partition has more than one output
+    node" (pytorch/ao#4478: any module with several call sites). The stack's *key* is unique per
+    call (``…relu``, ``…relu@1``); copying its ``@N`` suffix onto the path splits the partition
+    per call, which is what the annotation assumes. Only metadata changes: the graph, its
+    parameters and the quantization recipe stay as for the other students."""
+    for node in graph.graph.nodes:
+        stack = node.meta.get("nn_module_stack")
+        if stack:
+            key, (path, cls) = next(reversed(stack.items()))
+            if "@" in key:
+                stack[key] = (path + key[key.index("@"):], cls)
+
+
 def prepare(model: StudentNet, size: tuple[int, int], batch: int = 1, contest: bool = False,
             eps: float = DEFAULT_EPS) -> torch.fx.GraphModule:
     """Steps 1–2 of the module doc: a trainable graph with fake-quantize observers, specialised
@@ -73,6 +91,7 @@ def prepare(model: StudentNet, size: tuple[int, int], batch: int = 1, contest: b
     net = ContestWrapper(model, eps) if contest else Disparity255(model)
     example = (model.example_inputs(tuple(size), batch=batch)[0] * 255,)
     graph = torch.export.export(net.train(), example).module()
+    _split_call_sites(graph)
     quantizer = quantizer_cls().set_global(config(is_qat=True))
     try:
         return prepare_qat_pt2e(graph, quantizer)
