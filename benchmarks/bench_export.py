@@ -29,7 +29,7 @@ calibration, and QAT for the first), so a third does not fit: ``lpcvc-mnv3s:int8
 ``fpn-mnv3s`` are close to ``lpcvc-mnv3s`` in cost, and ``resnet18-unet`` (26.8 GMACs) trains
 for several minutes alone on 2 cores; run them with ``--arch``.
 
-Run: ``python -m benchmarks.bench_export [--arch A,B] [--repeats 15] [--train-steps 200]``
+Run: ``python -m benchmarks.bench_export [--arch A,B] [--repeats 15] [--train-steps 200] [--name export]``
 (10.6 minutes for the default two at a load average of 3 on the shared 2-core machine; more under
 load).
 """
@@ -193,6 +193,9 @@ def main(argv: list[str] | None = None) -> None:
                    help="quantization-aware fine-tuning steps, first architecture only (default 40; 0: none)")
     p.add_argument("--mac-fraction", type=float, default=1 / 3, help="pruning MAC target / unpruned MACs")
     p.add_argument("--no-phone", action="store_true", help="leave out the ExecuTorch cases")
+    p.add_argument("--name", default="export",
+                   help="results file name, results/NAME.json (default export: the default run's; "
+                        "e.g. export_dense for --arch resnet18-unet,fpn-mnv3s)")
     # known args only: `benchmarks/run_all.py` runs this module with its own command line in sys.argv
     args, unknown = p.parse_known_args(argv)
     if unknown:
@@ -259,7 +262,7 @@ def main(argv: list[str] | None = None) -> None:
               "load_average_1min": [round(v, 2) for v in load], "per_arch": per_arch,
               "accuracy": accuracy, "bytes": sizes, "pareto": pareto,
               "seconds": {b: round(clock[b] - clock[a], 1) for a, b in zip(marks, marks[1:])}}
-    write("export", params, results, goals, onnxruntime=ort.__version__,
+    write(args.name, params, results, goals, onnxruntime=ort.__version__,
           executorch=_version("executorch") if use_phone else "not installed", torchao=_version("torchao"))
 
 
