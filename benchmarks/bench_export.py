@@ -239,19 +239,21 @@ def main(argv: list[str] | None = None) -> None:
             goals.append(goal(f"{spec}/{tag}: AbsRel of {best8.rsplit('/', 1)[1]} / AbsRel of "
                               f"{best32.rsplit('/', 1)[1]} (≤ 2 % loss)",
                               accuracy[best8]["abs_rel"] / accuracy[best32]["abs_rel"], "<= 1.02"))
-    # The reference: unpruned lpcvc-mnv3s on ORT FP32 (else the first architecture's).
+    # The table's reference: unpruned lpcvc-mnv3s on ORT FP32 (else the first architecture's);
+    # the Pareto goal is the issue's, stated against lpcvc-mnv3s only.
     ref_arch = REFERENCE_ARCH if REFERENCE_ARCH in archs else next(iter(archs))
     ref = f"{ref_arch}/unpruned/ort_fp32"
     pareto = [{"case": c, "ms": round(med[c], 3), f"speed-up vs {ref}": round(med[ref] / med[c], 3),
                "abs_rel": round(accuracy[c]["abs_rel"], 4),
                "abs_rel / reference": round(accuracy[c]["abs_rel"] / accuracy[ref]["abs_rel"], 4),
                "delta1": round(accuracy[c]["delta1"], 4), "bytes": sizes.get(c)} for c in sorted(med, key=med.get)]
-    candidates = [r for r in pareto if "/pruned/" in r["case"] and _precision(r["case"]) == "int8"]
-    ok = [r for r in candidates if r["abs_rel / reference"] <= 1.1]
-    best = max(ok or candidates, key=lambda r: r[f"speed-up vs {ref}"])
-    goals.append(goal(f"{ref} / {best['case']} latency (AbsRel ratio {best['abs_rel / reference']}, "
-                      "target ≤ 1.1)", best[f"speed-up vs {ref}"], ">= 3"))
-    goals.append(goal(f"AbsRel of {best['case']} / AbsRel of {ref}", best["abs_rel / reference"], "<= 1.1"))
+    if ref_arch == REFERENCE_ARCH:
+        candidates = [r for r in pareto if "/pruned/" in r["case"] and _precision(r["case"]) == "int8"]
+        ok = [r for r in candidates if r["abs_rel / reference"] <= 1.1]
+        best = max(ok or candidates, key=lambda r: r[f"speed-up vs {ref}"])
+        goals.append(goal(f"{ref} / {best['case']} latency (AbsRel ratio {best['abs_rel / reference']}, "
+                          "target ≤ 1.1)", best[f"speed-up vs {ref}"], ">= 3"))
+        goals.append(goal(f"AbsRel of {best['case']} / AbsRel of {ref}", best["abs_rel / reference"], "<= 1.1"))
     marks = list(clock)
     params = {"archs": list(archs), "height": SIZE[0], "width": SIZE[1], "batch": 1, "threads": THREADS,
               "repeats": args.repeats, "render": list(RENDER), "train_images": len(train_renders),

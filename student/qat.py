@@ -156,8 +156,10 @@ def export_onnx(converted: torch.fx.GraphModule, path: str | Path, size: tuple[i
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.export.export(converted, example)
+        # external_data=False: one self-contained file like every other export (the default
+        # writes the weights to a ``.onnx.data`` file beside it, which a copied model would lose)
         torch.onnx.export(program, example, str(path), dynamo=True, input_names=["input"], output_names=["depth"],
-                          verbose=False)
+                          verbose=False, external_data=False)
     onnx.checker.check_model(onnx.load(str(path)))
     return path
 

@@ -120,10 +120,14 @@ def test_quantization_aware_fine_tuning_exports_qdq_that_agrees_with_its_float_t
     cfg = TrainConfig(store_url=store, out_dir=str(tmp_path / "fp32"), steps=60, batch_size=4,
                       model=StudentConfig(arch=arch))
     trained = train(cfg, progress=False).model
-    r = qat.quantization_aware(trained, tmp_path / "qat.onnx", store, ["synth/train"], steps=3,
+    r = qat.quantization_aware(trained, tmp_path / "qat" / "qat.onnx", store, ["synth/train"], steps=3,
                                train_size=(H, W), export_size=(H, W), batch_size=2)
     assert len(r["losses"]) == 3 and all(np.isfinite(r["losses"]))
     assert quantize.coverage(r["onnx"])["integer_ops"]["QuantizeLinear"] > 0
+    # one self-contained file: its weights inside, nothing beside it
+    assert sorted(p.name for p in r["onnx"].parent.iterdir()) == ["qat.onnx"]
+    assert not any(t.data_location == onnx.TensorProto.EXTERNAL
+                   for t in onnx.load(str(r["onnx"]), load_external_data=False).graph.initializer)
     # a scene of the kind the student trained on, not one of its 8 (depth grows from bottom to top)
     x = np.ascontiguousarray(scene(50, H, W)[0].transpose(2, 0, 1)[None].astype(np.float32))
     with torch.no_grad():
