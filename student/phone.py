@@ -52,9 +52,11 @@ def _example(model: StudentNet, size: tuple[int, int]) -> tuple[torch.Tensor, ..
 
 
 def export_pte(model: StudentNet, path: str | Path, size: tuple[int, int], eps: float = DEFAULT_EPS,
-               calibration: Sequence[np.ndarray] | None = None) -> Path:
-    """Write the contest graph of ``model`` at ``size`` as an ExecuTorch program lowered to XNNPACK:
-    FP32, or INT8 when ``calibration`` images (uint8 ``H×W×3``, resized to ``size``) are given."""
+               calibration: Sequence[np.ndarray] | None = None, sparse: Sequence[np.ndarray] | None = None) -> Path:
+    """Write the exported graph of ``model`` at ``size`` as an ExecuTorch program lowered to
+    XNNPACK: FP32, or INT8 when ``calibration`` images (uint8 ``H×W×3``, resized to ``size``) are
+    given — for a completion student with their ``sparse`` LiDAR maps (``H×W`` metres, 0 = no
+    return), one per image."""
     _require()
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
@@ -64,31 +66,41 @@ def export_pte(model: StudentNet, path: str | Path, size: tuple[int, int], eps: 
     wrapper = export_wrapper(model.drop_aux_heads().eval(), eps).eval()
     if calibration is not None and len(calibration) == 0:
         raise DepthdataError("INT8 calibration needs at least one image")
+    feeds = None if calibration is None else _calibration_inputs(model, calibration, sparse, size)
     example = _example(model, size)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         program = torch.export.export(wrapper, example)
-        if calibration is not None:
-            program = torch.export.export(_quantize_ptq(program.module(), calibration, size, model), example)
+        if feeds is not None:
+            program = torch.export.export(_quantize_ptq(program.module(), feeds), example)
         lowered = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()]).to_executorch()
     path.write_bytes(lowered.buffer)
     return path
 
 
-def _quantize_ptq(graph: torch.nn.Module, calibration: Sequence[np.ndarray], size: tuple[int, int],
-                  model: StudentNet) -> torch.nn.Module:
+def _calibration_inputs(model: StudentNet, images: Sequence[np.ndarray], sparse: Sequence[np.ndarray] | None,
+                        size: tuple[int, int]) -> list[tuple[torch.Tensor, ...]]:
+    """The exported graph's inputs for each calibration sample (the ONNX feeds, as tensors)."""
+    from student import export
+
+    completion = "sparse" in model.inputs
+    if completion and (sparse is None or len(sparse) != len(images)):
+        raise DepthdataError(f"INT8 calibration of a completion student needs one sparse map per image "
+                             f"({len(images)} images, {'no' if sparse is None else len(sparse)} sparse maps)")
+    maps = sparse if completion else [None] * len(images)
+    return [tuple(torch.from_numpy(a) for a in export.feed(rgb, tuple(size), sp).values())
+            for rgb, sp in zip(images, maps)]
+
+
+def _quantize_ptq(graph: torch.nn.Module, feeds: Sequence[tuple[torch.Tensor, ...]]) -> torch.nn.Module:
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (XNNPACKQuantizer,
                                                                          get_symmetric_quantization_config)
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    from student import export
-
-    if "sparse" in model.inputs:
-        raise DepthdataError("INT8 phone export supports the disparity students (not completion)")
     quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
     prepared = prepare_pt2e(graph, quantizer)
-    for rgb in calibration:
-        prepared(torch.from_numpy(export.to_input(rgb, tuple(size))))
+    for inputs in feeds:
+        prepared(*inputs)
     return convert_pt2e(prepared)
 
 
@@ -122,13 +134,16 @@ def run_pte(path: str | Path, *inputs: np.ndarray) -> np.ndarray:
     return PteModel(path)(*inputs)
 
 
-def max_abs_diff(model: StudentNet, pte: PteModel, inputs: Sequence[np.ndarray], eps: float = DEFAULT_EPS) -> float:
-    """Largest absolute difference between the ``.pte`` output and PyTorch's contest graph over
-    ``inputs`` (each a ``1×3×H×W`` RGB 0–255 array)."""
+def max_abs_diff(model: StudentNet, pte: PteModel, inputs: Sequence[np.ndarray | tuple[np.ndarray, ...]],
+                 eps: float = DEFAULT_EPS) -> float:
+    """Largest absolute difference between the ``.pte`` output and PyTorch's exported graph over
+    ``inputs``: each a ``1×3×H×W`` RGB 0–255 array, or for a completion student the tuple
+    (RGB, ``1×1×H×W`` sparse metres)."""
     wrapper = export_wrapper(model.eval(), eps).eval()
     worst = 0.0
     for x in inputs:
+        xs = x if isinstance(x, tuple) else (x,)
         with torch.no_grad():
-            ref = wrapper(torch.from_numpy(x)).numpy()
-        worst = max(worst, float(np.abs(pte(x) - ref).max()))
+            ref = wrapper(*(torch.from_numpy(a) for a in xs)).numpy()
+        worst = max(worst, float(np.abs(pte(*xs) - ref).max()))
     return worst

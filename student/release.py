@@ -156,9 +156,12 @@ def export_folder(model_path: str | Path, out_dir: str | Path, size: tuple[int, 
         from student import phone as ph
 
         ph.export_pte(model, out / "student_fp32.pte", size, eps)
-        images = [x["rgb"] for x in export.store_inputs(store_url, groups, calibration)]
-        ph.export_pte(model, out / "student_int8.pte", size, eps, calibration=images)
-        x = [export.to_input(images[0], size)]
+        completion = "sparse" in model.inputs
+        samples = list(export.store_inputs(store_url, groups, calibration, sparse=completion))
+        images = [x["rgb"] for x in samples]
+        ph.export_pte(model, out / "student_int8.pte", size, eps, calibration=images,
+                      sparse=[x["sparse"] for x in samples] if completion else None)
+        x = [tuple(export.feed(samples[0]["rgb"], size, samples[0].get("sparse")).values())]
         quant.append({"file": "student_int8.pte", "method": "PT2E XNNPACKQuantizer (post-training)",
                       "weights": "int8 symmetric per-channel", "activations": "int8 per-tensor",
                       "calibration_images": len(images)})

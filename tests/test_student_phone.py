@@ -90,3 +90,28 @@ def test_export_command_with_phone_writes_both_programs_into_the_card(tmp_path, 
     assert {"student_fp32.pte", "student_int8.pte"} <= {a["path"] for a in card["artefacts"]}
     assert card["phone_max_abs_diff_vs_pytorch"]["student_fp32.pte"] < 1e-3
     capsys.readouterr()
+
+
+@pytest.mark.slow
+def test_a_completion_student_exports_fp32_and_int8_programs_with_its_sparse_input(tmp_path):
+    """~2 min: the two-input completion student (RGB 0–255, sparse metres) lowered in FP32 and in
+    INT8 calibrated on images with their sparse maps; both agree with PyTorch's exported graph."""
+    from student_fixtures import scene
+
+    torch.manual_seed(0)
+    model = build(StudentConfig(arch="completion")).eval()
+    size = (64, 96)
+    samples = [scene(i, *size) for i in range(4)]
+    images = [s[0] for s in samples]
+    sparse = [np.where(np.indices(size).sum(0) % 7 == 0, s[1], 0).astype(np.float32) for s in samples]
+    x = tuple(export.feed(images[0], size, sparse[0]).values())
+    fp32 = phone.PteModel(phone.export_pte(model, tmp_path / "c.pte", size))
+    assert fp32(*x).shape == (1, 1, *size)
+    assert phone.max_abs_diff(model, fp32, [x]) < 1e-3
+    int8 = phone.PteModel(phone.export_pte(model, tmp_path / "cq.pte", size, calibration=images, sparse=sparse))
+    with torch.no_grad():
+        ref = export_wrapper(model)(*(torch.from_numpy(a) for a in x)).numpy()[0, 0]
+    # Stated tolerance: AbsRel < 0.05 of the INT8 metres against FP32 PyTorch (random weights)
+    assert export.agreement([ref], [int8(*x)[0, 0]])["abs_rel"] < 0.05
+    with pytest.raises(DepthdataError, match="one sparse map per image"):
+        phone.export_pte(model, tmp_path / "e.pte", size, calibration=images, sparse=sparse[:2])
