@@ -8,12 +8,15 @@ extra ``compress`` (``pip install -e '.[compress]'``). Steps (:func:`quantizatio
 2. ``prepare_qat_pt2e`` with torchao's ``X86InductorQuantizer`` QAT config — int8 symmetric
    per-channel weights, uint8 per-tensor activations, the scheme onnxruntime's static QDQ uses —
    which inserts fake-quantize observers (batch norms stay, folded at conversion). The same
-   recipe for every disparity architecture;
+   recipe for every architecture;
 3. fine-tune with the student's loss on store batches (:func:`fine_tune`; ``steps`` steps);
 4. ``convert_pt2e`` → quantize/dequantize ops around int8 weights;
 5. wrap with the contest I/O (÷255, disparity → relative depth, float) and export with the
    dynamo ONNX exporter (needs ``onnxscript``, also in the extra): QuantizeLinear/DequantizeLinear
    pairs that onnxruntime fuses into integer kernels.
+
+A completion student (RGB and sparse LiDAR in, metres out) trains and exports one graph,
+:class:`~student.model.CompletionWrapper` (inputs ``input`` and ``sparse``, as its ONNX export).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from torch import nn
 
 from depthdata.errors import DepthdataError
 from student.arch.base import StudentNet
-from student.model import DEFAULT_EPS, ContestWrapper
+from student.model import DEFAULT_EPS, CompletionWrapper, ContestWrapper
 
 log = logging.getLogger(__name__)
 
@@ -84,12 +87,13 @@ def prepare(model: StudentNet, size: tuple[int, int], batch: int = 1, contest: b
     """Steps 1–2 of the module doc: a trainable graph with fake-quantize observers, specialised
     to inputs of ``batch × 3 × size`` (RGB 0–255): :class:`Disparity255`, or with ``contest`` the
     exported graph :class:`~student.model.ContestWrapper` (same observers, then the float tail)."""
-    if "sparse" in model.inputs:
-        raise DepthdataError("quantization-aware training supports the disparity students (not completion)")
     _, prepare_qat_pt2e, _, quantizer_cls, config = _pt2e()
     model = model.drop_aux_heads().train()
-    net = ContestWrapper(model, eps) if contest else Disparity255(model)
-    example = (model.example_inputs(tuple(size), batch=batch)[0] * 255,)
+    if "sparse" in model.inputs:  # trained as exported: metres out, nothing after the student
+        net = CompletionWrapper(model)
+    else:
+        net = ContestWrapper(model, eps) if contest else Disparity255(model)
+    example = _example(model, size, batch)
     graph = torch.export.export(net.train(), example).module()
     _split_call_sites(graph)
     quantizer = quantizer_cls().set_global(config(is_qat=True))
@@ -99,15 +103,23 @@ def prepare(model: StudentNet, size: tuple[int, int], batch: int = 1, contest: b
         raise DepthdataError(f"{model.name}: PT2E QAT preparation failed ({exc})") from None
 
 
+def _example(model: StudentNet, size: tuple[int, int], batch: int = 1) -> tuple[torch.Tensor, ...]:
+    """Tracing inputs of the wrapped graph: RGB 0–255 (and sparse metres for completion)."""
+    example = list(model.example_inputs(tuple(size), batch=batch))
+    example[0] = example[0] * 255
+    return tuple(example)
+
+
 def fine_tune(prepared: torch.fx.GraphModule, store_url: str, groups: Sequence[str], steps: int, batch_size: int = 4,
               lr: float = 1e-4, size: tuple[int, int] | None = None, seed: int = 0,
-              version: int | None = None) -> list[float]:
+              version: int | None = None, inputs: Sequence[str] = ("rgb",), kind: str = "disparity") -> list[float]:
     """Step 3: ``steps`` AdamW steps of the default student loss on shuffled store batches (resized
-    to ``size``) through the fake-quantized graph. Returns the losses."""
+    to ``size``) through the fake-quantized graph. Returns the losses. ``inputs`` and ``kind``:
+    the student's (:attr:`~student.arch.base.StudentNet.inputs`, ``output``)."""
     from student.data import training_fields, training_loader
     from student.losses import LossConfig, total_loss
 
-    plan = training_fields(store_url, groups, version)
+    plan = training_fields(store_url, groups, version, inputs=inputs)
     _, loader = training_loader(store_url, groups, batch_size, seed, size, hflip=False, streams=1, version=version,
                                 fields=plan)
     _pt2e()[0].move_exported_model_to_train(prepared)
@@ -116,7 +128,8 @@ def fine_tune(prepared: torch.fx.GraphModule, store_url: str, groups: Sequence[s
     epoch = 0
     while len(losses) < steps:
         for batch in loader:
-            loss, _ = total_loss(prepared(batch["rgb"] * 255), batch, LossConfig(), "disparity")
+            feeds = [batch["rgb"] * 255, *(batch[name] for name in inputs[1:])]
+            loss, _ = total_loss(prepared(*feeds), batch, LossConfig(), kind)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -147,18 +160,19 @@ def float_twin(prepared: torch.fx.GraphModule) -> torch.fx.GraphModule:
     return twin
 
 
-def export_onnx(converted: torch.fx.GraphModule, path: str | Path, size: tuple[int, int]) -> Path:
-    """Step 5: QDQ ONNX of a converted contest graph (:func:`prepare` with ``contest``) at batch 1
-    and ``size`` (the traced graph is fixed-shape), input ``input``, output ``depth``."""
+def export_onnx(converted: torch.fx.GraphModule, path: str | Path, example: tuple[torch.Tensor, ...]) -> Path:
+    """Step 5: QDQ ONNX of a converted contest graph (:func:`prepare` with ``contest``) traced on
+    ``example`` (batch 1; the graph is fixed-shape): input ``input`` (and ``sparse`` for a
+    completion student), output ``depth``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    example = (torch.rand(1, 3, *size) * 255,)
+    names = ["input", "sparse"][:len(example)]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.export.export(converted, example)
         # external_data=False: one self-contained file like every other export (the default
         # writes the weights to a ``.onnx.data`` file beside it, which a copied model would lose)
-        torch.onnx.export(program, example, str(path), dynamo=True, input_names=["input"], output_names=["depth"],
+        torch.onnx.export(program, example, str(path), dynamo=True, input_names=names, output_names=["depth"],
                           verbose=False, external_data=False)
     onnx.checker.check_model(onnx.load(str(path)))
     return path
@@ -174,7 +188,8 @@ def quantization_aware(model: StudentNet, out_path: str | Path, store_url: str, 
     the ONNX file, with the fine-tuned weights and observer ranges loaded into it."""
     original = copy.deepcopy(model)
     prepared = prepare(model, train_size, batch_size)
-    losses = fine_tune(prepared, store_url, groups, steps, batch_size, lr, train_size, seed, version)
+    losses = fine_tune(prepared, store_url, groups, steps, batch_size, lr, train_size, seed, version, model.inputs,
+                       model.output)
     # The exported graph is specialised to its input shape; the same model traced at batch 1 and
     # the export size has the same nodes, so the fine-tuned weights and observer ranges load into it.
     resized = prepare(original, export_size, contest=True, eps=eps)
@@ -184,6 +199,6 @@ def quantization_aware(model: StudentNet, out_path: str | Path, store_url: str, 
                              f"(unexpected {unexpected[:3]}, missing {missing[:3]})")
     twin = float_twin(resized)
     converted = convert(resized)
-    path = export_onnx(converted, out_path, tuple(export_size))
+    path = export_onnx(converted, out_path, _example(original, tuple(export_size)))
     return {"onnx": path, "converted": converted, "float_twin": twin, "losses": losses, "steps": steps, "lr": lr, "batch_size": batch_size,
             "train_size": list(train_size), "quantizer": "torchao X86InductorQuantizer (QAT config)"}

@@ -93,15 +93,16 @@ def quantize_model(model, out_dir: str | Path, method: str, store_url: str, grou
         raise DepthdataError(f"unknown quantization method {method!r}; choose one of {', '.join(METHODS)}")
     eps = DEFAULT_EPS if eps is None else eps
     out = Path(out_dir)
+    completion = "sparse" in model.inputs  # its calibration and drift feed the sparse maps too
     fp32 = export.export_onnx(model, out / "student_fp32.onnx", size, eps)
     int8 = out / f"student_int8_{method}.onnx"
     extra: dict = {}
     if method in ("dynamic", "dynamic-conv"):
         quantize_dynamic_onnx(fp32, int8, convs=method == "dynamic-conv")
     elif method == "static":
-        images = [x["rgb"] for x in export.store_inputs(store_url, groups, calibration, version)]
-        export.quantize_int8(fp32, int8, images)
-        extra = {"calibration_images": len(images), "calibration_groups": list(groups) if groups else "all"}
+        cal = list(export.store_inputs(store_url, groups, calibration, version, sparse=completion))
+        export.quantize_int8(fp32, int8, [x["rgb"] for x in cal], sparse=[x["sparse"] for x in cal] if completion else None)
+        extra = {"calibration_images": len(cal), "calibration_groups": list(groups) if groups else "all"}
     else:
         from student import qat
         from depthdata.store import Store, select_groups
@@ -110,11 +111,12 @@ def quantize_model(model, out_dir: str | Path, method: str, store_url: str, grou
         result = qat.quantization_aware(model, int8, store_url, chosen, qat_steps, qat_size or size, size,
                                         batch_size, lr, eps, version=version)
         extra = {k: result[k] for k in ("losses", "steps", "lr", "batch_size", "train_size", "quantizer")}
-    samples = [x["rgb"] for x in export.store_inputs(store_url, held_out, limit, version)]
+    samples = list(export.store_inputs(store_url, held_out, limit, version, sparse=completion))
     return {"method": method, "onnx_fp32": str(fp32), "onnx_int8": str(int8),
             "bytes_fp32": export.model_bytes(fp32), "bytes_int8": export.model_bytes(int8),
             "coverage": coverage(int8), "held_out_groups": list(held_out) if held_out else "all",
-            "int8_vs_fp32": drift(fp32, int8, samples),
+            "int8_vs_fp32": drift(fp32, int8, [x["rgb"] for x in samples],
+                                  [x["sparse"] for x in samples] if completion else None),
             "eval": {"fp32": ev.evaluate(ev.onnx_predictor(fp32), store_url, held_out, limit, eps, False, version),
                      "int8": ev.evaluate(ev.onnx_predictor(int8), store_url, held_out, limit, eps, False, version)},
             **extra}
