@@ -88,7 +88,9 @@ def prepare(model: StudentNet, size: tuple[int, int], batch: int = 1, contest: b
     to inputs of ``batch × 3 × size`` (RGB 0–255): :class:`Disparity255`, or with ``contest`` the
     exported graph :class:`~student.model.ContestWrapper` (same observers, then the float tail)."""
     _, prepare_qat_pt2e, _, quantizer_cls, config = _pt2e()
-    model = model.drop_aux_heads().train()
+    # A copy: the exported graph shares its parameter tensors with the module it was traced
+    # from, so fine-tuning it would otherwise train (and switch to train mode) the caller's model.
+    model = copy.deepcopy(model).drop_aux_heads().train()
     if "sparse" in model.inputs:  # trained as exported: metres out, nothing after the student
         net = CompletionWrapper(model)
     else:
@@ -186,19 +188,18 @@ def quantization_aware(model: StudentNet, out_path: str | Path, store_url: str, 
     (``converted``), its float twin (:func:`float_twin`), the fine-tuning losses and settings. The graph is
     traced at ``batch_size × train_size`` for training and re-traced at ``1 × export_size`` for
     the ONNX file, with the fine-tuned weights and observer ranges loaded into it."""
-    original = copy.deepcopy(model)
     prepared = prepare(model, train_size, batch_size)
     losses = fine_tune(prepared, store_url, groups, steps, batch_size, lr, train_size, seed, version, model.inputs,
                        model.output)
     # The exported graph is specialised to its input shape; the same model traced at batch 1 and
     # the export size has the same nodes, so the fine-tuned weights and observer ranges load into it.
-    resized = prepare(original, export_size, contest=True, eps=eps)
+    resized = prepare(model, export_size, contest=True, eps=eps)
     missing, unexpected = resized.load_state_dict(prepared.state_dict(), strict=False)
     if unexpected or any("student" in k for k in missing):
         raise DepthdataError(f"{model.name}: the QAT graph at the export size does not match the trained one "
                              f"(unexpected {unexpected[:3]}, missing {missing[:3]})")
     twin = float_twin(resized)
     converted = convert(resized)
-    path = export_onnx(converted, out_path, _example(original, tuple(export_size)))
+    path = export_onnx(converted, out_path, _example(model, tuple(export_size)))
     return {"onnx": path, "converted": converted, "float_twin": twin, "losses": losses, "steps": steps, "lr": lr, "batch_size": batch_size,
             "train_size": list(train_size), "quantizer": "torchao X86InductorQuantizer (QAT config)"}

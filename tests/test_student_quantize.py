@@ -119,10 +119,13 @@ def test_quantization_aware_fine_tuning_exports_qdq_that_agrees_with_its_float_t
     # "agrees with" would say little
     cfg = TrainConfig(store_url=store, out_dir=str(tmp_path / "fp32"), steps=60, batch_size=4,
                       model=StudentConfig(arch=arch))
-    trained = train(cfg, progress=False).model
+    trained = train(cfg, progress=False).model.eval()
+    before = {k: v.clone() for k, v in trained.state_dict().items()}
     r = qat.quantization_aware(trained, tmp_path / "qat" / "qat.onnx", store, ["synth/train"], steps=3,
                                train_size=(H, W), export_size=(H, W), batch_size=2)
     assert len(r["losses"]) == 3 and all(np.isfinite(r["losses"]))
+    # the caller's model is left as it was: QAT fine-tunes a copy
+    assert not trained.training and all(torch.equal(before[k], v) for k, v in trained.state_dict().items())
     assert quantize.coverage(r["onnx"])["integer_ops"]["QuantizeLinear"] > 0
     # one self-contained file: its weights inside, nothing beside it
     assert sorted(p.name for p in r["onnx"].parent.iterdir()) == ["qat.onnx"]
