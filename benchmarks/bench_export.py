@@ -7,7 +7,10 @@ measures compression, not distillation), and a held-out set of other seeds. Each
 squeeze-excitation, ``StudentConfig.int8_friendly``) is trained on it, then pruned **to a MAC
 target** (a third of the unpruned MACs, NetAdapt-style steps, ``student.prune_target``) and
 fine-tuned. Everything is exported at the contest size 480×640 (the 120×160 images are
-upsampled to it, as a phone camera frame would be downsampled).
+upsampled to it, as a phone camera frame would be downsampled). The ``completion`` student also
+reads a sparse map, the exact depth every 8th pixel of every 8th row (:func:`_sparse`), trains
+with the metric ``sparse`` term besides ``ssi`` and ``grad``, and is scored in metres without
+alignment.
 
 Cases per architecture and model (unpruned, pruned): PyTorch eager FP32; onnxruntime FP32;
 onnxruntime INT8 static QDQ (calibrated on training images, ``student.export.quantize_int8``);
@@ -29,8 +32,9 @@ calibration, and QAT for the first), so a third does not fit: ``lpcvc-mnv3s:int8
 ``fpn-mnv3s`` are close to ``lpcvc-mnv3s`` in cost, and ``resnet18-unet`` (26.8 GMACs) trains
 for several minutes alone on 2 cores; run them with ``--arch`` (the recorded dense run:
 ``--arch resnet18-unet,fpn-mnv3s --name export_dense --train-steps 150 --finetune-steps 60
---qat-steps 20``, 8 minutes). The Pareto goal is reported only by runs that include
-``lpcvc-mnv3s``, its reference.
+--qat-steps 20``, 8 minutes; and ``--arch completion --name export_completion``, same
+budgets, 4 minutes). The Pareto goal is reported only by runs that include ``lpcvc-mnv3s``, its
+reference.
 
 Run: ``python -m benchmarks.bench_export [--arch A,B] [--repeats 15] [--train-steps 200] [--name export]``
 (10.6 minutes for the default two at a load average of 3 on the shared 2-core machine; more under
@@ -60,6 +64,8 @@ from student.prune_target import Target, prune_to_target
 from student.train import TrainConfig, train
 
 SIZE = (480, 640)
+#: the completion student's sparse input: exact depth every 8th pixel of every 8th row of a render
+SPARSE_STRIDE = 8
 RENDER = (120, 160)
 THREADS = 2
 #: the Pareto goal's reference architecture (issue #19)
@@ -68,12 +74,22 @@ REFERENCE_ARCH = "lpcvc-mnv3s"
 DEFAULT_ARCHS = ("lpcvc-mnv3s", "mnv2-fbnet")
 
 
+def _sparse(depth: np.ndarray) -> np.ndarray:
+    """Sparse LiDAR of a render for the completion student: its exact depth at every
+    ``SPARSE_STRIDE``-th pixel of every ``SPARSE_STRIDE``-th row, 0 elsewhere (metres; a stand-in
+    for the lidar stage, which needs Open3D meshing: this benchmark measures compression)."""
+    out = np.zeros_like(depth, dtype=np.float32)
+    grid = np.nan_to_num(depth[::SPARSE_STRIDE, ::SPARSE_STRIDE], nan=0.0)
+    out[::SPARSE_STRIDE, ::SPARSE_STRIDE] = grid
+    return out
+
+
 def _store(url: str, renders, shard: int = 8) -> str:
     store = Store.create(url)
     n = len(renders)
     g = store.create_group("rooms", "train", [f"rooms/train/{i:03d}" for i in range(n)],
                            [f"/render/{i}" for i in range(n)], *RENDER, shard)
-    g.ensure_fields(["rgb", "depth", "teacher", "teacher_conf"])
+    g.ensure_fields(["rgb", "depth", "teacher", "teacher_conf", "sparse"])
     for k in range(g.num_shards):
         idx = list(g.shard_range(k))
         depth = np.stack([renders[i].depth for i in idx])
@@ -83,12 +99,17 @@ def _store(url: str, renders, shard: int = 8) -> str:
         g.write_shard(k, "ingest", {"rgb": np.stack([renders[i].rgb for i in idx]), "depth": depth}, ok)
         g.write_shard(k, "teacher", {"teacher": ((disp - lo) / (hi - lo)).astype(np.float32),
                                      "teacher_conf": np.ones_like(depth, dtype=np.float32)}, ok)
+        g.write_shard(k, "lidar", {"sparse": np.stack([_sparse(renders[i].depth) for i in idx])}, ok)
     return url
 
 
-def _accuracy(predict, held_out) -> dict[str, float]:
+def _accuracy(predict, held_out, completion: bool) -> dict[str, float]:
     rows = []
     for r in held_out:
+        if completion:  # metres, scored as metres (no alignment): what a completion model is for
+            rows.append(ev.metrics.evaluate(predict(r.rgb, _sparse(r.depth)), r.depth, align=None, max_depth=80.0,
+                                            on_empty="nan"))
+            continue
         pred = predict(r.rgb)
         # as student.evaluate's affine_invariant protocol: the output (relative depth) back to disparity
         rows.append(ev.metrics.evaluate(1.0 / pred, r.depth, align="scale_shift_disparity", max_depth=80.0,
@@ -97,14 +118,21 @@ def _accuracy(predict, held_out) -> dict[str, float]:
             "delta1": float(np.nanmean([m["delta1"] for m in rows]))}
 
 
+def _inputs(rgb: np.ndarray, sparse: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+    """A model's inputs at ``SIZE``: RGB 0–255 (and the sparse map, for completion)."""
+    return tuple(export.feed(rgb, SIZE, sparse).values())
+
+
 def _onnx_case(path: Path):
     sess = export.session(path, THREADS)
-    return sess, (lambda rgb: ev._resize(export.run(sess, export.to_input(rgb, SIZE))[0, 0], rgb.shape[:2]))
+    names = [i.name for i in sess.get_inputs()]
+    return sess, (lambda rgb, sparse=None: ev._resize(
+        sess.run(None, dict(zip(names, _inputs(rgb, sparse))))[0][0, 0], rgb.shape[:2]))
 
 
 def _pte_case(path: Path):
     model = phone.PteModel(path)
-    return model, (lambda rgb: ev._resize(model(export.to_input(rgb, SIZE))[0, 0], rgb.shape[:2]))
+    return model, (lambda rgb, sparse=None: ev._resize(model(*_inputs(rgb, sparse))[0, 0], rgb.shape[:2]))
 
 
 def _torch_case(model):
@@ -112,9 +140,10 @@ def _torch_case(model):
 
     wrapper = export_wrapper(model.eval()).eval()
 
-    def predict(rgb):
+    def predict(rgb, sparse=None):
         with torch.inference_mode():
-            return ev._resize(wrapper(torch.from_numpy(export.to_input(rgb, SIZE)))[0, 0].numpy(), rgb.shape[:2])
+            out = wrapper(*(torch.from_numpy(x) for x in _inputs(rgb, sparse)))
+        return ev._resize(out[0, 0].numpy(), rgb.shape[:2])
     return wrapper, predict
 
 
@@ -124,8 +153,6 @@ def parse_arch(spec: str) -> tuple[str, dict]:
     if option not in ("", "int8-friendly"):
         raise SystemExit(f"bench_export: unknown architecture option {option!r} in {spec!r} (only int8-friendly)")
     get(name)  # a clear error for an unknown name
-    if name == "completion":
-        raise SystemExit("bench_export: the completion student has another I/O (sparse LiDAR in, metres out)")
     return spec.strip(), {"arch": name, **({"int8_friendly": True} if option else {})}
 
 
@@ -134,9 +161,12 @@ def _bench_arch(spec: str, model_cfg: dict, d: Path, url: str, calibration, args
     """Train, prune and export one architecture: its timed cases, predictors, sizes and notes."""
     d = d / spec.replace(":", "_")
     clock = {"start": time.perf_counter()}
+    completion = "sparse" in get(model_cfg["arch"]).inputs
+    # completion: DMD3C's stage-2 terms, as bench_students (the metric sparse term sets the scale)
+    terms = [{"name": "ssi", "weight": 1.0}, {"name": "grad", "weight": 0.5}] + \
+        ([{"name": "sparse", "weight": 0.1}] if completion else [])
     base = {"store_url": url, "groups": ["rooms/train"], "batch_size": 8, "streams": 1, "size": list(RENDER),
-            "lr": 2e-3, "schedule": "cosine", "model": model_cfg,
-            "loss": {"terms": [{"name": "ssi", "weight": 1.0}, {"name": "grad", "weight": 0.5}]}}
+            "lr": 2e-3, "schedule": "cosine", "model": model_cfg, "loss": {"terms": terms}}
     unpruned = train(TrainConfig.from_dict(base | {"out_dir": str(d / "train"), "steps": args.train_steps},
                                            source="bench_export"), progress=False).model
     clock["train"] = time.perf_counter()
@@ -149,14 +179,16 @@ def _bench_arch(spec: str, model_cfg: dict, d: Path, url: str, calibration, args
     pruned = train(ft_cfg, model=pruned, resume=False, progress=False).model.eval()
     clock["prune_finetune"] = time.perf_counter()
     cases, predictors, sizes, info = {}, {}, {}, {}
-    xi = export.to_input(calibration[0], SIZE)
+    images = [r.rgb for r in calibration]
+    maps = [_sparse(r.depth) for r in calibration] if completion else None
+    xs = _inputs(images[0], maps[0] if completion else None)  # the timed input
     for tag, model in {"unpruned": unpruned.eval(), "pruned": pruned}.items():
         key = f"{spec}/{tag}"
         fp32 = export.export_onnx(model, d / f"{tag}_fp32.onnx", SIZE)
-        int8 = export.quantize_int8(fp32, d / f"{tag}_int8.onnx", calibration)
+        int8 = export.quantize_int8(fp32, d / f"{tag}_int8.onnx", images, sparse=maps)
         wrapper, predictors[f"{key}/torch_fp32"] = _torch_case(model)
-        x = torch.from_numpy(xi)
-        cases[f"{key}/torch_fp32"] = (lambda w=wrapper, x=x: _no_grad(w, x))
+        x = tuple(torch.from_numpy(a) for a in xs)
+        cases[f"{key}/torch_fp32"] = (lambda w=wrapper, x=x: _no_grad(w, *x))
         onnx_files = [(f"{key}/ort_fp32", fp32), (f"{key}/ort_int8", int8)]
         if tag == "unpruned" and qat_steps > 0:
             r = qat.quantization_aware(model, d / "unpruned_qat.onnx", url, ["rooms/train"], qat_steps,
@@ -165,17 +197,19 @@ def _bench_arch(spec: str, model_cfg: dict, d: Path, url: str, calibration, args
             info["qat_losses"] = [round(r["losses"][0], 4), round(r["losses"][-1], 4)]
         for name, path in onnx_files:
             sess, predictors[name] = _onnx_case(path)
-            cases[name] = (lambda s=sess: export.run(s, xi))
+            feed = dict(zip([i.name for i in sess.get_inputs()], xs))
+            cases[name] = (lambda s=sess, f=feed: s.run(None, f))
             sizes[name] = export.model_bytes(path)
         if use_phone:
             phone.set_threads(THREADS)
-            for prec, cal in (("fp32", None), ("int8", calibration)):
-                path = phone.export_pte(model, d / f"{tag}_{prec}.pte", SIZE, calibration=cal)
+            for prec, cal in (("fp32", None), ("int8", images)):
+                path = phone.export_pte(model, d / f"{tag}_{prec}.pte", SIZE, calibration=cal,
+                                        sparse=maps if cal is not None else None)
                 pte, predictors[f"{key}/xnnpack_{prec}"] = _pte_case(path)
-                cases[f"{key}/xnnpack_{prec}"] = (lambda m=pte: m(xi))
+                cases[f"{key}/xnnpack_{prec}"] = (lambda m=pte: m(*xs))
                 sizes[f"{key}/xnnpack_{prec}"] = path.stat().st_size
                 if prec == "fp32":
-                    info[f"{tag}/xnnpack_fp32_max_abs_diff_vs_torch"] = phone.max_abs_diff(model, pte, [xi])
+                    info[f"{tag}/xnnpack_fp32_max_abs_diff_vs_torch"] = phone.max_abs_diff(model, pte, [xs])
     clock["export"] = time.perf_counter()
     info["prune"] = {"target_macs": int(macs0 * args.mac_fraction), "macs": [macs0, prune_report.final.macs],
                      "params": [count_params(unpruned), count_params(pruned)], "steps": len(prune_report.steps)}
@@ -210,7 +244,7 @@ def main(argv: list[str] | None = None) -> None:
     rng = np.random.default_rng(1901)
     train_renders = _rooms(rng, 48, RENDER, "train renders")
     held_out = _rooms(np.random.default_rng(1902), 16, RENDER, "held-out renders")
-    calibration = [r.rgb for r in train_renders[:8]]
+    calibration = train_renders[:8]  # (their RGB, and for completion their sparse maps)
     use_phone = phone.available() and not args.no_phone
     cases, predictors, sizes, per_arch = {}, {}, {}, {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -223,7 +257,8 @@ def main(argv: list[str] | None = None) -> None:
             sizes |= r["sizes"]
             per_arch[spec] = r["info"]
         clock["train_prune_export"] = time.perf_counter()
-        accuracy = {name: _accuracy(pred, held_out) for name, pred in predictors.items()}
+        accuracy = {name: _accuracy(pred, held_out, "sparse" in get(archs[name.split("/")[0]]["arch"]).inputs)
+                    for name, pred in predictors.items()}
         clock["accuracy"] = time.perf_counter()
         load = [os.getloadavg()[0]]
         times = alternate(cases, repeats=args.repeats, warmup=2)
@@ -277,9 +312,9 @@ def _precision(case: str) -> str:
     return "int8" if "int8" in case.rsplit("/", 1)[1] else "fp32"
 
 
-def _no_grad(module, x):
+def _no_grad(module, *x):
     with torch.inference_mode():
-        return module(x)
+        return module(*x)
 
 
 def save_and_reload(model, path):
