@@ -180,8 +180,8 @@ def fold_input_normalisation(model: StudentNet, scale: float = 255.0) -> Student
     ``(rgb/scale − mean)/std`` becomes ``rgb − scale·mean`` with the per-channel factors
     ``1/(scale·std)`` multiplied into the first conv's weights. Exact, padding included: the
     conv zero-pads ``rgb − scale·mean``, which is zero exactly where the normalised input is.
-    Measured in onnxruntime the three passes (divide, subtract, divide over 3×480×640 floats)
-    cost 1.5–2.5 ms (``benchmarks/NOTES.md``, export). A :class:`student.shift.ShiftHead`
+    The gain is small: 1.03–1.05× on ``lpcvc-mnv3s`` in onnxruntime FP32, none measurable on
+    ``mnv2-fbnet`` (``benchmarks/NOTES.md``, export). A :class:`student.shift.ShiftHead`
     (``shift``) gets the same input scale (it divides after its own downsampling)."""
     if model.input_scale != 1.0:
         raise DepthdataError(f"{model.name}: the input normalisation is already folded")
