@@ -99,13 +99,26 @@ class _NoTracebackForUserErrors(logging.Filter):
 
 
 def _build(args: argparse.Namespace) -> int:
+    from flows.local_server import start_early
+
+    # The temporary Prefect server (when no PREFECT_API_URL is set) starts while this process
+    # imports Prefect, Dask and the stages: the two take about as long (flows/local_server.py).
+    server = start_early()
+    try:
+        return _run_build(args, server)
+    finally:
+        if server is not None:
+            server.stop()  # unused when a user error stopped the command first; else already stopped
+
+
+def _run_build(args: argparse.Namespace, server) -> int:
     from flows.build import BuildFailed, build, load_run_catalog, select_datasets
     from flows.progress import show_bars
     from flows.runner import check_runner_options, prefect_api
     from flows.stages import parse_stages
 
     _quiet_dask_logs()
-    # the user's mistakes are found before a Prefect server or a cluster starts
+    # the user's mistakes are found before a cluster starts (and the run's Prefect server is used)
     select_datasets(load_run_catalog(args.catalog, args.store), args.only)
     check_runner_options(args.dask_address, args.workers)
     # the cluster options are parameters of the run (the UI shows them), which choose its runner
@@ -116,7 +129,7 @@ def _build(args: argparse.Namespace) -> int:
               "dask_address": args.dask_address, "workers": args.workers}
     quiet = _NoTracebackForUserErrors()
     logging.getLogger("prefect.flow_runs").addFilter(quiet)
-    with prefect_api(), show_bars(not args.no_progress and sys.stderr.isatty()):
+    with prefect_api(server), show_bars(not args.no_progress and sys.stderr.isatty()):
         try:
             summary = flow_obj(**params)
         except BuildFailed as exc:

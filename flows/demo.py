@@ -45,17 +45,30 @@ def banner(model: str, catalog: str) -> str:
 
 def run_demo(out: str, seed: int = 0, workers: int | None = None, progress: bool = True,
              student_steps: int = 40) -> int:
-    from depthdata.demo import write_demo_catalog, write_demo_data
-    from flows.build import BuildFailed, build
-    from flows.progress import show_bars
-    from flows.runner import prefect_api
+    from flows.local_server import start_early
 
+    # the temporary Prefect server (when no PREFECT_API_URL is set) starts while the demo data
+    # are written and the flows imported (flows/local_server.py)
+    server = start_early()
+    try:
+        return _run_demo(out, seed, workers, progress, student_steps, server)
+    finally:
+        if server is not None:
+            server.stop()
+
+
+def _run_demo(out: str, seed: int, workers: int | None, progress: bool, student_steps: int, server) -> int:
     t0 = time.perf_counter()
     out_dir = Path(out).resolve()
     try:  # an unusable --out is the user's to fix: said in one line, before anything starts
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DepthdataError(f"--out {out}: cannot make the output folder: {exc.strerror or exc}") from None
+    from depthdata.demo import write_demo_catalog, write_demo_data
+    from flows.build import BuildFailed, build
+    from flows.progress import show_bars
+    from flows.runner import prefect_api
+
     print(f"writing demo data under {out_dir / 'data'} ...")
     paths = write_demo_data(out_dir / "data", seed=seed)
     present, model = default_weights_present()
@@ -63,21 +76,21 @@ def run_demo(out: str, seed: int = 0, workers: int | None = None, progress: bool
     if not present:
         print(banner(model, catalog), file=sys.stderr)
     report_dir = str(out_dir / "report")
-    with prefect_api(), show_bars(progress):
-        try:
-            summary = build(catalog_path=catalog, report_dir=report_dir, workers=workers)
-        except BuildFailed as exc:
-            summary = exc.summary
-    print(summary.to_text())
     student = None
-    if summary.ok and student_steps > 0:
-        from flows.student import report_markdown, train_student
+    with prefect_api(server):  # one server for the build and the student
+        with show_bars(progress):
+            try:
+                summary = build(catalog_path=catalog, report_dir=report_dir, workers=workers)
+            except BuildFailed as exc:
+                summary = exc.summary
+        print(summary.to_text())
+        if summary.ok and student_steps > 0:
+            from flows.student import report_markdown, train_student
 
-        print(f"\ntraining the student ({student_steps} steps), pruning and exporting INT8 ONNX ...")
-        with prefect_api():
+            print(f"\ntraining the student ({student_steps} steps), pruning and exporting INT8 ONNX ...")
             student = train_student(store_url=summary.store_url, out_dir=str(out_dir / "student"),
                                     steps=student_steps, progress=progress)
-        print(report_markdown(student))
+            print(report_markdown(student))
     print("\nOutputs:")
     for name, root in paths.items():
         print(f"  data      {name:<15} {root}")

@@ -8,6 +8,7 @@ code, and one thread per process keeps each worker's memory to one shard at a ti
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import os
 from collections.abc import Iterator
@@ -16,49 +17,82 @@ from typing import Any
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from depthdata.errors import DepthdataError
+from flows.local_server import TemporaryServer
 
 log = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
-def prefect_api() -> Iterator[str]:
+def prefect_api(server: TemporaryServer | None = None) -> Iterator[str]:
     """Make sure a Prefect API every worker can reach exists for the duration of a run.
 
     With ``PREFECT_API_URL`` set (a ``prefect server start`` server, Prefect Cloud, the test
-    harness) this does nothing. Without it Prefect would start a throw-away server inside
-    the flow's process, which Dask workers in other processes cannot find (each would try to
-    start its own); so the same local server is started here and its URL is handed to every
-    worker through the settings and the environment they inherit.
+    harness) this does nothing, and stops ``server`` unused. Without it Prefect would start a
+    throw-away server inside the flow's process, which Dask workers in other processes cannot
+    find (each would try to start its own); so a local server is started here
+    (:class:`flows.local_server.TemporaryServer`, or ``server`` when the command launched one
+    before its imports) and its URL is handed to every worker through the settings and the
+    environment they inherit. It is stopped when the block ends.
 
     Flow-run heartbeats are off while the temporary server is used. They let a server mark a
     run whose process died as crashed; this server dies with the process, so nothing can act
     on them, and a sync flow run waits up to 1 s at its end for the heartbeat thread (it
     sleeps in whole seconds), which every ``depthdata build`` and ``demo`` paid.
     """
-    from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
+        temporary_settings,
+    )
 
     url = PREFECT_API_URL.value()
     if url:
+        if server is not None:
+            server.stop()
         yield url
         return
-    from prefect.server.api.server import SubprocessASGIServer
-
-    # The throw-away server must not phone home (and logs an error where it cannot).
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    server = SubprocessASGIServer()  # the same singleton Prefect's ephemeral mode uses
-    server.start()
-    url = server.api_url
-    log.info("no PREFECT_API_URL set: using a temporary local Prefect server at %s", url)
-    old = os.environ.get("PREFECT_API_URL")
-    os.environ["PREFECT_API_URL"] = url
+    server = server or TemporaryServer.start()
     try:
-        with temporary_settings(updates={PREFECT_API_URL: url, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-            yield url
+        url = server.wait(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value())
+        log.info("no PREFECT_API_URL set: using a temporary local Prefect server at %s", url)
+        old = os.environ.get("PREFECT_API_URL")
+        os.environ["PREFECT_API_URL"] = url
+        try:
+            with temporary_settings(updates={PREFECT_API_URL: url, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+                try:
+                    yield url
+                finally:
+                    _drain_prefect_clients()  # while they still know where the server is
+        finally:
+            if old is None:
+                os.environ.pop("PREFECT_API_URL", None)
+            else:
+                os.environ["PREFECT_API_URL"] = old
     finally:
-        if old is None:
-            os.environ.pop("PREFECT_API_URL", None)
-        else:
-            os.environ["PREFECT_API_URL"] = old
+        server.stop()
+
+
+def _drain_prefect_clients() -> None:
+    """Send what Prefect's background log and event workers of this process still hold, while
+    the server can take it: stopped first, each retried its sends for about a minute at exit.
+    (What ``prefect.testing.utilities.prefect_test_harness`` does before it stops its server.)"""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+    from prefect.utilities.asyncutils import run_coro_as_sync
+
+    async def drain() -> None:
+        try:
+            result = APILogWorker.instance().drain()
+            if inspect.isawaitable(result):
+                await result
+        except RuntimeError:  # the log worker never started: nothing to send
+            pass
+        result = EventsWorker.drain_all()
+        if inspect.isawaitable(result):
+            await result
+
+    run_coro_as_sync(drain())
 
 
 def default_workers() -> int:

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -517,7 +518,9 @@ def test_temporary_server_runs_flows_without_heartbeats(prefect_api, tmp_path):
     """Heartbeats let a server mark a run whose process died as crashed. The temporary server a
     build starts without ``PREFECT_API_URL`` dies with the process, so they are off there (a
     sync flow run waits up to 1 s for the heartbeat thread at its end); with a server the user
-    runs they stay on."""
+    runs they stay on. The temporary server is stopped when the block ends, after the run's
+    last log lines reached it (stopped first, they were lost and the process retried sending
+    them for a minute at exit)."""
     from prefect import flow
     from prefect.settings import get_current_settings
 
@@ -531,14 +534,21 @@ def test_temporary_server_runs_flows_without_heartbeats(prefect_api, tmp_path):
         assert url == prefect_api
         assert heartbeat_seconds() is not None
 
-    script = ("from prefect import flow\n"
+    script = ("import urllib.request\n"
+              "from prefect import flow, get_run_logger\n"
               "from prefect.settings import get_current_settings\n"
               "from flows.runner import prefect_api\n"
               "@flow\n"
               "def heartbeat_seconds():\n"
+              "    get_run_logger().info('last words of the run')\n"
               "    return get_current_settings().flows.heartbeat_frequency\n"
               "with prefect_api() as url:\n"
-              "    print('temporary', url, heartbeat_seconds())\n")
+              "    print('temporary', url, heartbeat_seconds())\n"
+              "try:\n"
+              "    urllib.request.urlopen(url + '/health', timeout=5)\n"
+              "    print('server still up')\n"
+              "except OSError:\n"
+              "    print('server stopped')\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
     proc = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).parents[1], env=env,
@@ -547,6 +557,27 @@ def test_temporary_server_runs_flows_without_heartbeats(prefect_api, tmp_path):
     line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("temporary"))
     _, url, seconds = line.split()
     assert url.startswith("http://127.0.0.1:") and seconds == "None"
+    assert "server stopped" in proc.stdout
+    with sqlite3.connect(tmp_path / "prefect-home" / "prefect.db") as db:  # the server's own database
+        messages = [m for (m,) in db.execute("SELECT message FROM log")]
+    assert "last words of the run" in messages
+
+
+def test_a_server_started_before_the_imports_is_used_or_stopped_unused(prefect_api, monkeypatch):
+    """``depthdata build`` starts a temporary server before it imports Prefect (when
+    ``PREFECT_API_URL`` is not in the environment); when the settings name a server after all
+    (here the test harness's), that one is used and the speculative one is stopped."""
+    from flows.local_server import TemporaryServer, start_early
+    from flows.runner import prefect_api as run_api
+
+    server = TemporaryServer.start()
+    process = server.process
+    with run_api(server) as url:
+        assert url == prefect_api
+    assert process.poll() is not None and server.process is None
+
+    monkeypatch.setenv("PREFECT_API_URL", prefect_api)
+    assert start_early() is None  # a server the user runs: nothing is started
 
 
 def _parts(store: Path, stage: str) -> int:

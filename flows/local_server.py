@@ -1,0 +1,134 @@
+"""A throw-away Prefect API server for one command, started before the command's own imports.
+
+Why not Prefect's own (``prefect.server.api.server.SubprocessASGIServer``, what its ephemeral
+mode uses): importing that module takes 2–3 s of the build process's CPU (the server's models,
+routes and database layer), only to spawn a child that imports them all again; and it is
+started when the flow is about to run, so the build then waits 3–5 s for the child. Here the
+child is spawned with the same command line and environment while the command imports its own
+modules (``depthdata build`` spends about 3 s on Prefect, Dask and the stages), so the two
+overlap on a machine with two cores or more, and this module imports nothing but the standard
+library (``benchmarks/NOTES.md``, "incremental").
+
+Whether a server is needed at all is known only once Prefect's settings are loaded (an API URL
+can come from a profile or ``prefect.toml``, not only the environment): a server launched
+speculatively when ``PREFECT_API_URL`` is not in the environment is stopped unused when the
+settings name one (:func:`flows.runner.prefect_api`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+log = logging.getLogger(__name__)
+
+#: what Prefect's temporary server runs with (prefect.server.api.server.SubprocessASGIServer):
+#: no UI, marked ephemeral (services it does not need stay off)
+SERVER_ENV = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
+#: seconds between health checks while the server starts
+POLL_S = 0.05
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _prefect_parent() -> str:
+    """The folder holding the ``prefect`` package (uvicorn's ``--app-dir``, as Prefect passes it),
+    found without importing it."""
+    spec = importlib.util.find_spec("prefect")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("prefect is not installed")
+    return os.path.dirname(next(iter(spec.submodule_search_locations)))
+
+
+class TemporaryServer:
+    """A Prefect API server in a child process on 127.0.0.1, for as long as this object is used.
+
+    ``start()`` spawns it and returns at once; ``wait()`` blocks until it answers and returns its
+    API URL; ``stop()`` ends it. The server keeps its runs in Prefect's database under
+    ``PREFECT_HOME`` (``~/.prefect/prefect.db``), as Prefect's own temporary server does, so a
+    later ``prefect server start`` shows them.
+    """
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api"
+
+    @classmethod
+    def start(cls) -> TemporaryServer:
+        """Spawn a server and return at once (:meth:`wait` for it)."""
+        server = cls()
+        server._spawn()
+        return server
+
+    def _spawn(self) -> None:
+        self.port = _free_port()
+        # the throw-away server must not phone home (and logs an error where it cannot)
+        env = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", **os.environ, **SERVER_ENV}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "--app-dir", _prefect_parent(), "--factory",
+             "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(self.port),
+             "--log-level", "error", "--lifespan", "on"],
+            env=env)
+
+    def wait(self, timeout_s: float) -> str:
+        """Block until the server answers its health check; its API URL. Raises ``RuntimeError``
+        after ``timeout_s`` seconds or when the child exits (it is relaunched once on another
+        port: a port taken between choosing it and binding it is the one race here)."""
+        assert self.process is not None, "start() first"
+        deadline = time.monotonic() + timeout_s
+        relaunched = False
+        while True:
+            code = self.process.poll()
+            if code is not None:
+                if relaunched:
+                    raise RuntimeError(f"the temporary Prefect server exited with code {code} before it answered "
+                                       "(its errors are above)")
+                log.info("the temporary Prefect server exited with code %s; trying another port", code)
+                relaunched = True
+                self._spawn()
+                continue
+            try:
+                with urllib.request.urlopen(f"{self.api_url}/health", timeout=5) as response:
+                    if response.status == 200:
+                        return self.api_url
+            except OSError:  # not listening yet (connection refused), or still starting up
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"the temporary Prefect server did not answer within {timeout_s:.0f} s "
+                                   "(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS sets the limit)")
+            time.sleep(POLL_S)
+
+    def stop(self) -> None:
+        """End the server (SIGTERM, then SIGKILL after 5 s)."""
+        if self.process is None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+
+def start_early() -> TemporaryServer | None:
+    """What a command calls first: a server started speculatively, or ``None`` when
+    ``PREFECT_API_URL`` is in the environment (a server the user runs). Hand the result to
+    :func:`flows.runner.prefect_api`, which waits for it, or stops it when the settings name a
+    server after all; stop it yourself if the command ends before that."""
+    return None if os.environ.get("PREFECT_API_URL") else TemporaryServer.start()
