@@ -3,7 +3,8 @@
 Issue #17's GPU check. The Depth-Anything-V2-Small architecture with random weights (timing does
 not depend on the weights), saved and loaded through the project's loader onto CUDA (bf16, as
 ``teacher.device: auto`` picks), 480×640 images, batch sizes 1-32. The project path is what the
-stage runs per shard minus the store I/O: the processor, the forward pass, the resize back to
+stage runs per shard minus the store I/O: the processor (on the GPU, given the batch as one uint8
+tensor: ``depthdata.teacher.predict.pixel_values``), the forward pass, the resize back to
 480×640, per-image [0, 1] normalisation, float16. The baseline is the bare loop a user would
 write: the processor and the forward pass in bf16 on the same GPU, same batch size, no resize
 back. Goal: the project path's best images/s ≥ 0.9× the bare loop's best.

@@ -157,6 +157,22 @@ def test_normalising_on_the_device_gives_the_same_values_as_normalise01(teacher)
     assert part.raw_min.tolist() == want.raw_min[[0, 3]].tolist()
 
 
+def test_the_processor_on_the_teachers_device_gives_its_host_values(teacher):
+    """On a GPU the stage hands the processor the batch as one uint8 tensor to resize and
+    normalise on the device; the values are those of the processor's usual call (checked here
+    on the CPU, where only the device differs), also with another input size (the TTA scale)."""
+    from depthdata.teacher.predict import pixel_values, processes_on_device
+
+    assert processes_on_device(teacher.processor)  # transformers' torchvision-backed processor
+    images = _images(3, h=30, w=70, seed=6)
+    for size in (None, 28):
+        kwargs = {"size": {"height": size, "width": size}} if size else {}
+        want = teacher.processor(images=list(images), return_tensors="pt", **kwargs)["pixel_values"]
+        got = pixel_values(teacher, images, size=size, on_device=True)
+        assert got.dtype == teacher.dtype and got.shape == want.shape
+        torch.testing.assert_close(got, want.to(teacher.dtype), rtol=0, atol=0)
+
+
 def test_normalise01_maps_range_and_refuses_constant_images():
     raw = np.stack([np.linspace(2.0, 6.0, 12, dtype=np.float32).reshape(3, 4), np.full((3, 4), 5.0, np.float32)])
     n = normalise01(raw)

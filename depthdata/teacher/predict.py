@@ -11,6 +11,7 @@ values (the resize is per image), 5× faster on a CPU than that method's image-b
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,12 +34,37 @@ class Normalised:
         return Normalised(self.disparity01[indices], self.raw_min[indices], self.raw_max[indices])
 
 
+def processes_on_device(processor: Any) -> bool:
+    """Whether ``processor`` can resize and normalise on a given device (transformers'
+    torchvision-backed image processors take ``device=``; the PIL ones do not)."""
+    kwargs = getattr(processor, "valid_kwargs", None)
+    return "device" in getattr(kwargs, "__annotations__", {})
+
+
+def pixel_values(teacher: Teacher, images: np.ndarray, size: int | None = None,
+                 on_device: bool | None = None) -> torch.Tensor:
+    """The processor's ``pixel_values`` for uint8 ``N×H×W×3`` images, on the teacher's device
+    in its dtype. ``on_device`` (default: when the teacher is not on the CPU and the processor
+    can) hands the processor the batch as one uint8 tensor and lets it resize and normalise on
+    the teacher's device: on a GPU the processor's CPU time bounded the stage (about 4 ms an
+    image at 480×640, as much as the forward pass; ``benchmarks/NOTES.md``, "teacher_gpu"), and
+    the copy to the device is then of uint8 pixels, a quarter of the float32 ones. Same
+    operations either way (torchvision's), so the same values up to the device's rounding."""
+    kwargs: dict[str, Any] = {"size": {"height": size, "width": size}} if size else {}
+    if on_device is None:
+        on_device = teacher.device.type != "cpu" and processes_on_device(teacher.processor)
+    if on_device:
+        batch = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
+        inputs = teacher.processor(images=batch, return_tensors="pt", device=teacher.device, **kwargs)
+    else:
+        inputs = teacher.processor(images=list(images), return_tensors="pt", **kwargs)
+    return inputs["pixel_values"].to(teacher.device, teacher.dtype)
+
+
 def _forward(teacher: Teacher, images: np.ndarray, size: int | None = None, flip: bool = False) -> torch.Tensor:
     """Raw disparity ``N×H×W`` float32, on the teacher's device."""
     h, w = images.shape[1:3]
-    kwargs = {"size": {"height": size, "width": size}} if size else {}
-    inputs = teacher.processor(images=list(images), return_tensors="pt", **kwargs)
-    pixels = inputs["pixel_values"].to(teacher.device, teacher.dtype)
+    pixels = pixel_values(teacher, images, size)
     if flip:
         # flipping the resized tensor equals resizing the flipped image (the resize is symmetric)
         pixels = pixels.flip(-1)
