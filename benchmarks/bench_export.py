@@ -16,7 +16,9 @@ Cases per architecture and model (unpruned, pruned): PyTorch eager FP32; onnxrun
 onnxruntime INT8 static QDQ (calibrated on training images, ``student.export.quantize_int8``);
 onnxruntime INT8 after PT2E quantization-aware fine-tuning (unpruned, first architecture only,
 ``--qat-steps``: it costs about a minute per architecture); ExecuTorch + XNNPACK FP32 and INT8
-(extra ``phone``; left out when not installed). All cases of all architectures run batch 1 with
+(extra ``phone``; left out when not installed); OpenVINO FP32 and INT8 on the same two ONNX
+files, an x86 runtime users would pick instead of onnxruntime (extra ``openvino``; left out when
+not installed; float32 for what is not quantized, :data:`OPENVINO_CONFIG`). All cases of all architectures run batch 1 with
 2 threads, **alternating** (A B C … A B C …) after a warm-up, in one loop; medians compared.
 Accuracy: AbsRel and δ1 on the held-out renders under the ``affine_invariant`` protocol
 (``student.evaluate``), per case.
@@ -44,6 +46,7 @@ load).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import tempfile
 import time
@@ -130,6 +133,26 @@ def _onnx_case(path: Path):
         sess.run(None, dict(zip(names, _inputs(rgb, sparse))))[0][0, 0], rgb.shape[:2]))
 
 
+#: OpenVINO's CPU plugin as a peer runtime for x86: batch 1, THREADS threads, one stream, and
+#: float32 for what is not quantized (on CPUs with bf16 its default is bf16 inference, which would
+#: not be an FP32 case: it changed outputs by up to 0.5 % of their range here)
+OPENVINO_CONFIG = {"INFERENCE_NUM_THREADS": THREADS, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1,
+                   "INFERENCE_PRECISION_HINT": "f32"}
+
+
+def _openvino_case(path: Path):
+    """The same ONNX file run by OpenVINO (oneDNN kernels; int8 ones with AVX-512 VNNI here)."""
+    import openvino
+
+    request = openvino.Core().compile_model(str(path), "CPU", OPENVINO_CONFIG).create_infer_request()
+
+    def run(*xs):
+        request.infer(dict(enumerate(xs)))
+        return request.get_output_tensor(0).data
+
+    return run, (lambda rgb, sparse=None: ev._resize(run(*_inputs(rgb, sparse))[0, 0].copy(), rgb.shape[:2]))
+
+
 def _pte_case(path: Path):
     model = phone.PteModel(path)
     return model, (lambda rgb, sparse=None: ev._resize(model(*_inputs(rgb, sparse))[0, 0], rgb.shape[:2]))
@@ -157,7 +180,7 @@ def parse_arch(spec: str) -> tuple[str, dict]:
 
 
 def _bench_arch(spec: str, model_cfg: dict, d: Path, url: str, calibration, args, use_phone: bool,
-                qat_steps: int) -> dict:
+                qat_steps: int, use_openvino: bool = False) -> dict:
     """Train, prune and export one architecture: its timed cases, predictors, sizes and notes."""
     d = d / spec.replace(":", "_")
     clock = {"start": time.perf_counter()}
@@ -200,6 +223,11 @@ def _bench_arch(spec: str, model_cfg: dict, d: Path, url: str, calibration, args
             feed = dict(zip([i.name for i in sess.get_inputs()], xs))
             cases[name] = (lambda s=sess, f=feed: s.run(None, f))
             sizes[name] = export.model_bytes(path)
+        if use_openvino:
+            for prec, path in (("fp32", fp32), ("int8", int8)):
+                run, predictors[f"{key}/openvino_{prec}"] = _openvino_case(path)
+                cases[f"{key}/openvino_{prec}"] = (lambda r=run: r(*xs))
+                sizes[f"{key}/openvino_{prec}"] = export.model_bytes(path)
         if use_phone:
             phone.set_threads(THREADS)
             for prec, cal in (("fp32", None), ("int8", images)):
@@ -230,6 +258,7 @@ def main(argv: list[str] | None = None) -> None:
                    help="quantization-aware fine-tuning steps, first architecture only (default 40; 0: none)")
     p.add_argument("--mac-fraction", type=float, default=1 / 3, help="pruning MAC target / unpruned MACs")
     p.add_argument("--no-phone", action="store_true", help="leave out the ExecuTorch cases")
+    p.add_argument("--no-openvino", action="store_true", help="leave out the OpenVINO cases")
     p.add_argument("--name", default="export",
                    help="results file name, results/NAME.json (default export: the default run's; "
                         "e.g. export_dense for --arch resnet18-unet,fpn-mnv3s)")
@@ -246,12 +275,14 @@ def main(argv: list[str] | None = None) -> None:
     held_out = _rooms(np.random.default_rng(1902), 16, RENDER, "held-out renders")
     calibration = train_renders[:8]  # (their RGB, and for completion their sparse maps)
     use_phone = phone.available() and not args.no_phone
+    use_openvino = importlib.util.find_spec("openvino") is not None and not args.no_openvino
     cases, predictors, sizes, per_arch = {}, {}, {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         url = _store(str(d / "s.zarr"), train_renders)
         for k, (spec, model_cfg) in enumerate(archs.items()):
-            r = _bench_arch(spec, model_cfg, d, url, calibration, args, use_phone, args.qat_steps if k == 0 else 0)
+            r = _bench_arch(spec, model_cfg, d, url, calibration, args, use_phone, args.qat_steps if k == 0 else 0,
+                            use_openvino)
             cases |= r["cases"]
             predictors |= r["predictors"]
             sizes |= r["sizes"]
@@ -303,7 +334,8 @@ def main(argv: list[str] | None = None) -> None:
               "accuracy": accuracy, "bytes": sizes, "pareto": pareto,
               "seconds": {b: round(clock[b] - clock[a], 1) for a, b in zip(marks, marks[1:])}}
     write(args.name, params, results, goals, onnxruntime=ort.__version__,
-          executorch=_version("executorch") if use_phone else "not installed", torchao=_version("torchao"))
+          executorch=_version("executorch") if use_phone else "not installed", torchao=_version("torchao"),
+          openvino=_version("openvino") if use_openvino else "not installed")
 
 
 def _precision(case: str) -> str:
