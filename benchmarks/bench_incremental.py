@@ -72,6 +72,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import harness
+from flows.local_server import terminate
 
 ROOT = Path(__file__).parent / ".incremental"
 BASE = 20_000
@@ -215,14 +216,13 @@ class Services:
     make_task_runner` tunes its own) held by a child process. Builds then start neither."""
 
     def __init__(self, home: Path) -> None:
-        import socket
         import urllib.request
+
+        from flows.local_server import free_port
 
         shutil.rmtree(home, ignore_errors=True)
         home.mkdir(parents=True)
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
+        port = free_port()
         env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
                "PREFECT_UI_ENABLED": "false", "PYTHONWARNINGS": "ignore"}
         env.pop("PREFECT_API_URL", None)
@@ -251,11 +251,7 @@ class Services:
     def close(self) -> None:
         self._cluster.stdin.close()  # the cluster process closes its cluster and exits
         self._cluster.wait(timeout=60)
-        self._server.terminate()
-        try:
-            self._server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self._server.kill()
+        terminate(self._server, 30)
         self._log.close()
 
 

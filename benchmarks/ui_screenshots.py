@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,16 +35,12 @@ import numpy as np
 import yaml
 from PIL import Image
 
+from flows.local_server import free_port
+
 CHROMIUM = ("chromium", "chromium-browser", "google-chrome", "chrome-headless-shell")
 WINDOW = "1500,1000"
 #: milliseconds of page time Chromium lets the UI's scripts run before the screenshot
 SETTLE_MS = 30000
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _chromium() -> str:
@@ -98,7 +93,7 @@ def main(out_dir: str = "ui-screenshots") -> None:
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="ui-screenshots-"))
-    port = _free_port()
+    port = free_port()
     ui = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update(PREFECT_HOME=str(tmp / "prefect-home"), PREFECT_SERVER_ANALYTICS_ENABLED="false",

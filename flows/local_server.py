@@ -35,7 +35,8 @@ SERVER_ENV = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREF
 POLL_S = 0.05
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (the OS's choice)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -75,7 +76,7 @@ class TemporaryServer:
         return server
 
     def _spawn(self) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         # the throw-away server must not phone home (and logs an error where it cannot)
         env = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", **os.environ, **SERVER_ENV}
         self.process = subprocess.Popen(
@@ -117,13 +118,18 @@ class TemporaryServer:
         """End the server (SIGTERM, then SIGKILL after 5 s)."""
         if self.process is None:
             return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        terminate(self.process, 5)
         self.process = None
+
+
+def terminate(process: subprocess.Popen, timeout_s: float) -> None:
+    """SIGTERM ``process``, then SIGKILL if it is still running after ``timeout_s`` seconds."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def start_early() -> TemporaryServer | None:
