@@ -18,7 +18,8 @@ onnxruntime INT8 after PT2E quantization-aware fine-tuning (unpruned, first arch
 ``--qat-steps``: it costs about a minute per architecture); ExecuTorch + XNNPACK FP32 and INT8
 (extra ``phone``; left out when not installed); OpenVINO FP32 and INT8 on the same two ONNX
 files, an x86 runtime users would pick instead of onnxruntime (extra ``openvino``; left out when
-not installed; float32 for what is not quantized, :data:`OPENVINO_CONFIG`). All cases of all architectures run batch 1 with
+not installed; float32 for what is not quantized, :mod:`student.openvino_runtime`). All cases
+of all architectures run batch 1 with
 2 threads, **alternating** (A B C … A B C …) after a warm-up, in one loop; medians compared.
 Accuracy: AbsRel and δ1 on the held-out renders under the ``affine_invariant`` protocol
 (``student.evaluate``), per case.
@@ -46,7 +47,6 @@ load).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import tempfile
 import time
@@ -60,7 +60,7 @@ from benchmarks.harness import alternate, goal, summary, write
 from depthdata.demo.data import _rooms
 from depthdata.store import Store
 from student import evaluate as ev
-from student import export, phone, qat
+from student import export, openvino_runtime, phone, qat
 from student.arch import count_macs, count_params, get
 from student.checkpoint import save_model
 from student.prune_target import Target, prune_to_target
@@ -133,24 +133,11 @@ def _onnx_case(path: Path):
         sess.run(None, dict(zip(names, _inputs(rgb, sparse))))[0][0, 0], rgb.shape[:2]))
 
 
-#: OpenVINO's CPU plugin as a peer runtime for x86: batch 1, THREADS threads, one stream, and
-#: float32 for what is not quantized (on CPUs with bf16 its default is bf16 inference, which would
-#: not be an FP32 case: it changed outputs by up to 0.5 % of their range here)
-OPENVINO_CONFIG = {"INFERENCE_NUM_THREADS": THREADS, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1,
-                   "INFERENCE_PRECISION_HINT": "f32"}
-
-
 def _openvino_case(path: Path):
-    """The same ONNX file run by OpenVINO (oneDNN kernels; int8 ones with AVX-512 VNNI here)."""
-    import openvino
-
-    request = openvino.Core().compile_model(str(path), "CPU", OPENVINO_CONFIG).create_infer_request()
-
-    def run(*xs):
-        request.infer(dict(enumerate(xs)))
-        return request.get_output_tensor(0).data
-
-    return run, (lambda rgb, sparse=None: ev._resize(run(*_inputs(rgb, sparse))[0, 0].copy(), rgb.shape[:2]))
+    """The same ONNX file run by OpenVINO (:mod:`student.openvino_runtime`: oneDNN kernels, int8
+    ones with AVX-512 VNNI here; float32 for what is not quantized)."""
+    model = openvino_runtime.OpenVinoModel(path, THREADS)
+    return model, (lambda rgb, sparse=None: ev._resize(model(*_inputs(rgb, sparse))[0, 0], rgb.shape[:2]))
 
 
 def _pte_case(path: Path):
@@ -225,8 +212,8 @@ def _bench_arch(spec: str, model_cfg: dict, d: Path, url: str, calibration, args
             sizes[name] = export.model_bytes(path)
         if use_openvino:
             for prec, path in (("fp32", fp32), ("int8", int8)):
-                run, predictors[f"{key}/openvino_{prec}"] = _openvino_case(path)
-                cases[f"{key}/openvino_{prec}"] = (lambda r=run: r(*xs))
+                ov, predictors[f"{key}/openvino_{prec}"] = _openvino_case(path)
+                cases[f"{key}/openvino_{prec}"] = (lambda m=ov: m(*xs))
                 sizes[f"{key}/openvino_{prec}"] = export.model_bytes(path)
         if use_phone:
             phone.set_threads(THREADS)
@@ -275,7 +262,7 @@ def main(argv: list[str] | None = None) -> None:
     held_out = _rooms(np.random.default_rng(1902), 16, RENDER, "held-out renders")
     calibration = train_renders[:8]  # (their RGB, and for completion their sparse maps)
     use_phone = phone.available() and not args.no_phone
-    use_openvino = importlib.util.find_spec("openvino") is not None and not args.no_openvino
+    use_openvino = openvino_runtime.available() and not args.no_openvino
     cases, predictors, sizes, per_arch = {}, {}, {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)

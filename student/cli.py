@@ -124,9 +124,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     pr.add_argument("--count-size", type=_size, default=(480, 640),
                     help="HEIGHTxWIDTH at which MACs and latency are counted and the graph is traced "
                     "(default 480x640, the contest's)")
-    pr.add_argument("--latency-runtime", choices=["onnxruntime", "torch"], default="onnxruntime",
+    pr.add_argument("--latency-runtime", choices=["onnxruntime", "openvino", "torch"], default="onnxruntime",
                     help="runtime whose latency --target-latency-ms (and --sparsity) measures: the FP32 ONNX "
-                    "export in onnxruntime, or PyTorch eager (default onnxruntime)")
+                    "export in onnxruntime or OpenVINO (extra openvino), or PyTorch eager (default onnxruntime)")
     pr.add_argument("--threads", type=int, default=2, help="intra-op threads of the latency measurement (default 2)")
     pr.add_argument("--repeats", type=int, default=5,
                     help="timed runs per latency measurement; the median counts (default 5)")
@@ -193,6 +193,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--threads", type=int, default=2, help="intra-op threads of every runtime (default 2)")
     b.add_argument("--repeats", type=int, default=10, help="timed rounds, each running every file once (default 10)")
     b.add_argument("--warmup", type=int, default=2, help="untimed rounds before timing (default 2)")
+    b.add_argument("--openvino", action="store_true",
+                   help="also time the ONNX files in OpenVINO (extra openvino): the x86 runtime whose int8 "
+                        "kernels pay off where onnxruntime's do not (docs/student.md)")
     b.add_argument("--json", default=None, metavar="PATH", help="also write the table and ratios as JSON to PATH")
     b.set_defaults(func=_bench)
 
@@ -365,7 +368,7 @@ def _export(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from student.release import bench_folder
 
-    result = bench_folder(args.dir, args.size, args.threads, args.repeats, args.warmup)
+    result = bench_folder(args.dir, args.size, args.threads, args.repeats, args.warmup, openvino=args.openvino)
     print(format_bench(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")

@@ -1,8 +1,8 @@
 """Latency of a model, measured through a pluggable clock and runner.
 
 A :class:`LatencyMeter` is a ``measure(model) -> milliseconds`` callable: it asks its ``runner``
-for a zero-argument function that runs the model once on a fixed input (``torch`` eager, or an
-``onnxruntime`` session of the FP32 export), calls it ``warmup`` times, then times ``repeats``
+for a zero-argument function that runs the model once on a fixed input (``torch`` eager, or the
+FP32 export in an ``onnxruntime`` session or compiled by ``openvino``), calls it ``warmup`` times, then times ``repeats``
 calls with ``clock`` (seconds, default :func:`time.perf_counter`) and returns the median in
 milliseconds. Tests pass a fake clock whose time advances only when the fake runner runs, so
 the pruning loop is checked against a latency table without timing anything.
@@ -27,7 +27,7 @@ Clock = Callable[[], float]
 #: ``runner(model, size, threads) -> run`` where ``run()`` executes one batch-1 forward pass
 Runner = Callable[[StudentNet, tuple[int, int], int], Callable[[], object]]
 
-RUNTIMES = ("torch", "onnxruntime")
+RUNTIMES = ("torch", "onnxruntime", "openvino")
 
 
 def torch_runner(model: StudentNet, size: tuple[int, int], threads: int) -> Callable[[], object]:
@@ -61,7 +61,25 @@ def onnx_runner(model: StudentNet, size: tuple[int, int], threads: int) -> Calla
     return lambda: sess.run(None, feeds)
 
 
-RUNNERS: dict[str, Runner] = {"torch": torch_runner, "onnxruntime": onnx_runner}
+def openvino_runner(model: StudentNet, size: tuple[int, int], threads: int) -> Callable[[], object]:
+    """The FP32 ONNX export (contest I/O) compiled by OpenVINO (:mod:`student.openvino_runtime`,
+    extra ``openvino``) with ``threads`` threads."""
+    import numpy as np
+
+    from student import export
+    from student.openvino_runtime import OpenVinoModel
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export.export_onnx(model, Path(tmp) / "m.onnx", tuple(size))
+        ov = OpenVinoModel(path, threads)  # compiled into memory: the file may go
+    rng = np.random.default_rng(0)
+    inputs = [rng.uniform(0, 255, (1, 3, *size)).astype(np.float32)]
+    if len(model.example_inputs((8, 8))) > 1:  # a completion student's sparse map, metres
+        inputs.append(rng.uniform(0, 10, (1, 1, *size)).astype(np.float32))
+    return lambda: ov(*inputs)
+
+
+RUNNERS: dict[str, Runner] = {"torch": torch_runner, "onnxruntime": onnx_runner, "openvino": openvino_runner}
 
 
 def median_ms(run: Callable[[], object], repeats: int = 5, warmup: int = 1, clock: Clock = time.perf_counter) -> float:

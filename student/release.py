@@ -75,22 +75,40 @@ def _runner(path: Path, size: tuple[int, int], threads: int) -> Callable[[], obj
     return lambda: export.run(sess, x)
 
 
+#: how a latency row names an ONNX file run by OpenVINO instead of onnxruntime
+OPENVINO_SUFFIX = " (openvino)"
+
+
 def measure_latency(paths: Sequence[Path], size: tuple[int, int], threads: int = 2, repeats: int = 10,
-                    warmup: int = 2, clock: Clock = time.perf_counter, torch_too: bool = False) -> dict:
-    """Median ms per file (``.onnx``, ``.pte``; and ``.safetensors`` with ``torch_too``), batch 1;
-    the files alternate run by run (:func:`student.latency.alternate_ms`)."""
+                    warmup: int = 2, clock: Clock = time.perf_counter, torch_too: bool = False,
+                    openvino: bool = False) -> dict:
+    """Median ms per file (``.onnx``, ``.pte``; and ``.safetensors`` with ``torch_too``; with
+    ``openvino`` also each ``.onnx`` file in OpenVINO, named ``<file> (openvino)``), batch 1;
+    the runs alternate (:func:`student.latency.alternate_ms`)."""
     kinds = (".onnx", ".pte", ".safetensors") if torch_too else (".onnx", ".pte")
     runs = {p.name: _runner(p, size, threads) for p in paths if p.suffix in kinds}
+    if openvino:
+        from student import openvino_runtime
+
+        x = np.random.default_rng(0).uniform(0, 255, (1, 3, *size)).astype(np.float32)
+        runs |= {p.name + OPENVINO_SUFFIX: openvino_runtime.runner(p, (x,), threads)
+                 for p in paths if p.suffix == ".onnx"}
     return {"median_ms": alternate_ms(runs, repeats, warmup, clock), "threads": threads, "repeats": repeats,
             "batch": 1, "input_size": list(size), "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}"}
 
 
 def bench_folder(out_dir: str | Path, size: tuple[int, int] | None = None, threads: int = 2, repeats: int = 10,
-                 warmup: int = 2, clock: Clock = time.perf_counter) -> dict:
+                 warmup: int = 2, clock: Clock = time.perf_counter, openvino: bool = False) -> dict:
     """Latency of every artefact of an export folder (:data:`FILES`: PyTorch, onnxruntime,
-    ExecuTorch; FP32 and INT8), alternating, with the ratios that compare them:
-    ``fp32_over_int8`` per runtime (> 1: INT8 is faster) and ``speedup_vs_reference`` of each file
-    against ``student_fp32.onnx`` (the contest's reference runtime and precision)."""
+    ExecuTorch; FP32 and INT8; with ``openvino`` also the ONNX files in OpenVINO), alternating,
+    with the ratios that compare them: ``fp32_over_int8`` per runtime (> 1: INT8 is faster) and
+    ``speedup_vs_reference`` of each run against ``student_fp32.onnx`` in onnxruntime (the
+    contest's reference runtime and precision). A row's ``run`` names the file and, when it is
+    not the file's usual runtime, the runtime."""
+    from student import openvino_runtime
+
+    if openvino and not openvino_runtime.available():
+        raise DepthdataError("--openvino needs the openvino extra: pip install -e '.[openvino]'")
     out = Path(out_dir)
     present = [out / name for name in FILES if (out / name).is_file()]
     if not any(p.suffix in (".onnx", ".pte") for p in present):
@@ -100,9 +118,13 @@ def bench_folder(out_dir: str | Path, size: tuple[int, int] | None = None, threa
         if not onnx_files:
             raise DepthdataError(f"{out}: give the input size (no ONNX file to read it from)")
         size = export.input_size(export.session(onnx_files[0]))
-    lat = measure_latency(present, size, threads, repeats, warmup, clock, torch_too=True)
+    lat = measure_latency(present, size, threads, repeats, warmup, clock, torch_too=True, openvino=openvino)
     med = lat["median_ms"]
-    rows = [{"file": name, "runtime": FILES[name][0], "precision": FILES[name][1], "ms": ms} for name, ms in med.items()]
+    rows = []
+    for run, ms in med.items():
+        name = run.removesuffix(OPENVINO_SUFFIX)
+        runtime = "openvino" if run != name else FILES[name][0]
+        rows.append({"run": run, "file": name, "runtime": runtime, "precision": FILES[name][1], "ms": ms})
     by = {(r["runtime"], r["precision"]): r["ms"] for r in rows}
     ratios = {rt: by[(rt, "fp32")] / by[(rt, "int8")] for rt, prec in by if prec == "int8" and (rt, "fp32") in by}
     ref = med.get("student_fp32.onnx")
@@ -113,7 +135,7 @@ def bench_folder(out_dir: str | Path, size: tuple[int, int] | None = None, threa
     best = None
     if fp32s and int8s:
         b32, b8 = min(fp32s, key=lambda r: r["ms"]), min(int8s, key=lambda r: r["ms"])
-        best = {"fp32": b32["file"], "int8": b8["file"], "fp32_over_int8": b32["ms"] / b8["ms"]}
+        best = {"fp32": b32["run"], "int8": b8["run"], "fp32_over_int8": b32["ms"] / b8["ms"]}
     return {"rows": rows, "fp32_over_int8": ratios, "best": best, "reference": "student_fp32.onnx" if ref else None,
             **{k: v for k, v in lat.items() if k != "median_ms"}}
 

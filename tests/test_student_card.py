@@ -13,6 +13,7 @@ from student_fixtures import hand_macs as _hand_macs
 from depthdata.cli import main as cli_main
 from depthdata.store import Store
 from student import card as cards
+from student import openvino_runtime
 from student.checkpoint import load_model
 from student.train import TrainConfig, train
 
@@ -151,6 +152,54 @@ def test_bench_command_prints_each_file_and_writes_json(exported, tmp_path, caps
         ("pytorch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "int8")}
     by = {r["file"]: r["ms"] for r in doc["rows"]}
     assert doc["fp32_over_int8"]["onnxruntime"] == pytest.approx(by["student_fp32.onnx"] / by["student_int8.onnx"])
+
+
+def test_bench_openvino_without_the_extra_says_how_to_install_it(exported, monkeypatch):
+    from depthdata.errors import DepthdataError
+    from student.release import bench_folder
+
+    monkeypatch.setattr(openvino_runtime, "available", lambda: False)
+    with pytest.raises(DepthdataError, match=r"openvino extra.*pip install"):
+        bench_folder(exported[0], openvino=True)
+
+
+@pytest.mark.skipif(not openvino_runtime.available(), reason="OpenVINO (extra openvino) not installed")
+def test_openvino_runs_the_exported_files_as_onnxruntime_does_and_bench_times_them(exported, tmp_path, capsys):
+    """OpenVINO reads the exported ONNX files as they are: in float32 it gives onnxruntime's
+    outputs (bf16, its default on such CPUs, would not), its INT8 run drifts from FP32 about as
+    little as onnxruntime's INT8; ``student bench --openvino`` adds a row per ONNX file and its FP32/INT8 ratio;
+    the ``openvino`` latency runner times the FP32 export of a model."""
+    from student import export
+    from student.latency import LatencyMeter
+    from student.openvino_runtime import OpenVinoModel
+
+    out, _, checkpoint = exported
+    x = np.random.default_rng(3).uniform(0, 255, (1, 3, H, W)).astype(np.float32)
+    fp32 = export.run(export.session(out / "student_fp32.onnx"), x)
+    got = OpenVinoModel(out / "student_fp32.onnx")(x)
+    assert got.shape == fp32.shape == (1, 1, H, W)
+    # float32 kernels differ in rounding only (bf16, OpenVINO's default on such CPUs, was 5e-3 off)
+    np.testing.assert_allclose(got, fp32, rtol=0, atol=1e-3)
+    # int8 kernels round differently from onnxruntime's, pixel by pixel; what must hold is that
+    # OpenVINO's INT8 drifts from FP32 about as little as onnxruntime's INT8 does
+    ort_drift = np.abs(export.run(export.session(out / "student_int8.onnx"), x) - fp32).mean()
+    ov_drift = np.abs(OpenVinoModel(out / "student_int8.onnx")(x) - fp32).mean()
+    assert 0 < ort_drift < 0.05 and ov_drift <= 2 * ort_drift
+
+    rc = cli_main(["student", "bench", "--dir", str(out), "--repeats", "1", "--warmup", "0", "--openvino",
+                   "--json", str(tmp_path / "b.json")])
+    assert rc == 0
+    assert "openvino: FP32 / INT8" in capsys.readouterr().out
+    doc = json.loads((tmp_path / "b.json").read_text())
+    assert {(r["run"], r["runtime"], r["precision"]) for r in doc["rows"] if r["runtime"] == "openvino"} == {
+        ("student_fp32.onnx (openvino)", "openvino", "fp32"), ("student_int8.onnx (openvino)", "openvino", "int8")}
+    by = {r["run"]: r["ms"] for r in doc["rows"]}
+    assert doc["fp32_over_int8"]["openvino"] == pytest.approx(
+        by["student_fp32.onnx (openvino)"] / by["student_int8.onnx (openvino)"])
+
+    ticks = iter(range(1000))  # a clock that advances 1 s per reading: every timed run takes 1 s
+    meter = LatencyMeter("openvino", (H, W), repeats=3, warmup=1, clock=lambda: float(next(ticks)))
+    assert meter(load_model(checkpoint)) == pytest.approx(1000.0)
 
 
 def test_bench_refuses_a_folder_without_models(tmp_path):
