@@ -8,8 +8,9 @@ Written by ``depthdata student export`` beside the files it describes (and by
   batch 1 at ``input_size``);
 * ``artefacts``: per file (the ``.safetensors`` weights, each ``.onnx`` / ``.pte``): format,
   runtime, precision, bytes on disk and SHA-256;
-* ``latency`` (when measured): median ms per artefact, batch 1, with threads and repeats — this
-  machine's numbers, not a phone's;
+* ``latency`` (when measured): median ms per artefact, batch 1, with threads and repeats (with
+  ``--openvino`` also ``<file>.onnx (openvino)``: the file in OpenVINO) — this machine's
+  numbers, not a phone's;
 * ``metrics``: per artefact, :func:`student.evaluate.evaluate` on the held-out groups, with the
   protocols' definitions (:data:`student.evaluate.PROTOCOLS`) and the sample limit;
 * ``lineage``: store URL and version, the training groups (from the weights' metadata) with

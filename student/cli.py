@@ -75,6 +75,8 @@ def _card_options(p: argparse.ArgumentParser) -> None:
                    help="measure each file's median batch-1 latency for the card (alternating runs)")
     p.add_argument("--threads", type=int, default=2, help="threads of the latency measurement (default 2)")
     p.add_argument("--repeats", type=int, default=10, help="timed runs per file for --latency (default 10)")
+    p.add_argument("--openvino", action="store_true",
+                   help="with --latency, also time the ONNX files in OpenVINO (extra openvino)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -359,7 +361,7 @@ def _export(args: argparse.Namespace) -> int:
 
     card = export_folder(args.model, args.out, args.size, args.eps, args.store, args.groups, args.calibration,
                          phone=args.phone, held_out=args.held_out, limit=args.limit, latency=args.latency,
-                         threads=args.threads, repeats=args.repeats)
+                         threads=args.threads, repeats=args.repeats, openvino=args.openvino)
     print(json.dumps({"artefacts": card["artefacts"], "params": card["params"], "macs": card["macs"],
                       "card": str(Path(args.out) / "model_card.json")}, indent=2))
     return 0
@@ -415,7 +417,7 @@ def _card(args: argparse.Namespace) -> int:
     if args.held_out and not store:
         raise DepthdataError(f"{model}: no store recorded in the weights; pass --store for the held-out metrics")
     card = write_card_for(model, folder, size, args.eps, store, args.held_out, args.limit, args.latency,
-                          args.threads, args.repeats)
+                          args.threads, args.repeats, openvino=args.openvino)
     print(json.dumps({"params": card["params"], "macs": card["macs"], "card": str(folder / cards.CARD_JSON)}, indent=2))
     return 0
 

@@ -85,11 +85,13 @@ def measure_latency(paths: Sequence[Path], size: tuple[int, int], threads: int =
     """Median ms per file (``.onnx``, ``.pte``; and ``.safetensors`` with ``torch_too``; with
     ``openvino`` also each ``.onnx`` file in OpenVINO, named ``<file> (openvino)``), batch 1;
     the runs alternate (:func:`student.latency.alternate_ms`)."""
+    from student import openvino_runtime
+
+    if openvino and not openvino_runtime.available():
+        raise DepthdataError("--openvino needs the openvino extra: pip install -e '.[openvino]'")
     kinds = (".onnx", ".pte", ".safetensors") if torch_too else (".onnx", ".pte")
     runs = {p.name: _runner(p, size, threads) for p in paths if p.suffix in kinds}
     if openvino:
-        from student import openvino_runtime
-
         x = np.random.default_rng(0).uniform(0, 255, (1, 3, *size)).astype(np.float32)
         runs |= {p.name + OPENVINO_SUFFIX: openvino_runtime.runner(p, (x,), threads)
                  for p in paths if p.suffix == ".onnx"}
@@ -105,10 +107,6 @@ def bench_folder(out_dir: str | Path, size: tuple[int, int] | None = None, threa
     ``speedup_vs_reference`` of each run against ``student_fp32.onnx`` in onnxruntime (the
     contest's reference runtime and precision). A row's ``run`` names the file and, when it is
     not the file's usual runtime, the runtime."""
-    from student import openvino_runtime
-
-    if openvino and not openvino_runtime.available():
-        raise DepthdataError("--openvino needs the openvino extra: pip install -e '.[openvino]'")
     out = Path(out_dir)
     present = [out / name for name in FILES if (out / name).is_file()]
     if not any(p.suffix in (".onnx", ".pte") for p in present):
@@ -157,7 +155,7 @@ def evaluate_files(paths: Sequence[Path], size: tuple[int, int], store_url: str,
 def export_folder(model_path: str | Path, out_dir: str | Path, size: tuple[int, int], eps: float, store_url: str,
                   groups: Sequence[str] | None, calibration: int, phone: bool = False,
                   held_out: Sequence[str] | None = None, limit: int | None = None, latency: bool = False,
-                  threads: int = 2, repeats: int = 10) -> dict:
+                  threads: int = 2, repeats: int = 10, openvino: bool = False) -> dict:
     """Write the folder (module doc) and its card; returns the card."""
     from student.checkpoint import load_model
 
@@ -190,15 +188,16 @@ def export_folder(model_path: str | Path, out_dir: str | Path, size: tuple[int, 
         diffs = {"student_fp32.pte": ph.max_abs_diff(model, ph.PteModel(out / "student_fp32.pte"), x, eps),
                  "student_int8.pte": ph.max_abs_diff(model, ph.PteModel(out / "student_int8.pte"), x, eps)}
     return write_card_for(model_path, out, size, eps, store_url, held_out, limit, latency, threads, repeats, quant,
-                          extra={"phone_max_abs_diff_vs_pytorch": diffs} if phone else None)
+                          extra={"phone_max_abs_diff_vs_pytorch": diffs} if phone else None, openvino=openvino)
 
 
 def write_card_for(model_path: str | Path, out_dir: str | Path, size: tuple[int, int], eps: float,
                    store_url: str | None, held_out: Sequence[str] | None = None, limit: int | None = None,
                    latency: bool = False, threads: int = 2, repeats: int = 10, quantization: Sequence[dict] = (),
-                   extra: dict | None = None) -> dict:
-    """The card of the files of :data:`FILES` present in ``out_dir`` (measuring latency and
-    held-out metrics when asked), written to ``out_dir``."""
+                   extra: dict | None = None, openvino: bool = False) -> dict:
+    """The card of the files of :data:`FILES` present in ``out_dir`` (measuring latency — with
+    ``openvino`` also the ONNX files in OpenVINO — and held-out metrics when asked), written to
+    ``out_dir``."""
     out = Path(out_dir)
     previous = out / cards.CARD_JSON
     if not quantization and previous.is_file():  # a rebuilt card keeps what the export recorded
@@ -211,7 +210,7 @@ def write_card_for(model_path: str | Path, out_dir: str | Path, size: tuple[int,
             extra = {"phone_max_abs_diff_vs_pytorch": old["phone_max_abs_diff_vs_pytorch"]}
     present = [out / name for name in FILES if (out / name).is_file()]
     entries = [cards.artefact(p, out, *FILES[p.name]) for p in present]
-    lat = measure_latency(present, size, threads, repeats) if latency else None
+    lat = measure_latency(present, size, threads, repeats, openvino=openvino) if latency else None
     mets = evaluate_files(present, size, store_url, held_out, limit, eps) if held_out and store_url else None
     card = cards.build_card(model_path, out, entries, size, eps, store_url, held_out, mets, limit, lat,
                             quantization, extra)

@@ -167,8 +167,9 @@ def test_bench_openvino_without_the_extra_says_how_to_install_it(exported, monke
 def test_openvino_runs_the_exported_files_as_onnxruntime_does_and_bench_times_them(exported, tmp_path, capsys):
     """OpenVINO reads the exported ONNX files as they are: in float32 it gives onnxruntime's
     outputs (bf16, its default on such CPUs, would not), its INT8 run drifts from FP32 about as
-    little as onnxruntime's INT8; ``student bench --openvino`` adds a row per ONNX file and its FP32/INT8 ratio;
-    the ``openvino`` latency runner times the FP32 export of a model."""
+    little as onnxruntime's INT8; ``student bench --openvino`` adds a row per ONNX file and its
+    FP32/INT8 ratio, ``student card --latency --openvino`` their latencies; the ``openvino``
+    latency runner times the FP32 export of a model."""
     from student import export
     from student.latency import LatencyMeter
     from student.openvino_runtime import OpenVinoModel
@@ -196,6 +197,16 @@ def test_openvino_runs_the_exported_files_as_onnxruntime_does_and_bench_times_th
     by = {r["run"]: r["ms"] for r in doc["rows"]}
     assert doc["fp32_over_int8"]["openvino"] == pytest.approx(
         by["student_fp32.onnx (openvino)"] / by["student_int8.onnx (openvino)"])
+
+    card_dir = tmp_path / "card"
+    card_dir.mkdir()
+    for f in out.iterdir():
+        (card_dir / f.name).write_bytes(f.read_bytes())
+    assert cli_main(["student", "card", "--dir", str(card_dir), "--latency", "--repeats", "1", "--openvino"]) == 0
+    card = json.loads((card_dir / "model_card.json").read_text())
+    assert {"student_fp32.onnx (openvino)", "student_int8.onnx (openvino)"} <= set(card["latency"]["median_ms"])
+    assert "student_int8.onnx (openvino)" in (card_dir / "model_card.md").read_text()
+    capsys.readouterr()
 
     ticks = iter(range(1000))  # a clock that advances 1 s per reading: every timed run takes 1 s
     meter = LatencyMeter("openvino", (H, W), repeats=3, warmup=1, clock=lambda: float(next(ticks)))
