@@ -42,37 +42,47 @@ def _pte_predictor(path: Path, size: tuple[int, int]):
     return predict
 
 
+def _example(size: tuple[int, int], sparse: bool) -> tuple[np.ndarray, ...]:
+    """A batch-1 input at ``size``: RGB 0–255, and for a completion student a sparse map (metres)."""
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (1, 3, *size)).astype(np.float32)
+    return (x, rng.uniform(0, 10, (1, 1, *size)).astype(np.float32)) if sparse else (x,)
+
+
 def _runner(path: Path, size: tuple[int, int], threads: int) -> Callable[[], object]:
     """One batch-1 run of an artefact on its runtime: ``.onnx`` (onnxruntime), ``.pte``
-    (ExecuTorch) or ``.safetensors`` (PyTorch eager, the contest graph), with ``threads`` threads."""
-    x = np.random.default_rng(0).uniform(0, 255, (1, 3, *size)).astype(np.float32)
+    (ExecuTorch) or ``.safetensors`` (PyTorch eager, the contest graph), with ``threads`` threads,
+    fed every input the artefact takes (a completion student's sparse map too)."""
     if path.suffix == ".pte":
         from student import phone
 
         phone.set_threads(threads)
         pte = phone.PteModel(path)
-        return lambda: pte(x)
+        xs = _example(size, pte.method.metadata.num_inputs() > 1)
+        return lambda: pte(*xs)
     if path.suffix == ".safetensors":
         import torch
 
         from student.checkpoint import load_model
         from student.model import export_wrapper
 
-        wrapper = export_wrapper(load_model(path).eval()).eval()
-        xt = torch.from_numpy(x)
+        model = load_model(path).eval()
+        wrapper = export_wrapper(model).eval()
+        xt = [torch.from_numpy(a) for a in _example(size, "sparse" in model.inputs)]
 
         def run() -> object:
             previous = torch.get_num_threads()
             torch.set_num_threads(threads)
             try:
                 with torch.inference_mode():
-                    return wrapper(xt)
+                    return wrapper(*xt)
             finally:
                 torch.set_num_threads(previous)
 
         return run
     sess = export.session(path, threads)
-    return lambda: export.run(sess, x)
+    xs = _example(size, export.SPARSE_NAME in [i.name for i in sess.get_inputs()])
+    return lambda: export.run(sess, *xs)
 
 
 #: how a latency row names an ONNX file run by OpenVINO instead of onnxruntime
@@ -92,9 +102,10 @@ def measure_latency(paths: Sequence[Path], size: tuple[int, int], threads: int =
     kinds = (".onnx", ".pte", ".safetensors") if torch_too else (".onnx", ".pte")
     runs = {p.name: _runner(p, size, threads) for p in paths if p.suffix in kinds}
     if openvino:
-        x = np.random.default_rng(0).uniform(0, 255, (1, 3, *size)).astype(np.float32)
-        runs |= {p.name + OPENVINO_SUFFIX: openvino_runtime.runner(p, (x,), threads)
-                 for p in paths if p.suffix == ".onnx"}
+        for p in paths:
+            if p.suffix == ".onnx":
+                sparse = export.SPARSE_NAME in [i.name for i in export.session(p).get_inputs()]
+                runs[p.name + OPENVINO_SUFFIX] = openvino_runtime.runner(p, _example(size, sparse), threads)
     return {"median_ms": alternate_ms(runs, repeats, warmup, clock), "threads": threads, "repeats": repeats,
             "batch": 1, "input_size": list(size), "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}"}
 

@@ -213,6 +213,24 @@ def test_openvino_runs_the_exported_files_as_onnxruntime_does_and_bench_times_th
     assert meter(load_model(checkpoint)) == pytest.approx(1000.0)
 
 
+def test_bench_feeds_a_completion_student_its_sparse_map(tmp_path):
+    """A completion export takes RGB and a sparse LiDAR map: every runtime of ``student bench``
+    gets both (it fed RGB alone and onnxruntime refused the missing input)."""
+    from student.arch.base import StudentConfig
+    from student.checkpoint import save_model
+    from student.export import export_onnx
+    from student.model import build_student
+    from student.release import bench_folder
+
+    model = build_student(StudentConfig(arch="completion")).eval()
+    export_onnx(model, tmp_path / "student_fp32.onnx", (H, W))
+    save_model(model, tmp_path / "model.safetensors")
+    result = bench_folder(tmp_path, repeats=1, warmup=0, openvino=openvino_runtime.available())
+    runs = {r["run"] for r in result["rows"]}
+    assert {"student_fp32.onnx", "model.safetensors"} <= runs
+    assert all(r["ms"] > 0 for r in result["rows"])
+
+
 def test_bench_refuses_a_folder_without_models(tmp_path):
     from depthdata.errors import DepthdataError
     from student.release import bench_folder
