@@ -81,8 +81,13 @@ def _runner(path: Path, size: tuple[int, int], threads: int) -> Callable[[], obj
 
         return run
     sess = export.session(path, threads)
-    xs = _example(size, export.SPARSE_NAME in [i.name for i in sess.get_inputs()])
+    xs = _example(size, _takes_sparse(sess))
     return lambda: export.run(sess, *xs)
+
+
+def _takes_sparse(sess) -> bool:
+    """Whether an exported ONNX model (its onnxruntime session) takes a sparse map (completion)."""
+    return export.SPARSE_NAME in [i.name for i in sess.get_inputs()]
 
 
 #: how a latency row names an ONNX file run by OpenVINO instead of onnxruntime
@@ -104,8 +109,8 @@ def measure_latency(paths: Sequence[Path], size: tuple[int, int], threads: int =
     if openvino:
         for p in paths:
             if p.suffix == ".onnx":
-                sparse = export.SPARSE_NAME in [i.name for i in export.session(p).get_inputs()]
-                runs[p.name + OPENVINO_SUFFIX] = openvino_runtime.runner(p, _example(size, sparse), threads)
+                xs = _example(size, _takes_sparse(export.session(p)))
+                runs[p.name + OPENVINO_SUFFIX] = openvino_runtime.runner(p, xs, threads)
     return {"median_ms": alternate_ms(runs, repeats, warmup, clock), "threads": threads, "repeats": repeats,
             "batch": 1, "input_size": list(size), "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}"}
 
