@@ -17,6 +17,7 @@ settings name one (:func:`flows.runner.prefect_api`).
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import os
@@ -102,12 +103,10 @@ class TemporaryServer:
                 relaunched = True
                 self._spawn()
                 continue
-            try:
+            with contextlib.suppress(OSError):  # not listening yet (connection refused), or still starting up
                 with urllib.request.urlopen(f"{self.api_url}/health", timeout=5) as response:
                     if response.status == 200:
                         return self.api_url
-            except OSError:  # not listening yet (connection refused), or still starting up
-                pass
             if time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(f"the temporary Prefect server did not answer within {timeout_s:.0f} s "

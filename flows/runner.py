@@ -82,12 +82,10 @@ def _drain_prefect_clients() -> None:
     from prefect.utilities.asyncutils import run_coro_as_sync
 
     async def drain() -> None:
-        try:
+        with contextlib.suppress(RuntimeError):  # the log worker never started: nothing to send
             result = APILogWorker.instance().drain()
             if inspect.isawaitable(result):
                 await result
-        except RuntimeError:  # the log worker never started: nothing to send
-            pass
         result = EventsWorker.drain_all()
         if inspect.isawaitable(result):
             await result

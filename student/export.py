@@ -104,6 +104,19 @@ def input_size(sess: ort.InferenceSession) -> tuple[int, int]:
     return int(shape[2]), int(shape[3])
 
 
+def takes_sparse(sess: ort.InferenceSession) -> bool:
+    """Whether the exported model takes a sparse LiDAR map besides the RGB (a completion student)."""
+    return SPARSE_NAME in [i.name for i in sess.get_inputs()]
+
+
+def random_inputs(size: tuple[int, int], sparse: bool) -> tuple[np.ndarray, ...]:
+    """A fixed batch-1 input at ``size`` for latency runs: RGB 0–255 and, with ``sparse``, a map
+    of 0–10 m."""
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (1, 3, *size)).astype(np.float32)
+    return (x, rng.uniform(0, 10, (1, 1, *size)).astype(np.float32)) if sparse else (x,)
+
+
 def to_input(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """uint8 ``H×W×3`` RGB → float32 ``1×3×h×w`` in 0–255 at ``size = (h, w)`` (bilinear)."""
     if rgb.shape[:2] != tuple(size):

@@ -48,35 +48,26 @@ def torch_runner(model: StudentNet, size: tuple[int, int], threads: int) -> Call
 
 def onnx_runner(model: StudentNet, size: tuple[int, int], threads: int) -> Callable[[], object]:
     """The FP32 ONNX export (contest I/O) in an onnxruntime CPU session with ``threads`` threads."""
-    import numpy as np
-
     from student import export
 
     with tempfile.TemporaryDirectory() as tmp:
         path = export.export_onnx(model, Path(tmp) / "m.onnx", tuple(size))
         sess = export.session(path, threads)  # the session holds the model in memory: the file may go
-    feeds = {i.name: np.random.default_rng(0).uniform(0, 255 if i.name == export.INPUT_NAME else 10,
-                                                      (1, *i.shape[1:])).astype(np.float32)
-             for i in sess.get_inputs()}
-    return lambda: sess.run(None, feeds)
+    xs = export.random_inputs(tuple(size), export.takes_sparse(sess))
+    return lambda: export.run(sess, *xs)
 
 
 def openvino_runner(model: StudentNet, size: tuple[int, int], threads: int) -> Callable[[], object]:
     """The FP32 ONNX export (contest I/O) compiled by OpenVINO (:mod:`student.openvino_runtime`,
     extra ``openvino``) with ``threads`` threads."""
-    import numpy as np
-
     from student import export
     from student.openvino_runtime import OpenVinoModel
 
     with tempfile.TemporaryDirectory() as tmp:
         path = export.export_onnx(model, Path(tmp) / "m.onnx", tuple(size))
         ov = OpenVinoModel(path, threads)  # compiled into memory: the file may go
-    rng = np.random.default_rng(0)
-    inputs = [rng.uniform(0, 255, (1, 3, *size)).astype(np.float32)]
-    if len(model.example_inputs((8, 8))) > 1:  # a completion student's sparse map, metres
-        inputs.append(rng.uniform(0, 10, (1, 1, *size)).astype(np.float32))
-    return lambda: ov(*inputs)
+    xs = export.random_inputs(tuple(size), "sparse" in model.inputs)
+    return lambda: ov(*xs)
 
 
 RUNNERS: dict[str, Runner] = {"torch": torch_runner, "onnxruntime": onnx_runner, "openvino": openvino_runner}

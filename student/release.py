@@ -42,13 +42,6 @@ def _pte_predictor(path: Path, size: tuple[int, int]):
     return predict
 
 
-def _example(size: tuple[int, int], sparse: bool) -> tuple[np.ndarray, ...]:
-    """A batch-1 input at ``size``: RGB 0–255, and for a completion student a sparse map (metres)."""
-    rng = np.random.default_rng(0)
-    x = rng.uniform(0, 255, (1, 3, *size)).astype(np.float32)
-    return (x, rng.uniform(0, 10, (1, 1, *size)).astype(np.float32)) if sparse else (x,)
-
-
 def _runner(path: Path, size: tuple[int, int], threads: int) -> Callable[[], object]:
     """One batch-1 run of an artefact on its runtime: ``.onnx`` (onnxruntime), ``.pte``
     (ExecuTorch) or ``.safetensors`` (PyTorch eager, the contest graph), with ``threads`` threads,
@@ -58,7 +51,7 @@ def _runner(path: Path, size: tuple[int, int], threads: int) -> Callable[[], obj
 
         phone.set_threads(threads)
         pte = phone.PteModel(path)
-        xs = _example(size, pte.method.metadata.num_inputs() > 1)
+        xs = export.random_inputs(size, pte.method.metadata.num_inputs() > 1)
         return lambda: pte(*xs)
     if path.suffix == ".safetensors":
         import torch
@@ -68,7 +61,7 @@ def _runner(path: Path, size: tuple[int, int], threads: int) -> Callable[[], obj
 
         model = load_model(path).eval()
         wrapper = export_wrapper(model).eval()
-        xt = [torch.from_numpy(a) for a in _example(size, "sparse" in model.inputs)]
+        xt = [torch.from_numpy(a) for a in export.random_inputs(size, "sparse" in model.inputs)]
 
         def run() -> object:
             previous = torch.get_num_threads()
@@ -81,13 +74,8 @@ def _runner(path: Path, size: tuple[int, int], threads: int) -> Callable[[], obj
 
         return run
     sess = export.session(path, threads)
-    xs = _example(size, _takes_sparse(sess))
+    xs = export.random_inputs(size, export.takes_sparse(sess))
     return lambda: export.run(sess, *xs)
-
-
-def _takes_sparse(sess) -> bool:
-    """Whether an exported ONNX model (its onnxruntime session) takes a sparse map (completion)."""
-    return export.SPARSE_NAME in [i.name for i in sess.get_inputs()]
 
 
 #: how a latency row names an ONNX file run by OpenVINO instead of onnxruntime
@@ -109,7 +97,7 @@ def measure_latency(paths: Sequence[Path], size: tuple[int, int], threads: int =
     if openvino:
         for p in paths:
             if p.suffix == ".onnx":
-                xs = _example(size, _takes_sparse(export.session(p)))
+                xs = export.random_inputs(size, export.takes_sparse(export.session(p)))
                 runs[p.name + OPENVINO_SUFFIX] = openvino_runtime.runner(p, xs, threads)
     return {"median_ms": alternate_ms(runs, repeats, warmup, clock), "threads": threads, "repeats": repeats,
             "batch": 1, "input_size": list(size), "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}"}
