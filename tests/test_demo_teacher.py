@@ -205,3 +205,25 @@ def test_scene_cache_holds_exactly_what_rendering_gives(tmp_path):
     # another recipe's scenes are another file: the cache never answers for different scenes
     assert cache_file(tmp_path, Recipe(train_rooms=2, train_streets=2, size=(30, 40), seed=1), "train") != files[0]
     assert not cache_file(tmp_path, recipe, "heldout").exists()
+
+
+def test_train_demo_goes_on_from_a_checkpoint_and_chains_its_lineage(tmp_path, capsys):
+    first, second, again = tmp_path / "first", tmp_path / "second", tmp_path / "again"
+    tiny = ["--train-scenes", "1", "1", "--heldout-scenes", "1", "1", "--threads", "1"]
+    assert main(["teacher", "train-demo", "--out", str(first), "--steps", "2", *tiny]) == 0
+    parent = json.loads((first / LINEAGE_FILE).read_text())
+    # no step taken: the weights written are the parent's, bit for bit (a fresh model would differ)
+    assert main(["teacher", "train-demo", "--out", str(again), "--init", str(first), "--steps", "0", *tiny]) == 0
+    assert (again / "model.safetensors").read_bytes() == (first / "model.safetensors").read_bytes()
+    assert main(["teacher", "train-demo", "--out", str(second), "--init", str(first), "--steps", "2", *tiny]) == 0
+    capsys.readouterr()
+    child = json.loads((second / LINEAGE_FILE).read_text())
+    assert child["recipe"]["init_sha256"] == parent["weights_sha256"] != child["weights_sha256"]
+    assert child["parent"]["weights_sha256"] == parent["weights_sha256"]
+    assert child["parent"]["recipe"]["steps"] == 2 and "per_scene" not in child["parent"]["heldout"]
+    assert "--init" in child["recipe"]["command"]
+    # weights without a lineage have no known recipe: refused, naming the folder
+    (first / LINEAGE_FILE).unlink()
+    assert main(["teacher", "train-demo", "--out", str(tmp_path / "x"), "--init", str(first), "--steps", "1", *tiny]) != 0
+    assert f"{first}: no {LINEAGE_FILE}" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

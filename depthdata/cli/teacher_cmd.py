@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.set_defaults(func=_make_tiny)
 
     d = tsub.add_parser("train-demo", help="train the demo teacher on rendered scenes",
-                        description="Train the demo teacher (a small Depth Anything of the real class) from scratch "
+                        description="Train the demo teacher (a small Depth Anything of the real class) from scratch (or from --init) "
                         "on procedurally rendered rooms and streets with exact depth, with Depth Anything's loss "
                         "(scale-and-shift-invariant L1 + gradient matching, on disparity), and write "
                         "model.safetensors, its configs and lineage.json (recipe, seed, scene counts, "
@@ -49,6 +49,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="training scenes of each kind (default: the recipe's)")
     d.add_argument("--heldout-scenes", type=int, nargs=2, metavar=("ROOMS", "STREETS"), default=None,
                    help="held-out scenes of each kind the lineage's metrics are measured on (default: the recipe's)")
+    d.add_argument("--init", metavar="DIR", default=None,
+                   help="go on training from the checkpoint in DIR (it needs its lineage.json, which the new "
+                   "lineage keeps under 'parent'; DIR may be --out) instead of a fresh model (default)")
     d.add_argument("--eval-every", type=int, default=0,
                    help="log held-out metrics every N steps (does not change the weights; default off)")
     d.set_defaults(func=_train_demo)
@@ -107,7 +110,8 @@ def _train_demo(args: argparse.Namespace) -> int:
         changes.update(heldout_rooms=args.heldout_scenes[0], heldout_streets=args.heldout_scenes[1])
     recipe = dataclasses.replace(Recipe(), **changes)
     out = args.out or str(DEMO_WEIGHTS_DIR)
-    lineage = train_demo(recipe, out, eval_every=args.eval_every, device=args.device, scene_cache=args.scene_cache)
+    lineage = train_demo(recipe, out, eval_every=args.eval_every, device=args.device, scene_cache=args.scene_cache,
+                         init=args.init)
     s = lineage["heldout"]["summary"]["all"]
     print(f"{out}: demo teacher, {lineage['parameters']:,} parameters, {recipe.steps} steps in "
           f"{lineage['training']['seconds_train']:.0f} s; held-out AbsRel {s['abs_rel']:.4f}, delta1 {s['delta1']:.4f} "

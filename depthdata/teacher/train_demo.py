@@ -43,7 +43,7 @@ import math
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
@@ -55,7 +55,7 @@ from transformers import DepthAnythingForDepthEstimation
 
 from depthdata import __version__, metrics
 from depthdata.losses import gradient_loss, median_normalise, ssi_loss
-from depthdata.teacher.checkpoint import DEMO_TEACHER_ID, LINEAGE_FILE, weights_sha256
+from depthdata.teacher.checkpoint import DEMO_TEACHER_ID, LINEAGE_FILE, TeacherError, weights_sha256
 from depthdata.teacher.tiny import DEMO_SIZE, demo_config, image_processor, quiet_transformers
 
 log = logging.getLogger(__name__)
@@ -101,6 +101,9 @@ class Recipe:
     #: torch CPU threads; results are reproducible for a given count. One, because on a shared
     #: machine two threads that wait on each other ran 10× slower per step than one
     threads: int = 1
+    #: SHA-256 of the weights training started from (``train_demo(init=DIR)``, a checkpoint with
+    #: its own lineage, chained under ``"parent"``); None: a fresh model from ``seed``
+    init_sha256: str | None = None
 
 
 @dataclass
@@ -354,15 +357,36 @@ def save_checkpoint(model: DepthAnythingForDepthEstimation, directory: Path, inp
     image_processor(input_size).save_pretrained(directory)
 
 
+def load_init(directory: str | Path) -> tuple[DepthAnythingForDepthEstimation, dict[str, Any]]:
+    """The model of a checkpoint directory to go on training (its weights checked against its
+    lineage, as the teacher loader does) and that lineage, less its per-scene rows."""
+    from depthdata.teacher.model import load_from_directory
+
+    teacher = load_from_directory(directory, "cpu", model_id=DEMO_TEACHER_ID)
+    path = Path(directory) / LINEAGE_FILE
+    if not path.is_file():
+        raise TeacherError(f"{directory}: no {LINEAGE_FILE}; training goes on only from weights whose recipe is known")
+    parent = json.loads(path.read_text())
+    parent.get("heldout", {}).pop("per_scene", None)
+    return teacher.model.float().train(), parent
+
+
 def train_demo(recipe: Recipe, out_dir: str | Path, progress: bool = True, eval_every: int = 0,
-               device: str = "cpu", scene_cache: str | Path | None = None) -> dict[str, Any]:
+               device: str = "cpu", scene_cache: str | Path | None = None,
+               init: str | Path | None = None) -> dict[str, Any]:
     """Run the recipe and write the checkpoint and ``lineage.json`` to ``out_dir``; returns the
     lineage. ``eval_every`` > 0 logs held-out metrics every that many steps (does not change
     the weights). ``device`` is where the model trains (held-out metrics are always measured
     on the CPU, as the shipped teacher runs); ``scene_cache`` is a directory of rendered splits
-    (:func:`render_split`)."""
+    (:func:`render_split`). ``init`` is a checkpoint directory with a lineage to go on training
+    from (read before ``out_dir`` is written, so it may be the same directory); its lineage is
+    kept under ``"parent"`` and its weights' SHA-256 in the recipe."""
     out = Path(out_dir)
-    torch.set_num_threads(recipe.threads)
+    parent = None
+    if init is not None:
+        start, parent = load_init(init)
+        recipe = replace(recipe, init_sha256=parent["weights_sha256"])
+    torch.set_num_threads(recipe.threads)  # after loading, which sets the teacher's own count
     t0 = time.perf_counter()
     train = render_split(recipe, "train", progress=progress, cache=scene_cache)
     held = render_split(recipe, "heldout", progress=progress, cache=scene_cache)
@@ -370,9 +394,9 @@ def train_demo(recipe: Recipe, out_dir: str | Path, progress: bool = True, eval_
     processor = image_processor(recipe.input_size)
     pixels, target = pixel_values(processor, train.rgb), disparity_target(train.depth)
     held_pixels = pixel_values(processor, held.rgb)
-    model = new_model(recipe.seed)
-    log.info("demo teacher: %d parameters, %d train / %d held-out scenes rendered in %.0f s",
-             sum(p.numel() for p in model.parameters()), len(pixels), len(held.rgb), t_render)
+    model = new_model(recipe.seed) if parent is None else start
+    log.info("demo teacher (%s): %d parameters, %d train / %d held-out scenes rendered in %.0f s",
+             "from scratch" if parent is None else f"from {init}", sum(p.numel() for p in model.parameters()), len(pixels), len(held.rgb), t_render)
 
     def on_step(step: int, loss: float, terms: dict[str, float]) -> None:
         if step % 50 == 0:
@@ -396,7 +420,7 @@ def train_demo(recipe: Recipe, out_dir: str | Path, progress: bool = True, eval_
                 "seconds_train": round(t_train, 1), "loss_first": losses[0] if losses else None,
                 "loss_last": losses[-1] if losses else None,
                 "loss_every_50": [round(v, 5) for v in losses[49::50]], "versions": training_environment()}
-    return write_lineage(out, recipe, held, training, device)
+    return write_lineage(out, recipe, held, training, device, parent)
 
 
 def training_environment() -> dict[str, str | None]:
@@ -409,10 +433,12 @@ def training_environment() -> dict[str, str | None]:
             "open3d": o3d, "python": platform.python_version()}
 
 
-def write_lineage(out: Path, recipe: Recipe, held: Scenes, training: dict[str, Any], device: str) -> dict[str, Any]:
+def write_lineage(out: Path, recipe: Recipe, held: Scenes, training: dict[str, Any], device: str,
+                  parent: dict[str, Any] | None = None) -> dict[str, Any]:
     """Measure the checkpoint in ``out`` on the held-out scenes (on the CPU, through the
     production loader) and write ``lineage.json`` beside it: recipe, scenes, ``training`` (steps,
-    device, timings, losses, versions), held-out metrics and the weights' SHA-256."""
+    device, timings, losses, versions), held-out metrics, the weights' SHA-256 and, for training
+    that went on from another checkpoint, that checkpoint's lineage (``parent``)."""
     from depthdata.teacher.model import load_from_directory
 
     teacher = load_from_directory(out, "cpu", recipe.threads, model_id=DEMO_TEACHER_ID)
@@ -430,7 +456,8 @@ def write_lineage(out: Path, recipe: Recipe, held: Scenes, training: dict[str, A
                    "command": f"depthdata teacher train-demo --seed {recipe.seed} --steps {recipe.steps} "
                               f"--batch-size {recipe.batch_size} --lr {recipe.lr:g} --device {device} "
                               f"--threads {recipe.threads} --train-scenes {recipe.train_rooms} {recipe.train_streets} "
-                              f"--heldout-scenes {recipe.heldout_rooms} {recipe.heldout_streets}",
+                              f"--heldout-scenes {recipe.heldout_rooms} {recipe.heldout_streets}"
+                              + (f" --init <weights {recipe.init_sha256[:12]}…>" if recipe.init_sha256 else ""),
                    "loss": "SSI L1 on disparity (median / mean-absolute-deviation normalised) + grad_weight x "
                            "multi-scale gradient matching (4 scales) of the normalised maps",
                    "optimiser": f"AdamW, {recipe.warmup_steps} warm-up steps, cosine decay to 5%",
@@ -446,6 +473,8 @@ def write_lineage(out: Path, recipe: Recipe, held: Scenes, training: dict[str, A
                                 "Depth Estimation Challenge); measured on the CPU with the versions above",
                     "max_depth_m": EVAL_MAX_DEPTH_M, "summary": summarise(rows), "per_scene": rows},
     }
+    if parent is not None:
+        lineage["parent"] = parent
     (out / LINEAGE_FILE).write_text(json.dumps(lineage, indent=2) + "\n")
     log.info("demo teacher written to %s: held-out %s", out, json.dumps(lineage["heldout"]["summary"]))
     return lineage
