@@ -50,12 +50,12 @@ from depthdata.teacher.checkpoint import DEMO_TEACHER_ID, DEMO_WEIGHTS_DIR, LINE
 RENDER = (240, 320)
 STORED = (120, 160)
 #: scenes per kind: training (student) and evaluation
-TRAIN_SCENES, EVAL_SCENES = 160, 24
+TRAIN_SCENES, EVAL_SCENES = 320, 24
 #: seeds of the two sets; the demo teacher trained on default_rng([0, split, i]) streams, these
 #: are default_rng([seed, k]) streams of write-demo style data, so no scene is shared
 TRAIN_SEED, EVAL_SEED = 1701, 1702
 MAX_DEPTH_M = 80.0
-STUDENT_STEPS = 1500
+STUDENT_STEPS = 3000
 STUDENT_BATCH = 8
 SHIFT_STEPS = 600
 THREADS = 1
