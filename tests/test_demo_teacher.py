@@ -224,6 +224,7 @@ def test_train_demo_goes_on_from_a_checkpoint_and_chains_its_lineage(tmp_path, c
     assert "--init" in child["recipe"]["command"]
     # weights without a lineage have no known recipe: refused, naming the folder
     (first / LINEAGE_FILE).unlink()
-    assert main(["teacher", "train-demo", "--out", str(tmp_path / "x"), "--init", str(first), "--steps", "1", *tiny]) != 0
+    refused = main(["teacher", "train-demo", "--out", str(tmp_path / "x"), "--init", str(first), "--steps", "1", *tiny])
+    assert refused != 0
     assert f"{first}: no {LINEAGE_FILE}" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()

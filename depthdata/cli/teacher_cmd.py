@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from tqdm import tqdm
-
 from depthdata.teacher.config import DEFAULT_MODEL, TeacherConfig
 
 NON_COMMERCIAL = ("Depth-Anything-V2-Base", "Depth-Anything-V2-Large")
@@ -27,9 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.set_defaults(func=_make_tiny)
 
     d = tsub.add_parser("train-demo", help="train the demo teacher on rendered scenes",
-                        description="Train the demo teacher (a small Depth Anything of the real class) from scratch (or from --init) "
-                        "on procedurally rendered rooms and streets with exact depth, with Depth Anything's loss "
-                        "(scale-and-shift-invariant L1 + gradient matching, on disparity), and write "
+                        description="Train the demo teacher (a small Depth Anything of the real class) from "
+                        "scratch (or from --init) on procedurally rendered rooms and streets with exact depth, with "
+                        "Depth Anything's loss (scale-and-shift-invariant L1 + gradient matching, on disparity), and write "
                         "model.safetensors, its configs and lineage.json (recipe, seed, scene counts, "
                         "held-out metrics, weights SHA-256) to OUT. Seeded: the same options and thread count give "
                         "the same weights. The defaults are the recipe of the weights shipped with depthdata.")

@@ -396,7 +396,8 @@ def train_demo(recipe: Recipe, out_dir: str | Path, progress: bool = True, eval_
     held_pixels = pixel_values(processor, held.rgb)
     model = new_model(recipe.seed) if parent is None else start
     log.info("demo teacher (%s): %d parameters, %d train / %d held-out scenes rendered in %.0f s",
-             "from scratch" if parent is None else f"from {init}", sum(p.numel() for p in model.parameters()), len(pixels), len(held.rgb), t_render)
+             "from scratch" if parent is None else f"from {init}", sum(p.numel() for p in model.parameters()),
+             len(pixels), len(held.rgb), t_render)
 
     def on_step(step: int, loss: float, terms: dict[str, float]) -> None:
         if step % 50 == 0:
