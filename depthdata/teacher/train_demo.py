@@ -362,10 +362,10 @@ def load_init(directory: str | Path) -> tuple[DepthAnythingForDepthEstimation, d
     lineage, as the teacher loader does) and that lineage, less its per-scene rows."""
     from depthdata.teacher.model import load_from_directory
 
-    teacher = load_from_directory(directory, "cpu", model_id=DEMO_TEACHER_ID)
     path = Path(directory) / LINEAGE_FILE
-    if not path.is_file():
+    if not path.is_file():  # checked first: refusing costs no load of the weights
         raise TeacherError(f"{directory}: no {LINEAGE_FILE}; training goes on only from weights whose recipe is known")
+    teacher = load_from_directory(directory, "cpu", model_id=DEMO_TEACHER_ID)
     parent = json.loads(path.read_text())
     parent.get("heldout", {}).pop("per_scene", None)
     return teacher.model.float().train(), parent
