@@ -24,8 +24,10 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +61,21 @@ class TemporaryServer:
     API URL; ``stop()`` ends it. The server keeps its runs in Prefect's database under
     ``PREFECT_HOME`` (``~/.prefect/prefect.db``), as Prefect's own temporary server does, so a
     later ``prefect server start`` shows them.
+
+    The server's own output goes to a file (:attr:`log_path`), not the command's terminal: it is
+    Prefect's, not the command's, and the one thing it printed in practice was a traceback from
+    its task-run recorder, cancelled mid-write by the stop (``Error flushing 1 events``), after
+    a build that had completed. A server that fails to start raises with the file's last lines;
+    a file left non-empty at the stop is kept and named in the log, an empty one is removed.
     """
+
+    #: characters of the server's log quoted in the error when it fails to start
+    LOG_TAIL = 3000
 
     def __init__(self) -> None:
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
+        self.log_path: Path | None = None
 
     @property
     def api_url(self) -> str:
@@ -80,11 +92,23 @@ class TemporaryServer:
         self.port = free_port()
         # the throw-away server must not phone home (and logs an error where it cannot)
         env = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", **os.environ, **SERVER_ENV}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--app-dir", _prefect_parent(), "--factory",
-             "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(self.port),
-             "--log-level", "error", "--lifespan", "on"],
-            env=env)
+        if self.log_path is None:
+            fd, name = tempfile.mkstemp(prefix="depthdata-prefect-server-", suffix=".log")
+            os.close(fd)
+            self.log_path = Path(name)
+        with open(self.log_path, "ab") as out:  # appended: a relaunch keeps the first try's output
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "uvicorn", "--app-dir", _prefect_parent(), "--factory",
+                 "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(self.port),
+                 "--log-level", "error", "--lifespan", "on"],
+                env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+
+    def _log_tail(self) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace") if self.log_path else ""
+        except OSError:
+            return ""
+        return text[-self.LOG_TAIL:]
 
     def wait(self, timeout_s: float) -> str:
         """Block until the server answers its health check; its API URL. Raises ``RuntimeError``
@@ -97,8 +121,8 @@ class TemporaryServer:
             code = self.process.poll()
             if code is not None:
                 if relaunched:
-                    raise RuntimeError(f"the temporary Prefect server exited with code {code} before it answered "
-                                       "(its errors are above)")
+                    raise RuntimeError(f"the temporary Prefect server exited with code {code} before it answered; "
+                                       f"the end of its log ({self.log_path}):\n{self._log_tail()}")
                 log.info("the temporary Prefect server exited with code %s; trying another port", code)
                 relaunched = True
                 self._spawn()
@@ -110,15 +134,25 @@ class TemporaryServer:
             if time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(f"the temporary Prefect server did not answer within {timeout_s:.0f} s "
-                                   "(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS sets the limit)")
+                                   "(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS sets the limit); the end "
+                                   f"of its log ({self.log_path}):\n{self._log_tail()}")
             time.sleep(POLL_S)
 
     def stop(self) -> None:
-        """End the server (SIGTERM, then SIGKILL after 5 s)."""
+        """End the server (SIGTERM, then SIGKILL after 5 s); keep its log only if it wrote one."""
         if self.process is None:
             return
         terminate(self.process, 5)
         self.process = None
+        if self.log_path is None:
+            return
+        try:
+            if self.log_path.stat().st_size == 0:
+                self.log_path.unlink()
+            else:
+                log.info("the temporary Prefect server's own messages are in %s", self.log_path)
+        except OSError:  # removed by someone else: nothing to keep
+            pass
 
 
 def terminate(process: subprocess.Popen, timeout_s: float) -> None:

@@ -580,6 +580,33 @@ def test_a_server_started_before_the_imports_is_used_or_stopped_unused(prefect_a
     assert start_early() is None  # a server the user runs: nothing is started
 
 
+def test_the_temporary_server_writes_to_its_own_log_not_the_terminal(tmp_path, monkeypatch, capfd, caplog):
+    """The server's output (Prefect's, e.g. a traceback of its event recorder cancelled by the
+    stop) goes to a file: kept and named in the log when it has something, removed when empty;
+    a server that cannot start raises with the end of that file."""
+    from flows.local_server import TemporaryServer
+
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect-home"))
+    monkeypatch.setenv("PREFECT_SERVER_LOGGING_LEVEL", "DEBUG")  # so that the server says something
+    server = TemporaryServer.start()
+    server.wait(120)
+    path = server.log_path
+    with caplog.at_level("INFO", logger="flows.local_server"):
+        server.stop()
+    assert "Started server process" in path.read_text()
+    assert str(path) in caplog.text
+    assert "Started server process" not in capfd.readouterr().err
+    path.unlink()
+
+    monkeypatch.setenv("PREFECT_SERVER_LOGGING_LEVEL", "ERROR")
+    monkeypatch.setenv("PREFECT_SERVER_DATABASE_CONNECTION_URL", "postgresql+asyncpg://nobody:x@127.0.0.1:1/none")
+    server = TemporaryServer.start()
+    with pytest.raises(RuntimeError, match=r"(?s)exited with code .*the end of its log .*Connect call failed"):
+        server.wait(120)
+    server.stop()
+    server.log_path.unlink()
+
+
 def _parts(store: Path, stage: str) -> int:
     return len(list((store / "_manifest").glob(f"*/*/{stage}/shard-*.parquet")))
 
