@@ -57,7 +57,7 @@ TRAIN_SEED, EVAL_SEED = 1701, 1702
 MAX_DEPTH_M = 80.0
 STUDENT_STEPS = 3000
 STUDENT_BATCH = 8
-SHIFT_STEPS = 1000
+SHIFT_STEPS = 2000
 #: training images the shift is fitted on: all of them (more scenes with ground truth was the
 #: change left untried for it, benchmarks/NOTES.md "distill")
 SHIFT_IMAGES = 2 * TRAIN_SCENES

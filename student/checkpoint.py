@@ -85,7 +85,7 @@ def load_model(path: str | Path) -> StudentNet:
     if any(k.startswith("shift.") for k in state):  # a fitted disparity → depth shift (student.shift)
         from student.shift import ShiftHead
 
-        model.shift = ShiftHead()
+        model.shift = ShiftHead.for_state_dict(state, "shift.")
     _resize_to(model, state)
     try:
         model.load_state_dict(state, strict=True)

@@ -177,7 +177,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     sh.add_argument("--steps", type=int, default=600, help="optimizer steps (default 600)")
     sh.add_argument("--size", type=_size, default=None, help="fit at HEIGHTxWIDTH (default: the first group's size)")
     sh.add_argument("--batch-size", type=int, default=16, help="images per step (default 16)")
-    sh.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (default 3e-3)")
+    sh.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate, decayed to 0 on a cosine over the last fifth of the steps (default 3e-3)")
     sh.add_argument("--limit", type=int, default=512, help="ground-truth images to fit on, spread evenly (default 512)")
     sh.add_argument("--max-depth", type=float, default=80.0,
                     help="ground truth farther than this many metres is not used (default 80)")

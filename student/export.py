@@ -177,8 +177,9 @@ class _Calibration(CalibrationDataReader):
 
 
 def _output_tail(path: Path) -> list[str]:
-    """Names of the last conv (the 1-channel prediction), every node after it, and the nodes of
-    a fitted shift head (:mod:`student.shift`, named ``/shift/...``; it runs first).
+    """Names of the student's last conv (the 1-channel prediction), every node after it, and the
+    nodes of a fitted shift head (:mod:`student.shift`, named ``/shift/...``; it runs after the
+    prediction, on the normalised disparity, except in heads fitted before it saw it).
 
     Kept in float: an 8-bit disparity map has 256 levels over the sigmoid's whole [0, 1], and
     the per-image min–max stretch of the depth mapping would magnify that step when a scene's
@@ -186,7 +187,7 @@ def _output_tail(path: Path) -> list[str]:
     ratio. These nodes are a negligible share of the compute.
     """
     nodes = list(onnx.load(str(path)).graph.node)
-    last_conv = max(i for i, n in enumerate(nodes) if n.op_type == "Conv")
+    last_conv = max(i for i, n in enumerate(nodes) if n.op_type == "Conv" and not n.name.startswith("/shift/"))
     return [n.name for n in nodes[:last_conv] if n.name.startswith("/shift/")] + [n.name for n in nodes[last_conv:]]
 
 

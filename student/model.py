@@ -124,18 +124,37 @@ def relative_depth(student: StudentNet, rgb: torch.Tensor, eps: float = DEFAULT_
     ``low_res_tail`` (and an architecture that has :meth:`~student.arch.base.StudentNet.logits`)
     the mapping runs at the prediction conv's resolution (module doc, "low-resolution tail")."""
     shift = getattr(student, "shift", None)
-    # the head runs first, so in an exported graph the student's prediction conv stays the last conv
-    e = shift(rgb) if shift is not None else eps
     # getattr: any module with the student's I/O may come here (tests use a bare nn.Module)
-    if not (low_res_tail and getattr(student, "has_logits", False)):
-        return disparity_to_relative_depth(student(rgb), e)
-    # Sigmoid and depth mapping on the prediction conv's map (stride 2 or 4), then one bilinear
-    # upsampling of the depth: the full-resolution work is three passes (resize, max, divide)
-    # instead of about ten.
-    depth = resize_to(disparity_to_relative_depth(torch.sigmoid(student.logits(rgb)), e), rgb.shape[-2:])
+    low_res = low_res_tail and getattr(student, "has_logits", False)
+    # Low-resolution tail: sigmoid and depth mapping on the prediction conv's map (stride 2 or
+    # 4), then one bilinear upsampling of the depth, so the full-resolution work is three passes
+    # (resize, max, divide) instead of about ten.
+    t = normalise_disparity(torch.sigmoid(student.logits(rgb)) if low_res else student(rgb))
+    # a fitted head sees the normalised disparity (student.shift), so it runs after the student
+    depth = depth_from_normalised(t, shift(rgb, t) if shift is not None else eps)
+    if not low_res:
+        return depth
+    depth = resize_to(depth, rgb.shape[-2:])
     # Bilinear weights are convex and (align_corners=False) no output pixel centre falls on an
     # input one, so the upsampled maximum can sit just below 1: divide once more, as the contract
     # (output proportional to depth, maximum 1) requires.
+    return depth / depth.amax(dim=(1, 2, 3), keepdim=True)
+
+
+def normalise_disparity(disparity: torch.Tensor) -> torch.Tensor:
+    """``B×1×H×W`` disparity min–max normalised per image to [0, 1]: the teacher's convention, 0
+    at the farthest pixel, 1 at the nearest (:func:`disparity_to_relative_depth`). The 1e-6
+    keeps a constant prediction finite (it maps to a constant depth of 1)."""
+    lo = disparity.amin(dim=(1, 2, 3), keepdim=True)
+    hi = disparity.amax(dim=(1, 2, 3), keepdim=True)
+    return (disparity - lo) / (hi - lo + 1e-6)
+
+
+def depth_from_normalised(t: torch.Tensor, eps: float | torch.Tensor = DEFAULT_EPS) -> torch.Tensor:
+    """Relative depth in (0, 1] of normalised disparity ``t``: ``1/(t + eps)`` divided by its
+    per-image maximum. ``eps``: a number, or one per image (``B×1×1×1``, from
+    :class:`student.shift.ShiftHead`)."""
+    depth = 1.0 / (t + eps)
     return depth / depth.amax(dim=(1, 2, 3), keepdim=True)
 
 
@@ -148,11 +167,7 @@ def disparity_to_relative_depth(disparity: torch.Tensor, eps: float | torch.Tens
     farthest pixel, 1 at the nearest — before ``1/(d + eps)`` is taken. ``eps``: a number, or
     one per image (``B×1×1×1``, from :class:`student.shift.ShiftHead`).
     """
-    lo = disparity.amin(dim=(1, 2, 3), keepdim=True)
-    hi = disparity.amax(dim=(1, 2, 3), keepdim=True)
-    # The 1e-6 keeps a constant prediction finite (it maps to a constant depth of 1).
-    depth = 1.0 / ((disparity - lo) / (hi - lo + 1e-6) + eps)
-    return depth / depth.amax(dim=(1, 2, 3), keepdim=True)
+    return depth_from_normalised(normalise_disparity(disparity), eps)
 
 
 def load_encoder_weights(model: StudentNet, path: str | Path) -> None:

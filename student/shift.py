@@ -10,14 +10,20 @@ constant cannot fit rooms (``R`` ≈ 2–10, ``eps`` ≈ 0.1–1) and streets (`
 costs what the affine-invariant protocol forgives (measured on rendered scenes with *exact*
 disparity: AbsRel 0.17 for rooms, 0.035 for streets at ``eps = 0.1``; 0 with each image's own).
 
-:class:`ShiftHead` predicts ``eps`` per image from the RGB input: a small CNN (about 30 k
-parameters, ~8 M MACs at 480×640, under 2 % of the smallest student) on the image resampled to
-a fixed 96×128, with a vertical-position channel (where the floor, the walls and the sky are
-says much about the depth range), global average and max pooling and one linear layer giving
-``log eps``. :func:`fit_shift` trains it with the student frozen on groups that have metric
-depth (ground truth), on random crops and flips: the loss is exactly the contest's score,
-AbsRel of the output after median scaling to ground truth. The disparity model is not changed, so every affine-invariant metric
-stays what it was.
+:class:`ShiftHead` predicts ``eps`` per image from the RGB input and the student's own
+normalised disparity ``t``: a small CNN (about 30 k parameters, ~8 M MACs at 480×640, under 2 %
+of the smallest student) on both resampled to a fixed 96×128, with a vertical-position channel
+(where the floor, the walls and the sky are says much about the depth range), global average
+and max pooling and one linear layer giving ``log eps``. Why ``t``: the shift is a property of
+the disparity map, not only of the picture. On a ground plane true inverse depth falls linearly
+with the image row to zero at the horizon, so how ``t`` runs down the rows says where its zero
+would be, which is ``eps``. Seeing ``t`` lowered the contest AbsRel on the 1,280 fitted images of
+``bench_distill``'s student from 0.257 to 0.242 (means of four seeds; ``benchmarks/NOTES.md``,
+distill). :func:`fit_shift` trains it with the student frozen on groups that have metric depth
+(ground truth), on random crops and flips: the loss is exactly the contest's score, AbsRel of
+the output after median scaling to ground truth. The disparity model is not changed, so every
+affine-invariant metric stays what it was. (Heads fitted before the head saw ``t`` load and run
+as they were: ``sees_disparity=False``.)
 
 A student carries its head as the ``shift`` submodule (saved in its safetensors file; see
 :mod:`student.checkpoint`); :class:`student.model.ContestWrapper` uses it in place of the
@@ -26,6 +32,7 @@ constant ``eps`` when present.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Sequence
@@ -50,14 +57,17 @@ EPS_RANGE = (1e-3, 10.0)
 
 
 class ShiftHead(nn.Module):
-    """RGB ``B×3×H×W`` in [0, 1] → ``eps`` ``B×1×1×1`` (module doc). A new head predicts
-    ``initial_eps`` for every image, so attaching one changes nothing until it is trained."""
+    """RGB ``B×3×H×W`` in [0, 1] and the student's normalised disparity ``B×1×h×w`` (any size) →
+    ``eps`` ``B×1×1×1`` (module doc). A new head predicts ``initial_eps`` for every image, so
+    attaching one changes nothing until it is trained. ``sees_disparity=False`` is the earlier
+    head, on RGB alone (it ignores the disparity it is given)."""
 
-    def __init__(self, width: int = 16, initial_eps: float = 0.1):
+    def __init__(self, width: int = 16, initial_eps: float = 0.1, sees_disparity: bool = True):
         super().__init__()
         w = width
+        self.sees_disparity = sees_disparity
         self.features = nn.Sequential(
-            nn.Conv2d(4, w, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(5 if sees_disparity else 4, w, 3, stride=2, padding=1), nn.ReLU(),
             nn.Conv2d(w, 2 * w, 3, stride=2, padding=1), nn.ReLU(),
             nn.Conv2d(2 * w, 2 * w, 3, stride=2, padding=1), nn.ReLU(),
             nn.Conv2d(2 * w, 4 * w, 3, stride=2, padding=1), nn.ReLU())
@@ -71,12 +81,22 @@ class ShiftHead(nn.Module):
         #: :func:`student.arch.base.fold_input_normalisation`): divided out after downsampling
         self.input_scale = 1.0
 
-    def forward(self, rgb: torch.Tensor) -> torch.Tensor:
+    @classmethod
+    def for_state_dict(cls, state: dict[str, torch.Tensor], prefix: str = "") -> ShiftHead:
+        """A head of the kind whose weights ``state`` holds (the first conv's input channels
+        say whether it sees the disparity)."""
+        return cls(sees_disparity=state[f"{prefix}features.0.weight"].shape[1] == 5)
+
+    def forward(self, rgb: torch.Tensor, disparity: torch.Tensor) -> torch.Tensor:
         x = F.interpolate(rgb, size=HEAD_SIZE, mode="bilinear", align_corners=False)
         if self.input_scale != 1.0:
             x = x / self.input_scale
-        x = torch.cat([(x - 0.5) / 0.25, self.rows.expand(x.shape[0], 1, *HEAD_SIZE)], dim=1)
-        f = self.features(x)
+        parts = [(x - 0.5) / 0.25]
+        if self.sees_disparity:
+            # t in [0, 1] centred and spread like the colour channels
+            t = F.interpolate(disparity, size=HEAD_SIZE, mode="bilinear", align_corners=False)
+            parts.append((t - 0.5) / 0.25)
+        f = self.features(torch.cat(parts + [self.rows.expand(x.shape[0], 1, *HEAD_SIZE)], dim=1))
         z = self.out(torch.cat([f.mean(dim=(2, 3)), f.amax(dim=(2, 3))], dim=1))
         # log eps squashed into EPS_RANGE by a sigmoid: bounded, and never without a gradient (a clamp has none)
         lo, hi = (math.log(e) for e in EPS_RANGE)
@@ -158,6 +178,25 @@ def _random_crop(rgb: torch.Tensor, t: torch.Tensor, depth: torch.Tensor, valid:
     return rgb[win], (tc - lo) / (hi - lo + 1e-6), depth[win], valid[win]
 
 
+#: share of the steps over which the learning rate decays to zero (:func:`_lr_factor`)
+DECAY_SHARE = 0.2
+
+
+def _lr_factor(step: int, steps: int) -> float:
+    """The full learning rate, then a cosine to zero over the last ``DECAY_SHARE`` of the steps.
+
+    Why: the last steps settle instead of ending wherever the full rate left the head (on
+    ``bench_distill``'s student, contest AbsRel on the fitted images about 0.01 lower than a
+    constant rate, with half its spread over seeds), while the long full-rate phase keeps what a
+    short fit needs (a cosine over all steps, as good there, left the analytic scenes of
+    ``tests/test_student_shift.py`` at 0.23 after 300 steps, against 0.06 constant and 0.03 this
+    way; ``benchmarks/NOTES.md``, distill)."""
+    start = int(steps * (1 - DECAY_SHARE))
+    if step < start:
+        return 1.0
+    return 0.5 * (1 + math.cos(math.pi * (step - start) / max(1, steps - start)))
+
+
 def fit_shift(model: nn.Module, store_url: str, groups: Sequence[str] | None = None, steps: int = 600,
               size: tuple[int, int] | None = None, batch_size: int = 16, lr: float = 3e-3, limit: int = 512,
               seed: int = 0, version: int | None = None, max_depth: float = 80.0,
@@ -167,7 +206,8 @@ def fit_shift(model: nn.Module, store_url: str, groups: Sequence[str] | None = N
     ``model.shift``. Returns the mean contest AbsRel on those samples with the constant
     ``eps`` of a new head (0.1) and with the fitted head (``before``, ``after``), and the images used.
     ``size`` (height, width) defaults to the first group's; ground truth beyond ``max_depth``
-    metres (default 80, outdoor scenes included) is not used."""
+    metres (default 80, outdoor scenes included) is not used. ``lr`` is Adam's rate, decayed to
+    zero on a cosine over the last fifth of the ``steps`` (:func:`_lr_factor`)."""
     if getattr(model, "output", "disparity") != "disparity":
         raise DepthdataError(f"{getattr(model, 'name', 'model')!r} predicts metric depth: it needs no shift")
     store = Store.open(store_url, version=version)
@@ -181,11 +221,12 @@ def fit_shift(model: nn.Module, store_url: str, groups: Sequence[str] | None = N
     torch.manual_seed(seed)
     head = ShiftHead()
     opt = torch.optim.Adam(head.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, functools.partial(_lr_factor, steps=steps))
     gen = torch.Generator().manual_seed(seed)
 
     def score(h: ShiftHead) -> float:
         with torch.no_grad():
-            return float(contest_abs_rel(1.0 / (t + h(rgb)), depth, valid).mean())
+            return float(contest_abs_rel(1.0 / (t + h(rgb, t)), depth, valid).mean())
 
     before = score(head)
     for step in tqdm(range(steps), desc="shift: fit", unit="step", disable=not progress):
@@ -194,10 +235,11 @@ def fit_shift(model: nn.Module, store_url: str, groups: Sequence[str] | None = N
         if step % 2:  # a horizontal flip changes nothing a depth range depends on
             x, tt, d, v = x.flip(-1), tt.flip(-1), d.flip(-1), v.flip(-1)
         x, tt, d, v = _random_crop(x, tt, d, v, gen)
-        loss = contest_abs_rel(1.0 / (tt + head(x)), d, v).mean()
+        loss = contest_abs_rel(1.0 / (tt + head(x, tt)), d, v).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        sched.step()
     head.eval()
     after = score(head)
     model.shift = head

@@ -85,9 +85,19 @@ def test_contest_abs_rel_is_the_metric_of_the_contest_protocol():
 
 
 def test_a_new_head_predicts_the_default_eps():
-    eps = ShiftHead()(torch.rand(3, 3, 40, 60))
+    eps = ShiftHead()(torch.rand(3, 3, 40, 60), torch.rand(3, 1, 10, 15))
     assert eps.shape == (3, 1, 1, 1)
     assert torch.allclose(eps, torch.full_like(eps, 0.1))
+
+
+def test_the_head_reads_the_disparity_unless_it_is_an_rgb_only_head():
+    rgb, t = torch.rand(2, 3, 40, 60), torch.rand(2, 1, 10, 15)
+    for sees, differs in ((True, True), (False, False)):
+        torch.manual_seed(0)
+        head = ShiftHead(sees_disparity=sees)
+        torch.nn.init.normal_(head.out.weight, std=0.5)
+        with torch.no_grad():
+            assert (not torch.allclose(head(rgb, t), head(rgb, t.flip(-2)))) == differs
 
 
 @pytest.fixture
@@ -117,18 +127,19 @@ def test_a_fitted_shift_makes_rooms_and_streets_proportional_to_depth(tmp_path, 
     assert np.mean(with_shift[streets]) < 0.5 * np.mean(fixed[streets])
 
 
-def test_a_fitted_shift_travels_with_the_checkpoint_and_the_onnx_export(tmp_path):
+@pytest.mark.parametrize("sees_disparity", [True, False], ids=["rgb+disparity", "rgb-only head of earlier checkpoints"])
+def test_a_fitted_shift_travels_with_the_checkpoint_and_the_onnx_export(tmp_path, sees_disparity):
     model = build_student(StudentConfig(arch="lpcvc-mnv3s")).eval()
-    model.shift = ShiftHead()
+    model.shift = ShiftHead(sees_disparity=sees_disparity)
     with torch.no_grad():
         model.shift.out.weight.normal_(std=0.2)  # a head whose eps differs per image
     x = torch.rand(2, 3, 64, 96) * 255
     with torch.no_grad():
-        assert float(model.shift(x / 255).flatten().std()) > 0
+        assert float(model.shift(x / 255, torch.rand(2, 1, 16, 24)).flatten().std()) > 0
         ref = ContestWrapper(model)(x)
 
     loaded = load_model(save_model(model, tmp_path / "m.safetensors"))
-    assert loaded.shift is not None
+    assert loaded.shift is not None and loaded.shift.sees_disparity == sees_disparity
     assert torch.allclose(ContestWrapper(loaded)(x), ref, atol=1e-6)
 
     onnx_path = export.export_onnx(model, tmp_path / "m.onnx", (64, 96))
