@@ -22,7 +22,7 @@ every model's AbsRel at least 2× better than the constant floor's; with the shi
 AbsRel within 1.25× the affine-invariant AbsRel for rooms and for streets. Metrics are means over the
 evaluation images (a quality measurement, so ``median``/``min``/``max`` of a case are that one
 value; the per-group means are in ``params``). Run: ``python -m benchmarks.bench_distill
-[--work DIR]`` (about 15 minutes on 2 shared cores).
+[--work DIR]`` (about 12 minutes on 2 cores).
 """
 
 from __future__ import annotations
