@@ -146,13 +146,11 @@ class TemporaryServer:
         self.process = None
         if self.log_path is None:
             return
-        try:
+        with contextlib.suppress(OSError):  # removed by someone else: nothing to keep
             if self.log_path.stat().st_size == 0:
                 self.log_path.unlink()
             else:
                 log.info("the temporary Prefect server's own messages are in %s", self.log_path)
-        except OSError:  # removed by someone else: nothing to keep
-            pass
 
 
 def terminate(process: subprocess.Popen, timeout_s: float) -> None:
