@@ -47,6 +47,7 @@ from depthdata import metrics
 from depthdata.errors import DepthdataError
 from depthdata.store import Store, select_groups
 from depthdata.stream import ShardMapDataset
+from student.model import normalise_disparity
 
 log = logging.getLogger(__name__)
 
@@ -142,9 +143,8 @@ def _examples(model: nn.Module, store_url: str, groups: list[str], size: tuple[i
             if int(valid.sum()) < 16:
                 continue
             d = model(rgb)
-            lo, hi = d.amin(), d.amax()
             rgbs.append(rgb[0])
-            ts.append(((d - lo) / (hi - lo + 1e-6))[0])
+            ts.append(normalise_disparity(d)[0])
             depths.append(depth)
             valids.append(valid)
     if not rgbs:
@@ -173,9 +173,7 @@ def _random_crop(rgb: torch.Tensor, t: torch.Tensor, depth: torch.Tensor, valid:
     win = (..., slice(y0, y0 + ch), slice(x0, x0 + cw))
     if int(valid[win].sum(dim=(1, 2, 3)).min()) < 16:
         return rgb, t, depth, valid
-    tc = t[win]
-    lo, hi = tc.amin(dim=(1, 2, 3), keepdim=True), tc.amax(dim=(1, 2, 3), keepdim=True)
-    return rgb[win], (tc - lo) / (hi - lo + 1e-6), depth[win], valid[win]
+    return rgb[win], normalise_disparity(t[win]), depth[win], valid[win]
 
 
 #: share of the steps over which the learning rate decays to zero (:func:`_lr_factor`)
