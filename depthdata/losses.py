@@ -40,25 +40,26 @@ def align_lsq(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) ->
     return s.view(-1, 1, 1, 1) * pred + t.view(-1, 1, 1, 1)
 
 
-def _normalise_median(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """``(x − median) / mean|x − median|`` over ``mask`` of one ``1×H×W`` map (MiDaS eq. 6-7)."""
-    vals = x[mask]
-    med = vals.median()
-    scale = (vals - med).abs().mean().clamp_min(1e-6)
-    return (x - med) / scale
-
-
 def median_normalise(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """Each image of ``x`` shifted by its median and divided by its mean absolute deviation over
     the pixels with weight (Depth Anything's ``t(d)``, ``s(d)``; MiDaS eq. 6-7). The scale is
     positive, so unlike a least-squares fit it keeps near and far apart: a prediction with the
     order reversed stays reversed after normalisation. Images with fewer than two weighted
-    pixels become 0."""
-    out = []
-    for b in range(x.shape[0]):
-        m = weight[b] > 0
-        out.append(_normalise_median(x[b], m) if m.sum() >= 2 else x[b] * 0.0)
-    return torch.stack(out)
+    pixels become 0. The median is the lower one for an even count (``Tensor.median``'s).
+
+    Batched (pixels without weight are NaN to ``nanmedian``), not a loop over images: a loop
+    with boolean indexing syncs with the GPU per image, and bounded a batch-512 training step
+    on an H200 at 1.4 s."""
+    m = (weight > 0).flatten(1)
+    flat = x.flatten(1)
+    count = m.sum(1)
+    enough = count >= 2
+    med = torch.where(m, flat, torch.full_like(flat, float("nan"))).nanmedian(dim=1).values
+    med = torch.where(enough, med, torch.zeros_like(med))  # no NaN left to reach a gradient
+    dev = ((flat - med[:, None]).abs() * m).sum(1) / count.clamp_min(1)
+    shape = (-1,) + (1,) * (x.dim() - 1)
+    out = (x - med.view(shape)) / dev.clamp_min(1e-6).view(shape)
+    return torch.where(enough.view(shape), out, x * 0.0)
 
 
 def ssi_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, mode: str = "lsq") -> torch.Tensor:
@@ -80,13 +81,12 @@ def ssi_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, mod
         return (err[used] / per_image[used]).mean() if used.any() else zero_loss(pred)
     if mode != "median":
         raise ValueError(f"ssi_loss mode must be 'lsq' or 'median', got {mode!r}")
-    errs = []
-    for b in range(pred.shape[0]):
-        m = w[b] > 0
-        if m.sum() >= 2:
-            diff = _normalise_median(pred[b], m) - _normalise_median(target[b], m)
-            errs.append((w[b] * diff.abs()).sum() / per_image[b])
-    return torch.stack(errs).mean() if errs else zero_loss(pred)
+    used = (w > 0).flatten(1).sum(1) >= 2
+    if not used.any():
+        return zero_loss(pred)
+    diff = median_normalise(pred, w) - median_normalise(target, w)
+    err = (w * diff.abs()).sum((1, 2, 3)) / per_image.clamp_min(1e-12)
+    return err[used].mean()
 
 
 def gradient_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, scales: int = 4) -> torch.Tensor:

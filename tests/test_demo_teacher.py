@@ -228,3 +228,43 @@ def test_train_demo_goes_on_from_a_checkpoint_and_chains_its_lineage(tmp_path, c
     assert refused != 0
     assert f"{first}: no {LINEAGE_FILE}" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_rendering_in_processes_gives_the_same_scenes(tmp_path):
+    recipe = Recipe(train_rooms=3, train_streets=2, size=(30, 40))
+    alone = render_split(recipe, "train")
+    forked = render_split(recipe, "train", workers=2)
+    np.testing.assert_array_equal(forked.rgb, alone.rgb)
+    np.testing.assert_array_equal(forked.depth, alone.depth)
+    assert forked.kinds == alone.kinds == ["room"] * 3 + ["street"] * 2
+
+
+def test_zoom_crops_input_and_target_alike_and_leaves_the_rest():
+    from depthdata.teacher.train_demo import _zoom
+
+    def ramp(h: int, w: int) -> torch.Tensor:
+        # u: the pixel centre's horizontal position as a share of the width, 0 … 1
+        u = (torch.arange(w, dtype=torch.float64) + 0.5) / w
+        return u.expand(1, 1, h, w).repeat(2, 1, 1, 1)
+
+    pixels, target = ramp(14, 28), ramp(12, 16)  # different sizes, as input and target are
+    apply = torch.tensor([True, False])
+    side = torch.tensor([0.5, 0.5], dtype=torch.float64)
+    where = torch.tensor([[1.0, 0.0], [0.3, 0.3]], dtype=torch.float64)  # the right half, at the top
+    zp, zt = _zoom(pixels, target, apply, side, where)
+    for x, z in ((pixels, zp), (target, zt)):
+        w = x.shape[-1]
+        u = (torch.arange(w, dtype=torch.float64) + 0.5) / w
+        # the zoomed image shows u in [0.5, 1]: its pixel centre at u shows 0.5 + u / 2 (a ramp
+        # is linear, so bilinear sampling is exact), but for the last column, which lies beyond
+        # the last pixel centre and takes the border's value
+        torch.testing.assert_close(z[0, 0, 0, :-1], (0.5 + u / 2)[:-1])
+        assert z[0, 0, 0, -1] == x[0, 0, 0, -1]
+        torch.testing.assert_close(z[1], x[1])  # not applied: unchanged
+
+
+def test_recipe_refuses_a_crop_share_or_input_size_it_cannot_use():
+    with pytest.raises(ValueError, match="crop_min"):
+        Recipe(crop_min=0)
+    with pytest.raises(ValueError, match="multiple of the 14"):
+        Recipe(input_size=100)

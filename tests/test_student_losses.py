@@ -192,3 +192,32 @@ def test_loss_config_parsing_and_validation():
         LossConfig.from_spec("ssi=x")
     with pytest.raises(DepthdataError, match="unknown setting"):
         LossConfig.from_dict({"term": []})
+
+
+def test_batched_median_normalisation_matches_the_definition_image_by_image():
+    from depthdata.losses import median_normalise
+
+    # the definition, one image at a time: (x − median) / mean|x − median| over the weighted
+    # pixels, the lower median for an even count; fewer than two weighted pixels → 0
+    def one(x, m):
+        if m.sum() < 2:
+            return x * 0.0
+        vals = x[m]
+        med = vals.sort().values[(len(vals) - 1) // 2]
+        return (x - med) / (vals - med).abs().mean().clamp_min(1e-6)
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(5, 1, 6, 7, generator=gen, dtype=torch.float64)
+    w = (torch.rand(5, 1, 6, 7, generator=gen) > 0.3).double()
+    w[3] = 0.0
+    w[3, 0, 2, 2] = 1.0  # one weighted pixel: zero
+    w[4] = 1.0  # 42 pixels: an even count
+    a = x.clone().requires_grad_(True)
+    b = x.clone().requires_grad_(True)
+    got = median_normalise(a, w)
+    want = torch.stack([one(b[i], w[i] > 0) for i in range(len(x))])
+    torch.testing.assert_close(got, want)
+    assert torch.equal(got[3], torch.zeros_like(got[3]))
+    (got * x).sum().backward()
+    (want * x).sum().backward()
+    torch.testing.assert_close(a.grad, b.grad)  # the same gradient, the median's pixel included

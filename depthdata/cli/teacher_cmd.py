@@ -38,6 +38,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: the recipe's, 1)")
     d.add_argument("--batch-size", type=int, default=None, help="images per step (default: the recipe's)")
     d.add_argument("--lr", type=float, default=None, help="peak AdamW learning rate (default: the recipe's)")
+    d.add_argument("--input-size", type=int, default=None,
+                   help="the model's input size (short side, pixels, a multiple of 14; default: the recipe's)")
+    d.add_argument("--crop-min", type=float, default=None,
+                   help="random zoom: half of the images cropped to this share (0-1) of each side or more, "
+                   "resized back (default: the recipe's, 1 = off)")
+    d.add_argument("--render-workers", type=int, default=1,
+                   help="processes that render the scenes (the same scenes for any count; default 1)")
     d.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
                    help="where the model trains (default cpu; held-out metrics are measured on the CPU)")
     d.add_argument("--scene-cache", metavar="DIR", default=None,
@@ -101,7 +108,8 @@ def _train_demo(args: argparse.Namespace) -> int:
     from depthdata.teacher.train_demo import Recipe, train_demo
 
     changes = {k: v for k, v in (("seed", args.seed), ("steps", args.steps), ("threads", args.threads),
-                                 ("batch_size", args.batch_size), ("lr", args.lr)) if v is not None}
+                                 ("batch_size", args.batch_size), ("lr", args.lr),
+                                 ("input_size", args.input_size), ("crop_min", args.crop_min)) if v is not None}
     if args.train_scenes:
         changes.update(train_rooms=args.train_scenes[0], train_streets=args.train_scenes[1])
     if args.heldout_scenes:
@@ -109,7 +117,7 @@ def _train_demo(args: argparse.Namespace) -> int:
     recipe = dataclasses.replace(Recipe(), **changes)
     out = args.out or str(DEMO_WEIGHTS_DIR)
     lineage = train_demo(recipe, out, eval_every=args.eval_every, device=args.device, scene_cache=args.scene_cache,
-                         init=args.init)
+                         init=args.init, render_workers=args.render_workers)
     s = lineage["heldout"]["summary"]["all"]
     print(f"{out}: demo teacher, {lineage['parameters']:,} parameters, {recipe.steps} steps in "
           f"{lineage['training']['seconds_train']:.0f} s; held-out AbsRel {s['abs_rel']:.4f}, delta1 {s['delta1']:.4f} "

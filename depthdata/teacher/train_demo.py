@@ -94,6 +94,11 @@ class Recipe:
     #: 1 : 2 on synthetic images, for sharp edges; in a short CPU budget the heavier gradient
     #: term slowed learning the layout, which the held-out δ1 depends on)
     grad_weight: float = 0.5
+    #: random zoom: with probability 1/2 a step's image is replaced by a crop of ``crop_min`` to
+    #: 1 of its side (same aspect, anywhere inside), resized back, its target cropped the same
+    #: way: more layouts than scenes, as Depth Anything's random crops. 1.0: off (the shipped
+    #: CPU recipe; its draws are unchanged)
+    crop_min: float = 1.0
     #: gradient norm clipping. Needed, not cosmetic: the freshly initialised model's output is
     #: nearly flat, so the normalised loss's first gradients are ~10³× later ones; unclipped,
     #: they inflate Adam's second-moment estimates and stall learning for hundreds of steps
@@ -104,6 +109,12 @@ class Recipe:
     #: SHA-256 of the weights training started from (``train_demo(init=DIR)``, a checkpoint with
     #: its own lineage, chained under ``"parent"``); None: a fresh model from ``seed``
     init_sha256: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.input_size % 14:
+            raise ValueError(f"input_size {self.input_size}: not a multiple of the 14 px patch")
+        if not 0 < self.crop_min <= 1:
+            raise ValueError(f"crop_min {self.crop_min}: a share of each side, in (0, 1]")
 
 
 @dataclass
@@ -129,11 +140,20 @@ def render_scene(seed: int, split: str, index: int, kind: str, size: tuple[int, 
     return random_render(rng, kind, size, low_light)
 
 
+def _render_rgb_depth(args: tuple[int, str, int, str, tuple[int, int], float]) -> tuple[np.ndarray, np.ndarray]:
+    r = render_scene(*args)
+    return r.rgb, r.depth.astype(np.float16)
+
+
 def render_split(recipe: Recipe, split: str, indices: list[int] | None = None, progress: bool = False,
-                 cache: str | Path | None = None) -> Scenes:
+                 cache: str | Path | None = None, workers: int = 1) -> Scenes:
     """Render the scenes of ``split`` (``train`` or ``heldout``), or only ``indices`` of it; depth
     rounded to float16. With ``cache`` (a directory), a whole split is read from
-    :func:`cache_file` when present and written there after rendering."""
+    :func:`cache_file` when present and written there after rendering. ``workers`` > 1 renders
+    in that many forked processes (each scene has its own seed, so the scenes are the same)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
     from tqdm import tqdm
 
     rooms, streets = split_counts(recipe, split)
@@ -143,13 +163,18 @@ def render_split(recipe: Recipe, split: str, indices: list[int] | None = None, p
     if path is not None and path.exists():
         log.info("%s scenes read from %s", split, path)
         return read_scenes(path)
-    renders, kinds = [], []
-    for i in tqdm(indices, desc=f"render {split}", unit="scene", disable=not progress):
-        kind = scene_kind(i, rooms)
-        renders.append(render_scene(recipe.seed, split, i, kind, recipe.size, recipe.low_light))
-        kinds.append(kind)
-    depth = np.stack([r.depth for r in renders]).astype(np.float16).astype(np.float32)
-    scenes = Scenes(np.stack([r.rgb for r in renders]), depth, kinds)
+    kinds = [scene_kind(i, rooms) for i in indices]
+    jobs = [(recipe.seed, split, i, kind, recipe.size, recipe.low_light) for i, kind in zip(indices, kinds)]
+    bar = dict(desc=f"render {split}", unit="scene", disable=not progress, total=len(jobs))
+    if workers > 1 and len(jobs) > 1:
+        # forked, not spawned: a worker needs only the renderer, already imported here, and a
+        # spawned one would import torch and transformers again (seconds each)
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            renders = list(tqdm(pool.map(_render_rgb_depth, jobs, chunksize=16), **bar))
+    else:
+        renders = [_render_rgb_depth(job) for job in tqdm(jobs, **bar)]
+    scenes = Scenes(np.stack([rgb for rgb, _ in renders]),
+                    np.stack([depth for _, depth in renders]).astype(np.float32), kinds)
     if path is not None:
         write_scenes(path, scenes)
     return scenes
@@ -203,11 +228,21 @@ def disparity_target(depth: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(disp.astype(np.float32))[:, None]
 
 
-def pixel_values(processor: Any, rgb: np.ndarray, chunk: int = 64) -> torch.Tensor:
-    """The processor's model input for uint8 ``N×H×W×3`` images (as the teacher stage feeds it)."""
-    parts = [processor(images=list(rgb[i: i + chunk]), return_tensors="pt")["pixel_values"]
-             for i in range(0, len(rgb), chunk)]
-    return torch.cat(parts).float()
+def pixel_values(processor: Any, rgb: np.ndarray, chunk: int = 64, device: str = "cpu") -> torch.Tensor:
+    """The processor's model input for uint8 ``N×H×W×3`` images (as the teacher stage feeds it),
+    on ``device``. Off the CPU a processor that can resizes and normalises there (as the stage
+    does: :func:`depthdata.teacher.predict.pixel_values`), given each chunk as one uint8 tensor:
+    on the CPU that costs ~0.5 ms an image, minutes for a GPU run's tens of thousands."""
+    from depthdata.teacher.predict import processes_on_device
+
+    if torch.device(device).type != "cpu" and processes_on_device(processor):
+        chunk = max(chunk, 1024)
+        parts = [processor(images=torch.from_numpy(np.ascontiguousarray(rgb[i: i + chunk])).permute(0, 3, 1, 2),
+                           return_tensors="pt", device=device)["pixel_values"] for i in range(0, len(rgb), chunk)]
+    else:
+        parts = [processor(images=list(rgb[i: i + chunk]), return_tensors="pt")["pixel_values"]
+                 for i in range(0, len(rgb), chunk)]
+    return torch.cat(parts).float().to(device)
 
 
 def predict(model: torch.nn.Module, pixels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -225,19 +260,48 @@ def loss_terms(pred: torch.Tensor, target: torch.Tensor, grad_weight: float) -> 
     return ssi + grad_weight * grad, {"ssi": float(ssi.detach()), "grad": float(grad.detach())}
 
 
-def _augment(pixels: torch.Tensor, target: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Horizontal flips and brightness/contrast/colour jitter, applied in [0, 1] RGB space."""
-    b = len(pixels)
-    flip = torch.rand(b, generator=gen) < 0.5
+def _augment(pixels: torch.Tensor, target: torch.Tensor, gen: torch.Generator,
+             crop_min: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Horizontal flips, brightness/contrast/colour jitter (in [0, 1] RGB space) and, with
+    ``crop_min`` < 1, random zoom (:attr:`Recipe.crop_min`). The draws come from ``gen`` on the
+    CPU; the images are changed where they are (a GPU run keeps its whole set there)."""
+    b, dev = len(pixels), pixels.device
+
+    def draw(*shape: int) -> torch.Tensor:
+        return torch.rand(*shape, generator=gen).to(dev)
+
+    flip = draw(b) < 0.5
     pixels = torch.where(flip[:, None, None, None], pixels.flip(-1), pixels)
     target = torch.where(flip[:, None, None, None], target.flip(-1), target)
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    gain = 0.75 + 0.5 * torch.rand(b, 1, 1, 1, generator=gen)
-    colour = 0.92 + 0.16 * torch.rand(b, 3, 1, 1, generator=gen)
-    offset = 0.16 * torch.rand(b, 1, 1, 1, generator=gen) - 0.08
+    mean = torch.tensor(IMAGENET_MEAN, device=dev).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=dev).view(1, 3, 1, 1)
+    gain = 0.75 + 0.5 * draw(b, 1, 1, 1)
+    colour = 0.92 + 0.16 * draw(b, 3, 1, 1)
+    offset = 0.16 * draw(b, 1, 1, 1) - 0.08
     rgb = ((pixels * std + mean) * gain * colour + offset).clamp(0, 1)
-    return (rgb - mean) / std, target
+    pixels = (rgb - mean) / std
+    if crop_min < 1.0:
+        pixels, target = _zoom(pixels, target, draw(b) < 0.5, crop_min + (1 - crop_min) * draw(b), draw(b, 2))
+    return pixels, target
+
+
+def _zoom(pixels: torch.Tensor, target: torch.Tensor, apply: torch.Tensor, side: torch.Tensor,
+          where: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Crop ``side`` (share of each side, B) of the images where ``apply`` (B), at ``where`` (B×2,
+    [0, 1]: left … right, top … bottom of the room left), each resized back to its own size
+    (bilinear; the input and the target share one crop in normalised coordinates, so they stay
+    registered whatever their sizes)."""
+    side = torch.where(apply, side, torch.ones_like(side))
+    theta = torch.zeros(len(side), 2, 3, dtype=pixels.dtype, device=pixels.device)
+    theta[:, 0, 0] = theta[:, 1, 1] = side
+    # the crop's centre in [-1, 1] coordinates: anywhere that keeps it inside the image
+    theta[:, :, 2] = (1 - side)[:, None] * (2 * where - 1)
+
+    def resample(x: torch.Tensor) -> torch.Tensor:
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+    return resample(pixels), resample(target)
 
 
 def _lr_factor(step: int, recipe: Recipe) -> float:
@@ -269,7 +333,15 @@ def fit(model: torch.nn.Module, pixels: torch.Tensor, target: torch.Tensor, reci
 
     gen = torch.Generator().manual_seed(recipe.seed)
     model.to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    # the whole set on the device, batches drawn there: a GPU otherwise waits on the host's
+    # indexing, augmentation and copies (the lent H100 ran ~100 ms a step at batch 16 so)
+    pixels, target = pixels.to(device), target.to(device)
+    cuda = torch.device(device).type == "cuda"
+    if cuda:
+        # TF32 matrix products (10 bits of mantissa, float32 range) and the fused AdamW kernel:
+        # the usual GPU training settings; a GPU run is not bit-identical to a CPU run anyway
+        torch.backends.cuda.matmul.allow_tf32 = True
+    opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay, fused=cuda or None)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, recipe))
     size = tuple(target.shape[-2:])
     n = len(pixels)
@@ -282,10 +354,9 @@ def fit(model: torch.nn.Module, pixels: torch.Tensor, target: torch.Tensor, reci
     for step in range(recipe.steps):
         if pos + bs > n:
             order, pos = torch.randperm(n, generator=gen), 0
-        idx = order[pos: pos + bs]
+        idx = order[pos: pos + bs].to(device)
         pos += bs
-        x, y = _augment(pixels[idx], target[idx], gen)
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        x, y = _augment(pixels[idx], target[idx], gen, recipe.crop_min)
         loss, terms = loss_terms(predict(model, x, size), y, recipe.grad_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -373,14 +444,15 @@ def load_init(directory: str | Path) -> tuple[DepthAnythingForDepthEstimation, d
 
 def train_demo(recipe: Recipe, out_dir: str | Path, progress: bool = True, eval_every: int = 0,
                device: str = "cpu", scene_cache: str | Path | None = None,
-               init: str | Path | None = None) -> dict[str, Any]:
+               init: str | Path | None = None, render_workers: int = 1) -> dict[str, Any]:
     """Run the recipe and write the checkpoint and ``lineage.json`` to ``out_dir``; returns the
     lineage. ``eval_every`` > 0 logs held-out metrics every that many steps (does not change
     the weights). ``device`` is where the model trains (held-out metrics are always measured
     on the CPU, as the shipped teacher runs); ``scene_cache`` is a directory of rendered splits
     (:func:`render_split`). ``init`` is a checkpoint directory with a lineage to go on training
     from (read before ``out_dir`` is written, so it may be the same directory); its lineage is
-    kept under ``"parent"`` and its weights' SHA-256 in the recipe."""
+    kept under ``"parent"`` and its weights' SHA-256 in the recipe. ``render_workers`` renders the
+    scenes in that many processes (the same scenes)."""
     out = Path(out_dir)
     parent = None
     if init is not None:
@@ -388,12 +460,12 @@ def train_demo(recipe: Recipe, out_dir: str | Path, progress: bool = True, eval_
         recipe = replace(recipe, init_sha256=parent["weights_sha256"])
     torch.set_num_threads(recipe.threads)  # after loading, which sets the teacher's own count
     t0 = time.perf_counter()
-    train = render_split(recipe, "train", progress=progress, cache=scene_cache)
-    held = render_split(recipe, "heldout", progress=progress, cache=scene_cache)
+    train = render_split(recipe, "train", progress=progress, cache=scene_cache, workers=render_workers)
+    held = render_split(recipe, "heldout", progress=progress, cache=scene_cache, workers=render_workers)
     t_render = time.perf_counter() - t0
     processor = image_processor(recipe.input_size)
-    pixels, target = pixel_values(processor, train.rgb), disparity_target(train.depth)
-    held_pixels = pixel_values(processor, held.rgb)
+    pixels, target = pixel_values(processor, train.rgb, device=device), disparity_target(train.depth)
+    held_pixels = pixel_values(processor, held.rgb, device=device)
     model = new_model(recipe.seed) if parent is None else start
     log.info("demo teacher (%s): %d parameters, %d train / %d held-out scenes rendered in %.0f s",
              "from scratch" if parent is None else f"from {init}", sum(p.numel() for p in model.parameters()),
@@ -406,7 +478,7 @@ def train_demo(recipe: Recipe, out_dir: str | Path, progress: bool = True, eval_
         if eval_every and step % eval_every == 0 and step < recipe.steps:
             model.eval()
             with torch.no_grad():
-                disp = torch.cat([predict(model, held_pixels[i: i + 8].to(device), recipe.size).cpu()
+                disp = torch.cat([predict(model, held_pixels[i: i + 8], recipe.size).cpu()
                                   for i in range(0, len(held_pixels), 8)])[:, 0].numpy()
             rows = [{"kind": k, **scene_metrics(d.astype(np.float64), g)}
                     for d, g, k in zip(disp, held.depth, held.kinds)]
@@ -458,11 +530,15 @@ def write_lineage(out: Path, recipe: Recipe, held: Scenes, training: dict[str, A
                               f"--batch-size {recipe.batch_size} --lr {recipe.lr:g} --device {device} "
                               f"--threads {recipe.threads} --train-scenes {recipe.train_rooms} {recipe.train_streets} "
                               f"--heldout-scenes {recipe.heldout_rooms} {recipe.heldout_streets}"
+                              + (f" --input-size {recipe.input_size}" if recipe.input_size != DEMO_SIZE else "")
+                              + (f" --crop-min {recipe.crop_min:g}" if recipe.crop_min < 1 else "")
                               + (f" --init <weights {recipe.init_sha256[:12]}…>" if recipe.init_sha256 else ""),
                    "loss": "SSI L1 on disparity (median / mean-absolute-deviation normalised) + grad_weight x "
                            "multi-scale gradient matching (4 scales) of the normalised maps",
                    "optimiser": f"AdamW, {recipe.warmup_steps} warm-up steps, cosine decay to 5%",
-                   "augmentation": "horizontal flip, brightness/contrast/colour jitter"},
+                   "augmentation": "horizontal flip, brightness/contrast/colour jitter"
+                                   + (f", random zoom (crops of {recipe.crop_min:g}-1 of each side, half of the "
+                                      "images)" if recipe.crop_min < 1 else "")},
         "scenes": {"train": {"room": recipe.train_rooms, "street": recipe.train_streets},
                    "heldout": {"room": recipe.heldout_rooms, "street": recipe.heldout_streets},
                    "size": list(recipe.size), "seed_streams": SPLITS},
