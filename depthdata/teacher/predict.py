@@ -41,24 +41,32 @@ def processes_on_device(processor: Any) -> bool:
     return "device" in getattr(kwargs, "__annotations__", {})
 
 
-def pixel_values(teacher: Teacher, images: np.ndarray, size: int | None = None,
-                 on_device: bool | None = None) -> torch.Tensor:
-    """The processor's ``pixel_values`` for uint8 ``N×H×W×3`` images, on the teacher's device
-    in its dtype. ``on_device`` (default: when the teacher is not on the CPU and the processor
-    can) hands the processor the batch as one uint8 tensor and lets it resize and normalise on
-    the teacher's device: on a GPU the processor's CPU time bounded the stage (about 4 ms an
-    image at 480×640, as much as the forward pass; ``benchmarks/NOTES.md``, "teacher_gpu"), and
-    the copy to the device is then of uint8 pixels, a quarter of the float32 ones. Same
-    operations either way (torchvision's), so the same values up to the device's rounding."""
+def process(processor: Any, images: np.ndarray, device: torch.device | str, size: int | None = None,
+            on_device: bool | None = None) -> torch.Tensor:
+    """``processor``'s ``pixel_values`` for uint8 ``N×H×W×3`` images, on ``device``.
+    ``on_device`` (default: when ``device`` is not the CPU and the processor can) hands the
+    processor the batch as one uint8 tensor and lets it resize and normalise on ``device``: on a
+    GPU the processor's CPU time bounded the stage (about 4 ms an image at 480×640, as much as
+    the forward pass; ``benchmarks/NOTES.md``, "teacher_gpu"), and the copy to the device is
+    then of uint8 pixels, a quarter of the float32 ones. Same operations either way
+    (torchvision's), so the same values up to the device's rounding."""
+    device = torch.device(device)
     kwargs: dict[str, Any] = {"size": {"height": size, "width": size}} if size else {}
     if on_device is None:
-        on_device = teacher.device.type != "cpu" and processes_on_device(teacher.processor)
+        on_device = device.type != "cpu" and processes_on_device(processor)
     if on_device:
         batch = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
-        inputs = teacher.processor(images=batch, return_tensors="pt", device=teacher.device, **kwargs)
+        inputs = processor(images=batch, return_tensors="pt", device=device, **kwargs)
     else:
-        inputs = teacher.processor(images=list(images), return_tensors="pt", **kwargs)
-    return inputs["pixel_values"].to(teacher.device, teacher.dtype)
+        inputs = processor(images=list(images), return_tensors="pt", **kwargs)
+    return inputs["pixel_values"].to(device)
+
+
+def pixel_values(teacher: Teacher, images: np.ndarray, size: int | None = None,
+                 on_device: bool | None = None) -> torch.Tensor:
+    """The teacher's model input for uint8 ``N×H×W×3`` images, on its device in its dtype
+    (:func:`process`)."""
+    return process(teacher.processor, images, teacher.device, size, on_device).to(teacher.dtype)
 
 
 def _forward(teacher: Teacher, images: np.ndarray, size: int | None = None, flip: bool = False) -> torch.Tensor:

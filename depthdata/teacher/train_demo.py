@@ -228,21 +228,14 @@ def disparity_target(depth: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(disp.astype(np.float32))[:, None]
 
 
-def pixel_values(processor: Any, rgb: np.ndarray, chunk: int = 64, device: str = "cpu") -> torch.Tensor:
-    """The processor's model input for uint8 ``N×H×W×3`` images (as the teacher stage feeds it),
-    on ``device``. Off the CPU a processor that can resizes and normalises there (as the stage
-    does: :func:`depthdata.teacher.predict.pixel_values`), given each chunk as one uint8 tensor:
-    on the CPU that costs ~0.5 ms an image, minutes for a GPU run's tens of thousands."""
-    from depthdata.teacher.predict import processes_on_device
+def pixel_values(processor: Any, rgb: np.ndarray, chunk: int = 1024, device: str = "cpu") -> torch.Tensor:
+    """The processor's model input for uint8 ``N×H×W×3`` images, as the teacher stage feeds it
+    (:func:`depthdata.teacher.predict.process`: off the CPU the processor resizes and
+    normalises there; on the CPU that costs ~0.5 ms an image, minutes for a GPU run's tens of
+    thousands), float32 on ``device``, ``chunk`` images at a time."""
+    from depthdata.teacher.predict import process
 
-    if torch.device(device).type != "cpu" and processes_on_device(processor):
-        chunk = max(chunk, 1024)
-        parts = [processor(images=torch.from_numpy(np.ascontiguousarray(rgb[i: i + chunk])).permute(0, 3, 1, 2),
-                           return_tensors="pt", device=device)["pixel_values"] for i in range(0, len(rgb), chunk)]
-    else:
-        parts = [processor(images=list(rgb[i: i + chunk]), return_tensors="pt")["pixel_values"]
-                 for i in range(0, len(rgb), chunk)]
-    return torch.cat(parts).float().to(device)
+    return torch.cat([process(processor, rgb[i: i + chunk], device) for i in range(0, len(rgb), chunk)]).float()
 
 
 def predict(model: torch.nn.Module, pixels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
