@@ -57,6 +57,12 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", action=_Given, type=int, default=None, help="seed of model init, data order and augmentation (default 0)")
     p.add_argument("--size", action=_Given, type=_size, default=None, help="train at HEIGHTxWIDTH (default: the store's size)")
     p.add_argument("--streams", action=_Given, type=int, default=None, help="interleaved shard streams (default 2)")
+    p.add_argument("--zoom-min", action=_Given, type=float, default=None,
+                   help="random zoom: crop each side to a fraction in [ZOOM_MIN, 1], resampled back (default 1: off)")
+    p.add_argument("--color-jitter", action=_Given, type=float, default=None,
+                   help="brightness, contrast and saturation jitter of ± this fraction (default 0: off)")
+    p.add_argument("--blur", action=_Given, type=float, default=None,
+                   help="probability of a Gaussian blur (σ 0.1–2 px) of the input (default 0: off)")
     p.add_argument("--loss", default=None, metavar="TERM=WEIGHT,...",
                    help="loss terms and weights, e.g. ssi=1,grad=0.5,rank=0.5 (default: ssi=1,grad=0.5,sparse=0.5,"
                    "rank=0.5); terms: l1, silog, distill, ssi, grad, rank, sparse (docs: Student, Losses)")
@@ -263,7 +269,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 _OVERRIDES = {"groups": "groups", "steps": "steps", "batch_size": "batch_size", "lr": "lr", "optimizer": "optimizer",
               "schedule": "schedule", "clip_grad_norm": "clip_grad_norm", "ema_decay": "ema_decay",
               "rebalance_every": "rebalance_every", "seed": "seed", "size": "size", "streams": "streams",
-              "encoder_weights": "encoder_weights"}
+              "encoder_weights": "encoder_weights", "zoom_min": "zoom_min", "color_jitter": "color_jitter",
+              "blur": "blur"}
 
 
 def _settings(args: argparse.Namespace) -> dict:

@@ -14,7 +14,7 @@ from torch.utils.data import default_collate
 
 from depthdata.errors import DepthdataError
 from depthdata.store import Store
-from depthdata.stream import Compose, RandomHFlip, ResumableLoader, ShardDataset
+from depthdata.stream import ColorJitter, Compose, GaussianBlur, RandomHFlip, ResumableLoader, ShardDataset, crop
 from depthdata.stream.decode import SPATIAL_MASKS
 from student.losses import LossConfig
 
@@ -146,20 +146,62 @@ class Resize:
         return out
 
 
+@dataclass(frozen=True)
+class RandomZoom:
+    """Crop a window whose sides are a fraction ``s ~ U(min_scale, 1)`` of the image's (same
+    aspect, uniformly random position) and resample it back to the full size: the scene through
+    a longer lens. Disparity labels stay valid up to a scale (a pixel keeps its depth), which the
+    scale-and-shift-invariant losses ignore; LiDAR and validity masks take the nearest pixel."""
+
+    min_scale: float
+
+    def __call__(self, sample: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+        h, w = sample["rgb"].shape[-2:]
+        s = float(rng.uniform(self.min_scale, 1.0))
+        ch, cw = max(1, round(h * s)), max(1, round(w * s))
+        top, left = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+        if (ch, cw) == (h, w):
+            return sample
+        return Resize((int(h), int(w)))(crop(sample, top, left, ch, cw), rng)
+
+
+def augmentations(zoom_min: float = 1.0, color_jitter: float = 0.0, blur: float = 0.0) -> list[Any]:
+    """The student's input perturbations (after flips): a random zoom down to ``zoom_min`` of
+    each side (1: none), brightness/contrast/saturation jitter of ± ``color_jitter`` (0: none) and
+    a Gaussian blur with probability ``blur`` (0: none). Depth Anything trains its student on
+    pseudo-labels under such strong perturbations of the image, never of the labels."""
+    if not 0 < zoom_min <= 1:
+        raise DepthdataError(f"zoom_min must be in (0, 1], got {zoom_min}")
+    if not 0 <= color_jitter < 1:
+        raise DepthdataError(f"color_jitter must be in [0, 1), got {color_jitter}")
+    if not 0 <= blur <= 1:
+        raise DepthdataError(f"blur is a probability in [0, 1], got {blur}")
+    out: list[Any] = []
+    if zoom_min < 1:
+        out.append(RandomZoom(zoom_min))
+    if color_jitter > 0:
+        out.append(ColorJitter(color_jitter, color_jitter, color_jitter))
+    if blur > 0:
+        out.append(GaussianBlur(blur))
+    return out
+
+
 def training_loader(store_url: str, groups: Sequence[str], batch_size: int, seed: int,
                     size: tuple[int, int] | None, hflip: bool, streams: int,
                     num_workers: int = 0, version: int | None = None,
                     fields: FieldPlan | None = None, rank: int = 0,
-                    world_size: int = 1) -> tuple[ShardDataset, ResumableLoader]:
+                    world_size: int = 1, augment: Sequence[Any] = ()) -> tuple[ShardDataset, ResumableLoader]:
     """A shuffled, resumable stream of training batches (``rgb`` float in [0, 1]) from store
     ``version`` (default: the newest; ``ds.version`` says which) reading ``fields`` (default:
     :func:`training_fields` for the default loss); batches carry ``present`` (:class:`MixedCollate`).
-    ``rank`` of ``world_size`` processes reads its own share of every epoch."""
+    ``rank`` of ``world_size`` processes reads its own share of every epoch; ``augment`` are
+    further ``transform(sample, rng)`` steps after the flip (:func:`augmentations`)."""
     transforms: list[Any] = []
     if size is not None:
         transforms.append(Resize(tuple(size)))
     if hflip:
         transforms.append(RandomHFlip())
+    transforms.extend(augment)
     plan = fields or training_fields(store_url, groups, version)
     ds = ShardDataset(store_url, groups=list(groups), fields=plan.required, optional_fields=plan.optional,
                       shuffle=True, seed=seed, batch_size=batch_size, streams=streams, rgb_float=True, rank=rank,

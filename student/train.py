@@ -30,7 +30,7 @@ from tqdm import tqdm
 from depthdata.errors import DepthdataError
 from depthdata.store import Store, select_groups
 from student.checkpoint import load_model, save_model
-from student.data import training_fields, training_loader
+from student.data import augmentations, training_fields, training_loader
 from student.arch import Prediction
 from student.losses import LossConfig, total_loss
 from student.model import StudentConfig, StudentNet, build_student, load_encoder_weights
@@ -89,6 +89,12 @@ class TrainConfig:
     size: tuple[int, int] | None = None
     #: random horizontal flips
     hflip: bool = True
+    #: random zoom: crop each side to a fraction in ``[zoom_min, 1]`` and resample back (1: off)
+    zoom_min: float = 1.0
+    #: brightness, contrast and saturation jitter of ± this fraction (0: off)
+    color_jitter: float = 0.0
+    #: probability of a Gaussian blur of the input (σ 0.1–2 px; 0: off)
+    blur: float = 0.0
     #: interleaved shard streams per process
     streams: int = 2
     #: DataLoader worker processes (must divide ``streams``)
@@ -264,7 +270,8 @@ def train(cfg: TrainConfig, model: StudentNet | None = None, resume: bool = True
     cfg.loss.validate(model.output)
     plan = training_fields(cfg.store_url, groups, cfg.store_version, cfg.loss.term_fields(), model.inputs)
     ds, loader = training_loader(cfg.store_url, groups, cfg.batch_size, cfg.seed, cfg.size, cfg.hflip,
-                                 cfg.streams, cfg.num_workers, cfg.store_version, plan, rank, world)
+                                 cfg.streams, cfg.num_workers, cfg.store_version, plan, rank, world,
+                                 augmentations(cfg.zoom_min, cfg.color_jitter, cfg.blur))
     ema = None
     if cfg.ema_decay is not None:
         ema = WeightEMA(model, cfg.ema_decay)

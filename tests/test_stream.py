@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 
 from depthdata.errors import DepthdataError
 from depthdata.store import Store
-from depthdata.stream import (ColorJitter, Compose, RandomCrop, RandomHFlip, ResumableLoader, ShardDataset,
+from depthdata.stream import (ColorJitter, Compose, GaussianBlur, RandomCrop, RandomHFlip, ResumableLoader, ShardDataset,
                               ShardMapDataset, crop, hflip)
 from depthdata.stream.order import ShardRef, group_quotas, interleave, plan_epoch, remaining, worker_streams
 
@@ -392,6 +392,24 @@ def test_color_jitter_changes_rgb_only_and_random_transforms_are_reproducible(st
     j = ColorJitter(0.5, 0.5, 0.5)(s, np.random.default_rng(0))
     assert not torch.equal(j["rgb"], s["rgb"]) and j["rgb"].dtype == torch.uint8
     assert torch.equal(j["depth"], s["depth"]) and torch.equal(j["teacher"], s["teacher"])
+
+
+def test_gaussian_blur_spreads_an_impulse_by_sigma_and_leaves_labels_alone(store16):
+    s = sample_of(store16)
+    impulse = torch.zeros(3, 31, 31)
+    impulse[:, 15, 15] = 1.0
+    s = {**s, "rgb": impulse}
+    b = GaussianBlur(p=1.0, sigma=(1.5, 1.5))(s, np.random.default_rng(0))
+    out = b["rgb"][0].double()
+    yy, xx = torch.meshgrid(torch.arange(31.0), torch.arange(31.0), indexing="ij")
+    # a Gaussian of σ = 1.5 px: unit mass, centred, variance σ² along each axis (the ±3σ kernel
+    # truncates ~1 % of it)
+    assert float(out.sum()) == pytest.approx(1.0, abs=1e-4)
+    assert float((out * (xx - 15) ** 2).sum()) == pytest.approx(1.5 ** 2, rel=0.03)
+    assert float((out * (yy - 15) ** 2).sum()) == pytest.approx(1.5 ** 2, rel=0.03)
+    assert torch.equal(b["depth"], s["depth"]) and torch.equal(b["teacher"], s["teacher"])
+    never = GaussianBlur(p=0.0)(s, np.random.default_rng(0))
+    assert torch.equal(never["rgb"], impulse)
 
 
 # -- configuration and the command line --------------------------------------------------------

@@ -9,7 +9,7 @@ from student_fixtures import build_store
 
 from depthdata.errors import DepthdataError
 from student.arch import StudentConfig
-from student.data import training_fields, training_loader
+from student.data import RandomZoom, augmentations, training_fields, training_loader
 from student.losses import LossConfig, LossTerm
 from student.train import TrainConfig, train
 
@@ -99,9 +99,11 @@ def test_command_line_options_select_architecture_and_loss():
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers())
     args = parser.parse_args(["student", "train", "--store", "s.zarr", "--out", "o", "--arch", "mnv2-fbnet",
-                              "--loss", "ssi=1,rank=0.25"])
+                              "--loss", "ssi=1,rank=0.25", "--zoom-min", "0.7", "--color-jitter", "0.2",
+                              "--blur", "0.5"])
     cfg = _train_config(args, "o")
     assert cfg.model == StudentConfig(arch="mnv2-fbnet")
+    assert (cfg.zoom_min, cfg.color_jitter, cfg.blur) == (0.7, 0.2, 0.5)
     assert cfg.loss == LossConfig((LossTerm("ssi", 1.0), LossTerm("rank", 0.25)))
 
 
@@ -140,3 +142,33 @@ def test_collate_pads_pairs_of_groups_that_store_different_numbers():
     assert torch.isnan(batch["pairs"][1]).all() and torch.isnan(batch["pairs"][2, 1:]).all()
     # required everywhere (no presence flag), still padded to one count
     assert MixedCollate(())([sample(2), sample(1)])["pairs"].shape == (2, 2, 5)
+
+
+def test_random_zoom_magnifies_labels_and_image_together():
+    """A ramp ``teacher = x`` (0-based column) zoomed by a window of ``cw`` columns becomes a ramp of
+    slope ``cw / W`` over the full width: still affine in x (what a scale-and-shift-invariant loss
+    needs), the image on the same pixels, masks still boolean."""
+    h, w = 40, 60
+    x = torch.arange(w, dtype=torch.float32).expand(h, w)
+    sample = {"rgb": torch.stack([x / w, x / w, torch.zeros(h, w)]), "teacher": x[None].clone(),
+              "teacher_valid": torch.ones(1, h, w, dtype=torch.bool), "sample_id": "ramp"}
+    slopes = []
+    for seed in range(6):
+        z = RandomZoom(0.5)(sample, np.random.default_rng(seed))
+        assert z["teacher"].shape == (1, h, w) and z["teacher_valid"].dtype == torch.bool and z["teacher_valid"].all()
+        # bilinear resampling of a linear ramp is linear away from the outermost pixels (clamped)
+        row = z["teacher"][0, h // 2].double().numpy()[2:-2]
+        fit = np.polyfit(np.arange(2, w - 2), row, 1)
+        assert np.abs(np.polyval(fit, np.arange(2, w - 2)) - row).max() < 1e-3
+        slopes.append(fit[0])
+        assert torch.allclose(z["rgb"][0] * w, z["teacher"][0], atol=1e-3)  # image and labels move together
+    assert all(0.5 - 0.02 <= s <= 1.0 + 1e-6 for s in slopes) and max(slopes) - min(slopes) > 0.05
+
+
+def test_augmentation_settings_are_checked():
+    assert augmentations() == []
+    assert [type(a).__name__ for a in augmentations(0.6, 0.3, 0.5)] == ["RandomZoom", "ColorJitter", "GaussianBlur"]
+    for kw, match in ((dict(zoom_min=0.0), "zoom_min"), (dict(color_jitter=1.0), "color_jitter"),
+                      (dict(blur=1.5), "blur")):
+        with pytest.raises(DepthdataError, match=match):
+            augmentations(**kw)

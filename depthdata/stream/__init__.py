@@ -11,6 +11,7 @@ _EXPORTS = {
     "CacheConfig": "depthdata.stream.cache",
     "ColorJitter": "depthdata.stream.augment",
     "Compose": "depthdata.stream.augment",
+    "GaussianBlur": "depthdata.stream.augment",
     "RandomCrop": "depthdata.stream.augment",
     "RandomHFlip": "depthdata.stream.augment",
     "ResumableLoader": "depthdata.stream.loader",

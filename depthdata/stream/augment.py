@@ -115,6 +115,24 @@ class ColorJitter:
 
 
 @dataclass(frozen=True)
+class GaussianBlur:
+    """Blur ``rgb`` only, with probability ``p``, by a Gaussian of standard deviation drawn
+    uniformly from ``sigma`` (pixels; the kernel spans ±3σ). One of Depth Anything's strong
+    perturbations of the student's input: the labels stay sharp, so the student learns depth
+    that does not hinge on fine texture."""
+
+    p: float = 0.5
+    sigma: tuple[float, float] = (0.1, 2.0)
+
+    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        draw, s = rng.random(), float(rng.uniform(*self.sigma))  # both drawn always: one stream per sample
+        if draw >= self.p:
+            return sample
+        k = 2 * int(np.ceil(3 * s)) + 1
+        return {**sample, "rgb": TF.gaussian_blur(sample["rgb"], [k, k], [s, s])}
+
+
+@dataclass(frozen=True)
 class Compose:
     """Apply ``transforms`` in order, sharing the sample's generator."""
 
