@@ -149,7 +149,7 @@ def build_card(model_path: str | Path, out_dir: str | Path, artefacts: Sequence[
         "architecture": {"name": model.name, "source": model.source, "config": json.loads(model.config.to_json()),
                          "output": model.output, "inputs": list(model.inputs)},
         **sizes(model_path, input_size),
-        "export": {"eps": "per image (fitted shift head, student.shift)" if getattr(model, "shift", None) is not None
+        "export": {"eps": model.shift.what if getattr(model, "shift", None) is not None
                    else eps, "io": "input B×3×H×W float RGB 0–255; output depth B×1×H×W relative in (0, 1], "
                    "near = small" if model.output == "disparity" else "inputs RGB 0–255 + sparse metres; depth metres"},
         "artefacts": list(artefacts),

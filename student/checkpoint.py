@@ -83,9 +83,9 @@ def load_model(path: str | Path) -> StudentNet:
         raise DepthdataError(f"{path}: unknown student configuration ({exc})") from None
     model = build_student(config)
     if any(k.startswith("shift.") for k in state):  # a fitted disparity → depth shift (student.shift)
-        from student.shift import ShiftHead
+        from student.shift import shift_for_state_dict
 
-        model.shift = ShiftHead.for_state_dict(state, "shift.")
+        model.shift = shift_for_state_dict(state, "shift.")
     _resize_to(model, state)
     try:
         model.load_state_dict(state, strict=True)

@@ -173,18 +173,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.set_defaults(func=_card)
 
     sh = ssub.add_parser("shift", help="fit the per-image disparity → depth shift of the export on ground truth",
-                         description="Train a small head that predicts, per image, the eps of the exported "
-                         "depth = 1/(disparity + eps), so the output is proportional to depth for rooms and streets "
-                         "alike (the contest's median scaling corrects scale only). The student stays frozen; the "
-                         "loss is the contest's AbsRel on store groups with ground-truth depth. Writes "
-                         "OUT/model.safetensors (the student with its head) and prints the AbsRel before and after.")
-    _common(sh, "output folder for model.safetensors")
+                         description="Make the exported depth = 1/(disparity + eps) proportional to depth for rooms "
+                         "and streets alike (the contest's median scaling corrects scale only), on store groups with "
+                         "ground-truth depth. --method head: train a small head that predicts eps per image, the "
+                         "student frozen. --method tune: fine-tune the student itself on the contest's AbsRel so that "
+                         "its disparity keeps its zero, and take eps from it (better on rendered rooms and streets; "
+                         "the disparity changes). Writes OUT/model.safetensors and prints the contest AbsRel before "
+                         "and after.")
+    _common(sh, "output folder for model.safetensors (and the fine-tune's checkpoint, OUT/tune)")
     sh.add_argument("--model", required=True, help="student (model.safetensors)")
-    sh.add_argument("--steps", type=int, default=600, help="optimizer steps (default 600)")
+    sh.add_argument("--method", choices=("head", "tune"), default="head",
+                    help="head: a shift head, the student frozen (default); tune: fine-tune the student to keep its zero")
+    sh.add_argument("--steps", type=int, default=None, help="optimizer steps (default 600 for head, 3000 for tune)")
     sh.add_argument("--size", type=_size, default=None, help="fit at HEIGHTxWIDTH (default: the first group's size)")
-    sh.add_argument("--batch-size", type=int, default=16, help="images per step (default 16)")
-    sh.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate, decayed to 0 on a cosine over the last fifth of the steps (default 3e-3)")
-    sh.add_argument("--limit", type=int, default=512, help="ground-truth images to fit on, spread evenly (default 512)")
+    sh.add_argument("--batch-size", type=int, default=None, help="images per step (default 16 for head, 8 for tune)")
+    sh.add_argument("--lr", type=float, default=None,
+                    help="learning rate (default 3e-3 for head: Adam, decayed to 0 on a cosine over the last fifth of "
+                    "the steps; 3e-4 for tune: AdamW, cosine to 0)")
+    sh.add_argument("--teacher-weight", type=float, default=0.0,
+                    help="tune: weight of the scale-and-shift-invariant loss to the teacher beside the contest's "
+                    "(default 0)")
+    sh.add_argument("--limit", type=int, default=512,
+                    help="ground-truth images to fit the head on (tune: to score before and after), spread evenly "
+                    "(default 512)")
     sh.add_argument("--max-depth", type=float, default=80.0,
                     help="ground truth farther than this many metres is not used (default 80)")
     sh.add_argument("--seed", type=int, default=0, help="seed (default 0)")
@@ -254,6 +265,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--shift-steps", type=int, default=600,
                    help="steps fitting the per-image disparity → depth shift on groups with ground-truth depth "
                    "(default 600; 0: the constant eps 0.1)")
+    r.add_argument("--shift-method", choices=("head", "tune"), default="head",
+                   help="how the shift is fitted, as for `student shift --method` (default head)")
     r.add_argument("--batch-size", action=_Given, type=int, default=4, help="samples per step (default 4)")
     r.add_argument("--size", action=_Given, type=_size, default=None, help="train at HEIGHTxWIDTH (default: the store's size)")
     r.add_argument("--export-size", type=_size, default=None, help="ONNX input HEIGHTxWIDTH (default: training size)")
@@ -433,10 +446,16 @@ def _shift(args: argparse.Namespace) -> int:
     from student.card import model_info
     from student.checkpoint import load_model, save_model
     from student.shift import fit_shift
+    from student.tune import tune_zero
 
     model = load_model(args.model)
-    fitted = fit_shift(model, args.store, args.groups, args.steps, args.size, args.batch_size, args.lr, args.limit,
-                       args.seed, max_depth=args.max_depth)
+    if args.method == "tune":
+        model, fitted = tune_zero(model, args.store, Path(args.out) / "tune", args.groups, args.steps or 3000,
+                                  args.lr or 3e-4, args.batch_size or 8, args.teacher_weight, args.size, args.limit,
+                                  args.seed, max_depth=args.max_depth)
+    else:
+        fitted = fit_shift(model, args.store, args.groups, args.steps or 600, args.size, args.batch_size or 16,
+                           args.lr or 3e-3, args.limit, args.seed, max_depth=args.max_depth)
     path = save_model(model, Path(args.out) / "model.safetensors", trained_on=model_info(args.model)["trained_on"])
     print(json.dumps({"model": str(path), "contest_abs_rel": fitted}, indent=2))
     return 0
@@ -484,7 +503,7 @@ def _run(args: argparse.Namespace) -> int:
     # Given flags and the file's settings; run's own defaults (the parser's) fill in the rest.
     kwargs = {k: getattr(cfg, k) for k in settings if k not in ("store_url", "out_dir")}
     result = run(args.store, args.out, finetune_steps=args.finetune_steps, prune_ratio=args.ratio,
-                 export_size=args.export_size, shift_steps=args.shift_steps, **{"steps": args.steps, "batch_size": args.batch_size,
+                 export_size=args.export_size, shift_steps=args.shift_steps, shift_method=args.shift_method, **{"steps": args.steps, "batch_size": args.batch_size,
                                                   "seed": args.seed, **kwargs})
     print(json.dumps({"paths": result["paths"], "int8_vs_fp32": result["int8_vs_fp32"], "prune": result["prune"]},
                      indent=2))

@@ -1,6 +1,7 @@
 """Student losses, and their composition from a config (:class:`LossConfig`).
 
-Terms: L1; Eigen's scale-invariant log loss (Eigen et al. NeurIPS 2014); pixel-wise distillation
+Terms: L1; Eigen's scale-invariant log loss (Eigen et al. NeurIPS 2014); the contest's
+median-scaled AbsRel; pixel-wise distillation
 to the teacher (L2 / RMSE); scale-and-shift-invariant loss (least squares or median/MAD) and
 multi-scale gradient matching (MiDaS, Ranftl et al. TPAMI 2020); DIW ranking on ordinal pairs
 (Chen et al. NeurIPS 2016); L1 on sparse LiDAR returns.
@@ -126,6 +127,26 @@ def silog_loss(pred_m: torch.Tensor, target_m: torch.Tensor, weight: torch.Tenso
     return (mean_d2 - lam * mean_d * mean_d).mean()
 
 
+def contest_loss(pred_m: torch.Tensor, target_m: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Per-image AbsRel ``B`` of depth ``pred_m`` median-scaled to ``target_m`` (any one unit) over
+    the pixels with weight (both > 0): the LPCVC contest's score (:func:`depthdata.metrics.evaluate`
+    with ``align="median"``), differentiable in ``pred_m``. Invariant to the scale of ``pred_m``
+    but not to a shift of its inverse, so a disparity model trained on it keeps its zero: its
+    output becomes proportional to inverse depth (:func:`student.tune.tune_zero`). An image
+    with no such pixel scores 0."""
+    out = []
+    for p, t, w in zip(pred_m, target_m, weight):
+        m = (w > 0) & (p > 0) & (t > 0)
+        if not m.any():
+            out.append(_zero(p))
+            continue
+        p, t = p[m], t[m]
+        # quantile, not median: torch's median takes the lower middle value, numpy's (the metric's) their mean
+        scaled = p * (t.quantile(0.5) / p.quantile(0.5))
+        out.append(((scaled - t).abs() / t).mean())
+    return torch.stack(out)
+
+
 def pixel_distill_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
                        mode: str = "l2") -> torch.Tensor:
     """Pixel-wise distillation to the teacher, without alignment (the student is trained to the
@@ -210,6 +231,10 @@ def _silog(pred, batch, kind, use_conf, lam):
     return silog_loss(_as_depth(pred, kind), batch["depth"], batch["depth_valid"], lam)
 
 
+def _contest(pred, batch, kind, use_conf):
+    return contest_loss(_as_depth(pred, kind), batch["depth"], batch["depth_valid"]).mean()
+
+
 def _rank(pred, batch, kind, use_conf, sharpness):
     return ranking_loss(_as_disparity(pred, kind), batch["pairs"], batch["pairs_valid"], sharpness)
 
@@ -243,6 +268,9 @@ TERMS: dict[str, TermSpec] = {
     "silog": TermSpec(_fixed("depth"), _fixed(*KINDS), {"lam": 0.5}, _silog,
                       "Eigen's scale-invariant log loss against ground-truth depth (`lam` 1: fully "
                       "scale-invariant; 0.5: Eigen's training setting)"),
+    "contest": TermSpec(_fixed("depth"), _fixed(*KINDS), {}, _contest,
+                        "the contest's AbsRel of the depth (disparity models: its inverse) median-scaled to "
+                        "ground-truth depth; scale-invariant only, so a disparity model keeps its zero"),
     "rank": TermSpec(_fixed("pairs"), _fixed(*KINDS), {"sharpness": 10.0}, _rank,
                      "DIW ranking loss on ordinal pairs"),
     "sparse": TermSpec(_fixed("sparse"), _fixed(*KINDS), {"min_points": None}, _sparse,

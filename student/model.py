@@ -29,9 +29,10 @@ The architectures live in :mod:`student.arch` (one module each, selected by
   ``t = 0`` at the farthest pixel. For a scene whose depth spans ``d_min..d_max`` metres the
   true inverse depth is proportional to ``t + 1/(R − 1)`` with ``R = d_max/d_min``; ``eps = 0.1``
   is exact for ``R ≈ 11`` (typical indoor, e.g. NYU 0.7–8 m) and bounds the far/near ratio of
-  the output at ``(1 + eps)/eps = 11``. A student with a fitted :class:`student.shift.ShiftHead`
-  (its ``shift`` submodule) predicts ``eps`` per image instead, so rooms and streets both come
-  out proportional to depth (:mod:`student.shift`).
+  the output at ``(1 + eps)/eps = 11``. A student with a fitted shift (its ``shift`` submodule,
+  :mod:`student.shift`) takes ``eps`` per image instead, so rooms and streets both come out
+  proportional to depth: from a :class:`student.shift.ShiftHead`, or, for a student fine-tuned
+  so that its own disparity keeps its zero, from that disparity (:class:`student.shift.KeptZero`).
 * :class:`CompletionWrapper` is the exported model of a completion student: inputs RGB 0–255 and
   sparse LiDAR metres (0 = no return), output metric depth in metres.
 """
@@ -120,7 +121,7 @@ def export_wrapper(student: StudentNet, eps: float = DEFAULT_EPS, low_res_tail: 
 def relative_depth(student: StudentNet, rgb: torch.Tensor, eps: float = DEFAULT_EPS,
                    low_res_tail: bool = True) -> torch.Tensor:
     """Relative depth ``B×1×H×W`` of a disparity student for RGB in [0, 1]: with its fitted
-    ``shift`` head's per-image ``eps`` when it has one, else with the constant ``eps``. With
+    ``shift``'s per-image ``eps`` when it has one, else with the constant ``eps``. With
     ``low_res_tail`` (and an architecture that has :meth:`~student.arch.base.StudentNet.logits`)
     the mapping runs at the prediction conv's resolution (module doc, "low-resolution tail")."""
     shift = getattr(student, "shift", None)
@@ -129,9 +130,10 @@ def relative_depth(student: StudentNet, rgb: torch.Tensor, eps: float = DEFAULT_
     # Low-resolution tail: sigmoid and depth mapping on the prediction conv's map (stride 2 or
     # 4), then one bilinear upsampling of the depth, so the full-resolution work is three passes
     # (resize, max, divide) instead of about ten.
-    t = normalise_disparity(torch.sigmoid(student.logits(rgb)) if low_res else student(rgb))
-    # a fitted head sees the normalised disparity (student.shift), so it runs after the student
-    depth = depth_from_normalised(t, shift(rgb, t) if shift is not None else eps)
+    disparity = torch.sigmoid(student.logits(rgb)) if low_res else student(rgb)
+    t = normalise_disparity(disparity)
+    # a fitted shift reads the student's output (student.shift), so it runs after the student
+    depth = depth_from_normalised(t, shift(rgb, t, disparity) if shift is not None else eps)
     if not low_res:
         return depth
     depth = resize_to(depth, rgb.shape[-2:])

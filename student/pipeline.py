@@ -33,6 +33,7 @@ from student.losses import LossConfig
 from student.model import DEFAULT_EPS
 from student.prune import prune
 from student.shift import fit_shift
+from student.tune import tune_zero
 from student.train import TrainConfig, train
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,8 @@ def run(store_url: str, out_dir: str | Path, steps: int = 40, finetune_steps: in
         prune_ratio: float = 0.3, groups: Sequence[str] | None = None, batch_size: int = 4,
         size: tuple[int, int] | None = None, export_size: tuple[int, int] | None = None,
         calibration_images: int = 16, eval_limit: int | None = None, seed: int = 0, eps: float = DEFAULT_EPS,
-        shift_steps: int = 600, progress: bool = True, **train_options: Any) -> dict[str, Any]:
+        shift_steps: int = 600, shift_method: str = "head", progress: bool = True,
+        **train_options: Any) -> dict[str, Any]:
     """Run the student stage on a store and return paths and metrics (also in ``report.json``).
 
     ``size`` is the training ``(height, width)`` (default: the first group's); ``export_size``
@@ -51,10 +53,14 @@ def run(store_url: str, out_dir: str | Path, steps: int = 40, finetune_steps: in
     the model's inputs and the fields of at least one loss term (with the default loss: teacher
     labels, LiDAR or ordinal pairs). Extra keyword arguments go to
     :class:`student.train.TrainConfig` (``lr``, ``streams``, ``model``, ``loss``, ...).
-    A disparity student gets a per-image disparity → depth shift (:func:`student.shift.fit_shift`,
-    ``shift_steps`` steps) fitted on the store's groups with ground-truth depth, when it has any;
-    otherwise, or with ``shift_steps=0``, the export uses the constant ``eps``.
+    A disparity student gets a per-image disparity → depth shift fitted for ``shift_steps`` steps on
+    the store's groups with ground-truth depth, when it has any: ``shift_method`` ``"head"`` a
+    shift head (:func:`student.shift.fit_shift`), ``"tune"`` a fine-tune that keeps the student's
+    zero (:func:`student.tune.tune_zero`); otherwise, or with ``shift_steps=0``, the export uses
+    the constant ``eps``.
     """
+    if shift_method not in ("head", "tune"):
+        raise DepthdataError(f"shift_method must be 'head' or 'tune', got {shift_method!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     # every step reads the version that is newest now, even if a build commits another meanwhile
@@ -99,8 +105,12 @@ def run(store_url: str, out_dir: str | Path, steps: int = 40, finetune_steps: in
     shift = None
     with_depth = [g for g in select_groups(store) if "depth" in store.group(g).fields()]
     if pruned.output == "disparity" and shift_steps > 0 and with_depth:
-        shift = fit_shift(pruned, store_url, with_depth, shift_steps, tuple(size), seed=seed, version=version,
-                          progress=progress)
+        if shift_method == "tune":
+            pruned, shift = tune_zero(pruned, store_url, out / "tune", with_depth, shift_steps, size=tuple(size),
+                                      seed=seed, version=version, progress=progress)
+        else:
+            shift = fit_shift(pruned, store_url, with_depth, shift_steps, tuple(size), seed=seed, version=version,
+                              progress=progress)
     elif pruned.output == "disparity":
         log.info("the export maps disparity to depth with the constant eps %g (%s)", eps,
                  "no group has ground-truth depth to fit a shift on" if shift_steps > 0 else "shift_steps = 0")

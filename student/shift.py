@@ -25,9 +25,18 @@ the output after median scaling to ground truth. The disparity model is not chan
 affine-invariant metric stays what it was. (Heads fitted before the head saw ``t`` load and run
 as they were: ``sees_disparity=False``.)
 
-A student carries its head as the ``shift`` submodule (saved in its safetensors file; see
-:mod:`student.checkpoint`); :class:`student.model.ContestWrapper` uses it in place of the
-constant ``eps`` when present.
+The other way (:func:`student.tune.tune_zero`): fine-tune the student itself on the ground truth
+with the contest's loss (:func:`student.losses.contest_loss`, scale-invariant only), so that its
+disparity ``d`` keeps its zero, i.e. is proportional to inverse depth; :class:`KeptZero` then
+reads ``eps = d_min / (d_max − d_min)`` off each output. The whole student can see what a
+30k-parameter head on a 96×128 view could not: on ``bench_distill``'s held-out rooms every head
+stayed at a contest AbsRel of 0.18–0.19, the tuned student reached ~0.16
+(``benchmarks/NOTES.md``, distill). The price: the disparity model changes (its affine-invariant
+metrics move, on ground truth usually down), and the fine-tune costs a training run.
+
+A student carries its head (or its :class:`KeptZero`) as the ``shift`` submodule (saved in its
+safetensors file; see :mod:`student.checkpoint`); :class:`student.model.ContestWrapper` uses it
+in place of the constant ``eps`` when present.
 """
 
 from __future__ import annotations
@@ -47,6 +56,7 @@ from depthdata import metrics
 from depthdata.errors import DepthdataError
 from depthdata.store import Store, select_groups
 from depthdata.stream import ShardMapDataset
+from student.losses import contest_loss
 from student.model import normalise_disparity
 
 log = logging.getLogger(__name__)
@@ -62,6 +72,9 @@ class ShiftHead(nn.Module):
     ``eps`` ``B×1×1×1`` (module doc). A new head predicts ``initial_eps`` for every image, so
     attaching one changes nothing until it is trained. ``sees_disparity=False`` is the earlier
     head, on RGB alone (it ignores the disparity it is given)."""
+
+    #: how the model card names this mapping
+    what = "per image, from a fitted shift head (student.shift.ShiftHead)"
 
     def __init__(self, width: int = 16, initial_eps: float = 0.1, sees_disparity: bool = True):
         super().__init__()
@@ -88,7 +101,9 @@ class ShiftHead(nn.Module):
         say whether it sees the disparity)."""
         return cls(sees_disparity=state[f"{prefix}features.0.weight"].shape[1] == 5)
 
-    def forward(self, rgb: torch.Tensor, disparity: torch.Tensor) -> torch.Tensor:
+    def forward(self, rgb: torch.Tensor, disparity: torch.Tensor, raw: torch.Tensor | None = None) -> torch.Tensor:
+        """``eps`` of each image from its RGB and normalised ``disparity``; ``raw`` (the
+        student's output before normalising, which :class:`KeptZero` reads) is not used."""
         x = F.interpolate(rgb, size=HEAD_SIZE, mode="bilinear", align_corners=False)
         if self.input_scale != 1.0:
             x = x / self.input_scale
@@ -104,17 +119,47 @@ class ShiftHead(nn.Module):
         return (lo + (hi - lo) * torch.sigmoid(z)).exp().view(-1, 1, 1, 1)
 
 
-def contest_abs_rel(relative: torch.Tensor, depth: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Per-image AbsRel ``B`` of ``relative`` depth median-scaled to ``depth`` (metres) over
-    ``valid`` pixels: the contest's score (:func:`depthdata.metrics.evaluate` with
-    ``align="median"``), differentiable in ``relative``."""
-    out = []
-    for r, d, v in zip(relative, depth, valid):
-        r, d = r[v], d[v]
-        # quantile, not median: torch's median takes the lower middle value, numpy's (the metric's) their mean
-        scaled = r * (d.quantile(0.5) / r.quantile(0.5))
-        out.append(((scaled - d).abs() / d).mean())
-    return torch.stack(out)
+class KeptZero(nn.Module):
+    """The ``eps`` of a student whose own disparity keeps its zero (:func:`student.tune.tune_zero`):
+    its output ``d`` is proportional to inverse depth, so ``eps = d_min / (d_max − d_min)`` per
+    image makes ``1/(t + eps)`` of the normalised ``t`` proportional to ``1/d``, i.e. to depth. No
+    parameters; ``eps`` is kept in ``EPS_RANGE`` (a far/near ratio of at most 1001). Its one buffer,
+    ``eps_min``, is saved so that a checkpoint says which shift it carries."""
+
+    #: how the model card names this mapping
+    what = "per image, from the fine-tuned student's own disparity (student.shift.KeptZero)"
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("eps_min", torch.tensor(EPS_RANGE[0]))
+        self.input_scale = 1.0  # set by fold_input_normalisation like a head's; nothing here reads the RGB
+
+    def forward(self, rgb: torch.Tensor, disparity: torch.Tensor, raw: torch.Tensor) -> torch.Tensor:
+        lo = raw.amin(dim=(1, 2, 3), keepdim=True)
+        hi = raw.amax(dim=(1, 2, 3), keepdim=True)
+        # the same 1e-6 as student.model.normalise_disparity, so that t + eps = raw / (hi − lo + 1e-6) exactly
+        return (lo / (hi - lo + 1e-6)).clamp(self.eps_min, EPS_RANGE[1])
+
+
+def shift_for_state_dict(state: dict[str, torch.Tensor], prefix: str = "shift.") -> nn.Module:
+    """A new shift module of the kind whose weights ``state`` holds under ``prefix``."""
+    if f"{prefix}eps_min" in state:
+        return KeptZero()
+    return ShiftHead.for_state_dict(state, prefix)
+
+
+def fit_data(model: nn.Module, store_url: str, groups: Sequence[str] | None, size: tuple[int, int] | None,
+              version: int | None) -> tuple[Store, list[str], tuple[int, int]]:
+    """What a shift is fitted on: the store, its ``groups`` with ground-truth depth, and ``size``
+    (default: the first such group's); a model that predicts metric depth is refused."""
+    if getattr(model, "output", "disparity") != "disparity":
+        raise DepthdataError(f"{getattr(model, 'name', 'model')!r} predicts metric depth: it needs no shift")
+    store = Store.open(store_url, version=version)
+    chosen = _depth_groups(store, groups)
+    if size is None:
+        first = store.group(chosen[0])
+        size = (first.height, first.width)
+    return store, chosen, tuple(size)
 
 
 def _depth_groups(store: Store, groups: Sequence[str] | None) -> list[str]:
@@ -125,10 +170,10 @@ def _depth_groups(store: Store, groups: Sequence[str] | None) -> list[str]:
     return chosen
 
 
-def _examples(model: nn.Module, store_url: str, groups: list[str], size: tuple[int, int], limit: int,
-              version: int | None, max_depth: float, progress: bool) -> tuple[torch.Tensor, ...]:
+def ground_truth_examples(model: nn.Module, store_url: str, groups: list[str], size: tuple[int, int], limit: int,
+                          version: int | None, max_depth: float, progress: bool) -> tuple[torch.Tensor, ...]:
     """Up to ``limit`` samples spread evenly over ``groups`` at ``size``: RGB in [0, 1], the
-    frozen student's normalised disparity ``t``, ground-truth depth and its validity mask."""
+    frozen student's disparity (as it outputs it), ground-truth depth and its validity mask."""
     ds = ShardMapDataset(store_url, groups=groups, fields=("rgb", "depth"), version=version)
     picks = np.unique(np.linspace(0, len(ds) - 1, min(limit, len(ds))).round().astype(int))
     rgbs, ts, depths, valids = [], [], [], []
@@ -144,7 +189,7 @@ def _examples(model: nn.Module, store_url: str, groups: list[str], size: tuple[i
                 continue
             d = model(rgb)
             rgbs.append(rgb[0])
-            ts.append(normalise_disparity(d)[0])
+            ts.append(d[0])
             depths.append(depth)
             valids.append(valid)
     if not rgbs:
@@ -206,16 +251,12 @@ def fit_shift(model: nn.Module, store_url: str, groups: Sequence[str] | None = N
     ``size`` (height, width) defaults to the first group's; ground truth beyond ``max_depth``
     metres (default 80, outdoor scenes included) is not used. ``lr`` is Adam's rate, decayed to
     zero on a cosine over the last fifth of the ``steps`` (:func:`_lr_factor`)."""
-    if getattr(model, "output", "disparity") != "disparity":
-        raise DepthdataError(f"{getattr(model, 'name', 'model')!r} predicts metric depth: it needs no shift")
-    store = Store.open(store_url, version=version)
-    chosen = _depth_groups(store, groups)
-    if size is None:
-        first = store.group(chosen[0])
-        size = (first.height, first.width)
+    _, chosen, size = fit_data(model, store_url, groups, size, version)
     was_training = model.training
     model.eval()
-    rgb, t, depth, valid = _examples(model, store_url, chosen, tuple(size), limit, version, max_depth, progress)
+    rgb, raw, depth, valid = ground_truth_examples(model, store_url, chosen, size, limit, version, max_depth,
+                                                   progress)
+    t = normalise_disparity(raw)
     torch.manual_seed(seed)
     head = ShiftHead()
     opt = torch.optim.Adam(head.parameters(), lr=lr)
@@ -224,7 +265,7 @@ def fit_shift(model: nn.Module, store_url: str, groups: Sequence[str] | None = N
 
     def score(h: ShiftHead) -> float:
         with torch.no_grad():
-            return float(contest_abs_rel(1.0 / (t + h(rgb, t)), depth, valid).mean())
+            return float(contest_loss(1.0 / (t + h(rgb, t)), depth, valid).mean())
 
     before = score(head)
     for step in tqdm(range(steps), desc="shift: fit", unit="step", disable=not progress):
@@ -233,7 +274,7 @@ def fit_shift(model: nn.Module, store_url: str, groups: Sequence[str] | None = N
         if step % 2:  # a horizontal flip changes nothing a depth range depends on
             x, tt, d, v = x.flip(-1), tt.flip(-1), d.flip(-1), v.flip(-1)
         x, tt, d, v = _random_crop(x, tt, d, v, gen)
-        loss = contest_abs_rel(1.0 / (tt + head(x, tt)), d, v).mean()
+        loss = contest_loss(1.0 / (tt + head(x, tt)), d, v).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -244,4 +285,4 @@ def fit_shift(model: nn.Module, store_url: str, groups: Sequence[str] | None = N
     model.train(was_training)
     log.info("shift head fitted on %d image(s) of %s: contest AbsRel %.4f → %.4f (fixed eps 0.1 → learned)",
              len(rgb), ", ".join(chosen), before, after)
-    return {"before": before, "after": after, "images": len(rgb), "steps": steps}
+    return {"method": "head", "before": before, "after": after, "images": len(rgb), "steps": steps}

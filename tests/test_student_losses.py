@@ -221,3 +221,22 @@ def test_batched_median_normalisation_matches_the_definition_image_by_image():
     (got * x).sum().backward()
     (want * x).sum().backward()
     torch.testing.assert_close(a.grad, b.grad)  # the same gradient, the median's pixel included
+
+
+def test_contest_loss_hand_value_scale_invariance_and_shift_sensitivity():
+    from student.losses import contest_loss
+
+    gt = _t([1.0, 2.0, 4.0])
+    # median-scaled: pred 2, 2, 8 → medians 2 (pred) and 2 (gt) → scaled 2, 2, 8 → |1|/1, 0, |4|/4
+    assert float(contest_loss(_t([2.0, 2.0, 8.0]), gt, torch.ones_like(gt))) == pytest.approx((1 + 0 + 1) / 3)
+    p = torch.rand(2, 1, 6, 6) + 0.5
+    g = torch.rand(2, 1, 6, 6) + 0.5
+    w = torch.ones_like(p)
+    np.testing.assert_allclose(contest_loss(7.3 * p, g, w).numpy(), contest_loss(p, g, w).numpy(), rtol=1e-5)
+    # exact depth scores 0; the same depth read through a shifted inverse does not
+    assert float(contest_loss(3 * g, g, w).max()) < 1e-6
+    assert float(contest_loss(1 / (1 / g + 0.5), g, w).min()) > 0.01
+    # a term: disparity models are scored on their inverse, over valid ground truth only
+    batch = {"rgb": torch.zeros(2, 3, 6, 6), "depth": g, "depth_valid": w > 0}
+    term = total_loss(1 / g, batch, LossConfig((LossTerm("contest", 1.0),)))[0]
+    assert float(term) < 1e-6

@@ -20,8 +20,10 @@ from depthdata.store import Store
 from student import export
 from student.arch import StudentConfig
 from student.checkpoint import load_model, save_model
-from student.model import ContestWrapper, build_student, relative_depth
-from student.shift import ShiftHead, contest_abs_rel, fit_shift
+from student.losses import contest_loss
+from student.model import ContestWrapper, build_student, normalise_disparity, relative_depth
+from student.shift import KeptZero, ShiftHead, fit_shift
+from student.tune import tune_zero
 
 H, W = 32, 48
 
@@ -72,12 +74,12 @@ def contest_scores(student: nn.Module, scenes: list[tuple[np.ndarray, np.ndarray
     return out
 
 
-def test_contest_abs_rel_is_the_metric_of_the_contest_protocol():
+def test_the_contest_loss_is_the_metric_of_the_contest_protocol():
     rng = np.random.default_rng(3)
     rel = torch.from_numpy(rng.uniform(0.1, 1.0, (2, 1, 8, 8)))
     depth = torch.from_numpy(rng.uniform(0.5, 9.0, (2, 1, 8, 8)))
     valid = torch.from_numpy(rng.uniform(size=(2, 1, 8, 8)) > 0.2)
-    ours = contest_abs_rel(rel, depth, valid)
+    ours = contest_loss(rel, depth, valid)
     for b in range(2):
         gt = np.where(valid[b, 0].numpy(), depth[b, 0].numpy(), np.nan)
         want = metrics.evaluate(rel[b, 0].numpy(), gt, align="median")["abs_rel"]
@@ -184,3 +186,95 @@ def test_a_store_without_ground_truth_depth_is_refused_by_name(tmp_path):
     g.write_shard(0, "ingest", {"rgb": np.zeros((1, H, W, 3), np.uint8)}, [{"status": "ok"}])
     with pytest.raises(DepthdataError, match="no group with ground-truth depth.*photos/train"):
         fit_shift(RedChannelStudent(), str(tmp_path / "s.zarr"), steps=1, progress=False)
+
+
+class ExactDisparityStudent(nn.Module):
+    """A student whose disparity kept its zero exactly: proportional to the scene's inverse depth."""
+
+    output = "disparity"
+    name = "exact-disparity"
+
+    def __init__(self, disparity: torch.Tensor):
+        super().__init__()
+        self.disparity = disparity
+
+    def forward(self, rgb: torch.Tensor) -> torch.Tensor:
+        return self.disparity
+
+
+def test_the_kept_zero_is_each_scenes_own_shift_and_makes_the_output_proportional_to_depth():
+    rng = np.random.default_rng(5)
+    for street in (False, True, False, True):
+        _, depth = scene(rng, street)
+        scale = rng.uniform(0.2, 3.0)  # any scale: the disparity is proportional to 1/depth
+        disparity = torch.from_numpy(scale / depth)[None, None]
+        student = ExactDisparityStudent(disparity)
+        student.shift = KeptZero()
+        # for inverse depth a·t + b of the normalised t, eps = b/a = 1/(R − 1), R = far/near
+        ratio = float(depth.max() / depth.min())
+        eps = student.shift(None, normalise_disparity(disparity), disparity)
+        assert float(eps) == pytest.approx(1 / (ratio - 1), rel=1e-4)
+        with torch.no_grad():
+            pred = relative_depth(student, torch.zeros(1, 3, H, W))[0, 0].numpy().astype(np.float64)
+        assert metrics.evaluate(pred, depth, align="median", max_depth=80.0)["abs_rel"] < 1e-4
+
+
+def test_tune_zero_fine_tunes_the_student_to_keep_its_zero(tmp_path, one_thread):
+    url = make_store(str(tmp_path / "train.zarr"), 32, seed=2)
+    torch.manual_seed(0)
+    model = build_student(StudentConfig(arch="lpcvc-mnv3s"))
+    model.shift = ShiftHead()  # a head fitted before is dropped: it read the disparity the tune changes
+    tuned, fitted = tune_zero(model, url, tmp_path / "tune", steps=300, lr=5e-3, progress=False)
+    assert fitted["method"] == "tune" and fitted["images"] == 32 and fitted["steps"] == 300
+    assert isinstance(tuned.shift, KeptZero)
+    # an untrained student, tuned from scratch: its own zero already beats the constant eps 0.1
+    # on these scenes (rooms R 2-4, streets 25-60); 0.42 against 0.57 when written
+    assert fitted["after"] < 0.8 * fitted["before"]
+    # resumable like any training run: the checkpoint is in the output folder
+    assert (tmp_path / "tune" / "checkpoint" / "model.safetensors").is_file()
+
+
+def test_a_kept_zero_travels_with_the_checkpoint_and_the_onnx_export(tmp_path):
+    torch.manual_seed(0)
+    model = build_student(StudentConfig(arch="lpcvc-mnv3s")).eval()
+    model.shift = KeptZero()
+    x = torch.rand(2, 3, 64, 96) * 255
+    with torch.no_grad():
+        # an untrained student's logits span ~0.02: widened so its disparity has a far/near ratio to show
+        model.head.weight.mul_(300)
+        model.head.bias.zero_()
+        d = torch.sigmoid(model.logits(x / 255))
+        assert float((d.amax(dim=(1, 2, 3)) / d.amin(dim=(1, 2, 3))).min()) > 1.5  # eps < 2, not clamped
+        ref = ContestWrapper(model)(x)
+        # the output is 1/disparity of the prediction conv's map, upsampled and divided by its maximum
+        want = torch.nn.functional.interpolate(1 / d, size=(64, 96), mode="bilinear", align_corners=False)
+        want = want / want.amax(dim=(1, 2, 3), keepdim=True)
+    assert torch.allclose(ref, want, atol=1e-5)
+    loaded = load_model(save_model(model, tmp_path / "m.safetensors"))
+    assert isinstance(loaded.shift, KeptZero)
+    assert torch.allclose(ContestWrapper(loaded)(x), ref, atol=1e-6)
+    out = export.run(export.session(export.export_onnx(model, tmp_path / "m.onnx", (64, 96))), x.numpy())
+    np.testing.assert_allclose(out, ref.numpy(), atol=1e-3)
+
+
+def test_the_shift_command_tunes_the_student_with_method_tune(tmp_path, capsys, one_thread):
+    import json
+
+    from depthdata.cli import main as cli_main
+
+    url = make_store(str(tmp_path / "train.zarr"), 16, seed=1)
+    src = save_model(build_student(StudentConfig(arch="lpcvc-mnv3s")).eval(), tmp_path / "in" / "model.safetensors")
+    assert cli_main(["student", "shift", "--store", url, "--model", str(src), "--out", str(tmp_path / "out"),
+                     "--method", "tune", "--steps", "4", "--batch-size", "4"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["contest_abs_rel"]["method"] == "tune" and printed["contest_abs_rel"]["steps"] == 4
+    assert isinstance(load_model(printed["model"]).shift, KeptZero)
+    assert (tmp_path / "out" / "tune" / "checkpoint" / "model.safetensors").is_file()
+
+
+def test_an_unknown_shift_method_is_refused_before_training(tmp_path):
+    from depthdata.errors import DepthdataError
+    from student.pipeline import run
+
+    with pytest.raises(DepthdataError, match="shift_method must be 'head' or 'tune', got 'metric'"):
+        run(str(tmp_path / "missing.zarr"), tmp_path / "out", shift_method="metric")
