@@ -18,7 +18,7 @@ from depthdata.teacher.checkpoint import DEMO_TEACHER_ID, DEMO_WEIGHTS_DIR, LINE
 from depthdata.teacher.model import TeacherError, load_teacher
 from depthdata.teacher.tiny import demo_config, save_tiny_teacher
 from depthdata.teacher.train_demo import (Recipe, cache_file, disparity_target, fit, held_out_metrics, mean_loss, new_model,
-                                          pixel_values, render_split, scene_metrics)
+                                          pixel_values, render_split, scene_metrics, train_demo)
 from depthdata.teacher.tiny import DEMO_SIZE, image_processor
 
 #: a re-run of the recorded held-out metrics may differ by this much (absolute): another CPU or
@@ -268,3 +268,17 @@ def test_recipe_refuses_a_crop_share_or_input_size_it_cannot_use():
         Recipe(crop_min=0)
     with pytest.raises(ValueError, match="multiple of the 14"):
         Recipe(input_size=100)
+
+
+def test_a_time_budget_stops_training_writes_the_weights_and_says_so(tmp_path, capsys):
+    out = tmp_path / "demo"
+    # a budget of 0 minutes is spent by the first step
+    assert main(["teacher", "train-demo", "--out", str(out), "--steps", "5", "--train-scenes", "1", "1",
+                 "--heldout-scenes", "1", "1", "--threads", "1", "--max-minutes", "0"]) == 0
+    assert " 1 steps in " in capsys.readouterr().out
+    lineage = json.loads((out / LINEAGE_FILE).read_text())
+    assert lineage["recipe"]["steps"] == 5 and lineage["training"]["steps"] == 1
+    assert "stopped by max_minutes 0 at step 1 of the 5" in lineage["training"]["note"]
+    assert load_teacher(TeacherConfig(model=str(out), device="cpu", threads=1)).weights_sha256 == lineage["weights_sha256"]
+    with pytest.raises(ValueError, match="max_minutes must be >= 0"):
+        train_demo(TINY_RECIPE, tmp_path / "never", max_minutes=-1)

@@ -57,6 +57,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--init", metavar="DIR", default=None,
                    help="go on training from the checkpoint in DIR (it needs its lineage.json, which the new "
                    "lineage keeps under 'parent'; DIR may be --out) instead of a fresh model (default)")
+    d.add_argument("--max-minutes", type=float, default=None,
+                   help="stop training after the step that spends this many minutes (rendering and the held-out "
+                   "measurement not counted), write the weights and say so in the lineage (default: no limit)")
     d.add_argument("--eval-every", type=int, default=0,
                    help="log held-out metrics every N steps (does not change the weights; default off)")
     d.set_defaults(func=_train_demo)
@@ -117,9 +120,9 @@ def _train_demo(args: argparse.Namespace) -> int:
     recipe = dataclasses.replace(Recipe(), **changes)
     out = args.out or str(DEMO_WEIGHTS_DIR)
     lineage = train_demo(recipe, out, eval_every=args.eval_every, device=args.device, scene_cache=args.scene_cache,
-                         init=args.init, render_workers=args.render_workers)
+                         init=args.init, render_workers=args.render_workers, max_minutes=args.max_minutes)
     s = lineage["heldout"]["summary"]["all"]
-    print(f"{out}: demo teacher, {lineage['parameters']:,} parameters, {recipe.steps} steps in "
+    print(f"{out}: demo teacher, {lineage['parameters']:,} parameters, {lineage['training']['steps']} steps in "
           f"{lineage['training']['seconds_train']:.0f} s; held-out AbsRel {s['abs_rel']:.4f}, delta1 {s['delta1']:.4f} "
           f"({s['scenes']} scenes); weights sha256 {lineage['weights_sha256']}")
     return 0

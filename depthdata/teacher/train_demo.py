@@ -318,10 +318,12 @@ def new_model(seed: int, config=None) -> DepthAnythingForDepthEstimation:
 
 def fit(model: torch.nn.Module, pixels: torch.Tensor, target: torch.Tensor, recipe: Recipe,
         on_step: Callable[[int, float, dict[str, float]], None] | None = None, progress: bool = False,
-        device: str = "cpu") -> list[float]:
+        device: str = "cpu", deadline: float | None = None) -> list[float]:
     """Train ``model`` in place for ``recipe.steps`` steps on ``pixels`` → ``target``; returns the
     loss of every step. Batches are drawn epoch by epoch from a permutation of a seeded generator
-    (on the CPU, whatever ``device`` the model trains on, so the draws are the same)."""
+    (on the CPU, whatever ``device`` the model trains on, so the draws are the same). With a
+    ``deadline`` (a :func:`time.perf_counter` value) it stops after the first step that ends past
+    it, so fewer losses come back than ``recipe.steps``; the schedule is not shortened."""
     from tqdm import tqdm
 
     gen = torch.Generator().manual_seed(recipe.seed)
@@ -361,6 +363,9 @@ def fit(model: torch.nn.Module, pixels: torch.Tensor, target: torch.Tensor, reci
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
         if on_step is not None:
             on_step(step + 1, losses[-1], terms)
+        if deadline is not None and time.perf_counter() >= deadline:
+            log.info("stopping at step %d of %d: the time budget is spent", step + 1, recipe.steps)
+            break
     bar.close()
     model.to("cpu").eval()
     return losses
@@ -437,7 +442,8 @@ def load_init(directory: str | Path) -> tuple[DepthAnythingForDepthEstimation, d
 
 def train_demo(recipe: Recipe, out_dir: str | Path, progress: bool = True, eval_every: int = 0,
                device: str = "cpu", scene_cache: str | Path | None = None,
-               init: str | Path | None = None, render_workers: int = 1) -> dict[str, Any]:
+               init: str | Path | None = None, render_workers: int = 1,
+               max_minutes: float | None = None) -> dict[str, Any]:
     """Run the recipe and write the checkpoint and ``lineage.json`` to ``out_dir``; returns the
     lineage. ``eval_every`` > 0 logs held-out metrics every that many steps (does not change
     the weights). ``device`` is where the model trains (held-out metrics are always measured
@@ -445,7 +451,12 @@ def train_demo(recipe: Recipe, out_dir: str | Path, progress: bool = True, eval_
     (:func:`render_split`). ``init`` is a checkpoint directory with a lineage to go on training
     from (read before ``out_dir`` is written, so it may be the same directory); its lineage is
     kept under ``"parent"`` and its weights' SHA-256 in the recipe. ``render_workers`` renders the
-    scenes in that many processes (the same scenes)."""
+    scenes in that many processes (the same scenes). ``max_minutes`` bounds the training loop
+    (rendering and the held-out measurement not counted): the run stops after the step that
+    spends it, writes what it has, and its lineage says so (``training.steps``, ``training.note``).
+    Why: a lent GPU is lent for minutes, and weights are written only at the end."""
+    if max_minutes is not None and not max_minutes >= 0:
+        raise ValueError(f"max_minutes must be >= 0, got {max_minutes}")
     out = Path(out_dir)
     parent = None
     if init is not None:
@@ -479,13 +490,18 @@ def train_demo(recipe: Recipe, out_dir: str | Path, progress: bool = True, eval_
             model.train()
 
     t1 = time.perf_counter()
-    losses = fit(model, pixels, target, recipe, on_step, progress, device)
+    deadline = None if max_minutes is None else t1 + 60.0 * max_minutes
+    losses = fit(model, pixels, target, recipe, on_step, progress, device, deadline)
     t_train = time.perf_counter() - t1
     save_checkpoint(model, out, recipe.input_size)
-    training = {"steps": recipe.steps, "device": _device_name(device), "seconds_render": round(t_render, 1),
+    training = {"steps": len(losses), "device": _device_name(device), "seconds_render": round(t_render, 1),
                 "seconds_train": round(t_train, 1), "loss_first": losses[0] if losses else None,
                 "loss_last": losses[-1] if losses else None,
                 "loss_every_50": [round(v, 5) for v in losses[49::50]], "versions": training_environment()}
+    if len(losses) < recipe.steps:
+        training["note"] = (f"stopped by max_minutes {max_minutes:g} at step {len(losses)} of the {recipe.steps} its "
+                            f"schedule was set for (learning rate then at "
+                            f"{_lr_factor(len(losses), recipe):.0%} of its peak)")
     return write_lineage(out, recipe, held, training, device, parent)
 
 

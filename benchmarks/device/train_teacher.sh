@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# On a lent GPU machine, from the repository root: train the shipped demo teacher further with the
+# recipe benchmarks/NOTES.md ("On a lent H200") plans, on scenes rendered there, and leave the
+# weights, their lineage and the log in OUT_DIR. PACK_DIR is what pack_open3d.sh wrote (carry it).
+#
+# usage: benchmarks/device/train_teacher.sh PACK_DIR OUT_DIR [STEPS [ROOMS STREETS [MINUTES]]]
+#   defaults: 4000 steps (~100 ms each at batch 512 on an H200, one process), 30000 + 30000 scenes
+#   (~3.5 minutes to render with 16 processes), a 7-minute training budget (--max-minutes: the
+#   weights are written when it is spent, whatever step it reached). DEVICE=cpu runs it here.
+# Then, back on the development machine: copy OUT_DIR/demo_weights over depthdata/teacher/demo_weights,
+# run the teacher tests (recorded held-out metrics) and benchmarks/bench_distill.py.
+set -euo pipefail
+pack=${1:?usage: train_teacher.sh PACK_DIR OUT_DIR [STEPS [ROOMS STREETS [MINUTES]]]}
+out=${2:?usage: train_teacher.sh PACK_DIR OUT_DIR [STEPS [ROOMS STREETS [MINUTES]]]}
+steps=${3:-4000}; rooms=${4:-30000}; streets=${5:-30000}; minutes=${6:-7}
+device=${DEVICE:-cuda}
+python=${PYTHON:-python}
+mkdir -p "$out"
+site=$(mktemp -d)
+trap 'rm -rf "$site"' EXIT
+tar -C "$site" -xJf "$pack"/open3d-cp*-stripped.tar.xz
+if ! "$python" -c "import pydantic" 2>/dev/null; then
+    "$python" -m pip install -q --no-index --no-deps --target "$site" "$pack"/wheels/*.whl
+fi
+export PYTHONPATH="$site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+# at the end: the image's own libraries win where it has them
+export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$site/open3d/_syslib"
+"$python" -c "import open3d, torch; print('open3d', open3d.__version__, open3d.__file__, 'torch', torch.__version__,
+      torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU')"
+"$python" -m depthdata teacher train-demo --device "$device" --render-workers "$(nproc)" --batch-size 512 \
+    --lr 2e-3 --crop-min 0.6 --init depthdata/teacher/demo_weights --eval-every 500 \
+    --train-scenes "$rooms" "$streets" --steps "$steps" --max-minutes "$minutes" \
+    --out "$out/demo_weights" 2>&1 | tee "$out/train.log"
