@@ -132,7 +132,6 @@ class KeptZero(nn.Module):
     def __init__(self):
         super().__init__()
         self.register_buffer("eps_min", torch.tensor(EPS_RANGE[0]))
-        self.input_scale = 1.0  # set by fold_input_normalisation like a head's; nothing here reads the RGB
 
     def forward(self, rgb: torch.Tensor, disparity: torch.Tensor, raw: torch.Tensor) -> torch.Tensor:
         lo = raw.amin(dim=(1, 2, 3), keepdim=True)
