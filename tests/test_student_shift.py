@@ -255,6 +255,11 @@ def test_a_kept_zero_travels_with_the_checkpoint_and_the_onnx_export(tmp_path):
     assert torch.allclose(ContestWrapper(loaded)(x), ref, atol=1e-6)
     out = export.run(export.session(export.export_onnx(model, tmp_path / "m.onnx", (64, 96))), x.numpy())
     np.testing.assert_allclose(out, ref.numpy(), atol=1e-3)
+    # the model card says which mapping the export carries
+    from student.card import build_card
+
+    card = build_card(tmp_path / "m.safetensors", tmp_path, [], (64, 96), eps=0.1)
+    assert "own disparity (student.shift.KeptZero)" in card["export"]["eps"]
 
 
 def test_the_shift_command_tunes_the_student_with_method_tune(tmp_path, capsys, one_thread):
