@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from student.losses import LossConfig, LossTerm, contest_loss
-from student.model import StudentNet, normalise_disparity
+from student.model import DEFAULT_EPS, StudentNet, normalise_disparity
 from student.shift import KeptZero, fit_data, ground_truth_examples
 from student.train import TrainConfig, train
 
@@ -42,7 +42,7 @@ def tune_zero(model: StudentNet, store_url: str, out_dir: str | Path, groups: Se
     (``benchmarks/NOTES.md``, distill). The disparity changes too, so its affine-invariant
     metrics move (on ground truth, usually for the better). Returns the tuned student (eval
     mode, ``shift`` attached) and the contest AbsRel on up to ``limit`` of the images with the
-    constant ``eps`` 0.1 before and the kept zero after."""
+    constant ``eps`` (0.1) before and the kept zero after."""
     store, chosen, size = fit_data(model, store_url, groups, size, version)
     if hasattr(model, "shift"):
         del model.shift  # a fitted head reads the disparity this changes
@@ -50,7 +50,7 @@ def tune_zero(model: StudentNet, store_url: str, out_dir: str | Path, groups: Se
     rgb, raw, depth, valid = ground_truth_examples(model, store_url, chosen, size, limit, version, max_depth,
                                                    progress)
     with torch.no_grad():
-        before = float(contest_loss(1.0 / (normalise_disparity(raw) + 0.1), depth, valid).mean())
+        before = float(contest_loss(1.0 / (normalise_disparity(raw) + DEFAULT_EPS), depth, valid).mean())
     terms = [LossTerm("contest", 1.0)]
     if teacher_weight > 0 and any("teacher" in store.group(g).fields() for g in chosen):
         terms.append(LossTerm("ssi", teacher_weight))
@@ -60,8 +60,8 @@ def tune_zero(model: StudentNet, store_url: str, out_dir: str | Path, groups: Se
                       checkpoint_every=max(1, min(500, steps)), log_every=max(1, min(100, steps)))
     tuned = train(cfg, model=model, progress=progress).model
     tuned.shift = KeptZero()
-    rgb, raw, depth, valid = ground_truth_examples(tuned, store_url, chosen, size, limit, version, max_depth, False)
-    with torch.no_grad():
+    with torch.no_grad():  # the same images, read once: only the disparity changed
+        raw = torch.cat([tuned(rgb[i: i + 32]) for i in range(0, len(rgb), 32)])
         t = normalise_disparity(raw)
         after = float(contest_loss(1.0 / (t + tuned.shift(rgb, t, raw)), depth, valid).mean())
     log.info("student fine-tuned to keep its disparity's zero on %d image(s) of %s: contest AbsRel %.4f → %.4f "
