@@ -262,9 +262,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--steps", action=_Given, type=int, default=40, help="training steps (default 40)")
     r.add_argument("--finetune-steps", type=int, default=None, help="fine-tune steps after pruning (default steps/2)")
     r.add_argument("--ratio", type=float, default=0.3, help="pruning ratio (default 0.3)")
-    r.add_argument("--shift-steps", type=int, default=600,
+    r.add_argument("--shift-steps", type=int, default=None,
                    help="steps fitting the per-image disparity → depth shift on groups with ground-truth depth "
-                   "(default 600; 0: the constant eps 0.1)")
+                   "(default 600 for --shift-method head, 3000 for tune; 0: the constant eps 0.1)")
     r.add_argument("--shift-method", choices=("head", "tune"), default="head",
                    help="how the shift is fitted, as for `student shift --method` (default head)")
     r.add_argument("--batch-size", action=_Given, type=int, default=4, help="samples per step (default 4)")
@@ -445,16 +445,17 @@ def _card(args: argparse.Namespace) -> int:
 def _shift(args: argparse.Namespace) -> int:
     from student.card import model_info
     from student.checkpoint import load_model, save_model
-    from student.shift import fit_shift
+    from student.shift import fit_shift, shift_steps
     from student.tune import tune_zero
 
     model = load_model(args.model)
+    steps = shift_steps(args.method, args.steps)
     if args.method == "tune":
-        model, fitted = tune_zero(model, args.store, Path(args.out) / "tune", args.groups, args.steps or 3000,
+        model, fitted = tune_zero(model, args.store, Path(args.out) / "tune", args.groups, steps,
                                   args.lr or 3e-4, args.batch_size or 8, args.teacher_weight, args.size, args.limit,
                                   args.seed, max_depth=args.max_depth)
     else:
-        fitted = fit_shift(model, args.store, args.groups, args.steps or 600, args.size, args.batch_size or 16,
+        fitted = fit_shift(model, args.store, args.groups, steps, args.size, args.batch_size or 16,
                            args.lr or 3e-3, args.limit, args.seed, max_depth=args.max_depth)
     path = save_model(model, Path(args.out) / "model.safetensors", trained_on=model_info(args.model)["trained_on"])
     print(json.dumps({"model": str(path), "contest_abs_rel": fitted}, indent=2))

@@ -33,6 +33,7 @@ from student.losses import LossConfig
 from student.model import DEFAULT_EPS
 from student.prune import prune
 from student.shift import fit_shift
+from student.shift import shift_steps as resolve_shift_steps
 from student.tune import tune_zero
 from student.train import TrainConfig, train
 
@@ -43,7 +44,7 @@ def run(store_url: str, out_dir: str | Path, steps: int = 40, finetune_steps: in
         prune_ratio: float = 0.3, groups: Sequence[str] | None = None, batch_size: int = 4,
         size: tuple[int, int] | None = None, export_size: tuple[int, int] | None = None,
         calibration_images: int = 16, eval_limit: int | None = None, seed: int = 0, eps: float = DEFAULT_EPS,
-        shift_steps: int = 600, shift_method: str = "head", progress: bool = True,
+        shift_steps: int | None = None, shift_method: str = "head", progress: bool = True,
         **train_options: Any) -> dict[str, Any]:
     """Run the student stage on a store and return paths and metrics (also in ``report.json``).
 
@@ -53,14 +54,14 @@ def run(store_url: str, out_dir: str | Path, steps: int = 40, finetune_steps: in
     the model's inputs and the fields of at least one loss term (with the default loss: teacher
     labels, LiDAR or ordinal pairs). Extra keyword arguments go to
     :class:`student.train.TrainConfig` (``lr``, ``streams``, ``model``, ``loss``, ...).
-    A disparity student gets a per-image disparity → depth shift fitted for ``shift_steps`` steps on
+    A disparity student gets a per-image disparity → depth shift fitted for ``shift_steps`` steps
+    (default: the method's, :data:`student.shift.SHIFT_STEPS`) on
     the store's groups with ground-truth depth, when it has any: ``shift_method`` ``"head"`` a
     shift head (:func:`student.shift.fit_shift`), ``"tune"`` a fine-tune that keeps the student's
     zero (:func:`student.tune.tune_zero`); otherwise, or with ``shift_steps=0``, the export uses
     the constant ``eps``.
     """
-    if shift_method not in ("head", "tune"):
-        raise DepthdataError(f"shift_method must be 'head' or 'tune', got {shift_method!r}")
+    shift_steps = resolve_shift_steps(shift_method, shift_steps)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     # every step reads the version that is newest now, even if a build commits another meanwhile
