@@ -9,7 +9,8 @@ sees depth?
    truth, no LiDAR), exported to FP32 ONNX and quantised to INT8 (``student.export``).
 4. On the evaluation groups, against exact ground truth, with the affine-invariant protocol
    (least-squares scale ≥ 0 and shift in disparity, metrics in depth over GT in (1e-3, 80] m;
-   ``student.evaluate``): the teacher (its stored labels), the FP32 and INT8 students, and two
+   ``student.evaluate``): the teacher (its stored labels, flip-averaged; and without the flip
+   average, ``teacher_plain``), the FP32 and INT8 students, and two
    floors: the untrained student and the best constant prediction. The students are also
    scored with the contest protocol (relative depth median-scaled to GT).
 5. The exported mapping of disparity to depth (issue #17 item 4), the one step that sees ground
@@ -70,6 +71,9 @@ SHIFT_IMAGES = 2 * TRAIN_SCENES
 #: the fine-tune that keeps the student's zero (student.tune.tune_zero): steps, rate, teacher term
 TUNE = {"steps": 3000, "lr": 3e-4, "teacher_weight": 0.0}
 THREADS = 1
+#: the teacher stage's settings beyond the model: labels are the mean of each image's and its
+#: mirror's prediction (held-out δ1 +0.007 for the demo teacher; ``teacher_plain`` rows without)
+TEACHER = {"flip_average": True}
 
 
 def _write_set(root: Path, seed: int, n: int, diw_pairs: int = 0) -> dict[str, str]:
@@ -104,23 +108,31 @@ def _catalog(tmp: Path, train: dict[str, str], evaluation: dict[str, str]) -> Pa
         datasets[f"{prefix}streets"] = {"kind": "synthia", "root": paths["streets"], "resolution": res,
                                         "resize": "center_crop", "options": {"layout": "rand", "max_depth": 150.0}}
     doc = {"version": 1, "store": {"url": str(tmp / "distill.zarr"), "shard_size": 8}, "datasets": datasets,
-           "teacher": {"model": DEMO_TEACHER_ID, "device": "cpu"}}
+           "teacher": {"model": DEMO_TEACHER_ID, "device": "cpu", **TEACHER}}
     path = tmp / "catalog.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
 
 
 def _teacher_and_constant(store: str, groups: list[str]) -> dict[str, dict[str, float]]:
-    """Per image, the teacher's stored labels and the best constant under the affine-invariant
-    protocol (a constant disparity's best shift is the mean of 1/GT)."""
-    rows: dict[str, list] = {"teacher": [], "constant": []}
-    ds = ShardMapDataset(store, groups=groups, fields=("depth", "teacher"))
-    for k in range(len(ds)):
-        s = ds[k]
+    """Per image, the teacher's stored labels (flip-averaged, :data:`TEACHER`), the same teacher
+    without the flip average (``teacher_plain``, predicted here as the stage would, in batches of
+    4 that follow the shards) and the best constant under the affine-invariant protocol (a
+    constant disparity's best shift is the mean of 1/GT)."""
+    from depthdata.teacher.model import load_from_directory
+    from depthdata.teacher.predict import predict_normalised
+
+    teacher = load_from_directory(DEMO_WEIGHTS_DIR, "cpu", threads=THREADS, model_id=DEMO_TEACHER_ID)
+    rows: dict[str, list] = {"teacher": [], "teacher_plain": [], "constant": []}
+    ds = ShardMapDataset(store, groups=groups, fields=("rgb", "depth", "teacher"))
+    samples = [ds[k] for k in range(len(ds))]
+    rgb = np.stack([s["rgb"].permute(1, 2, 0).numpy() for s in samples])  # uint8 H×W×3, as stored
+    plain = predict_normalised(teacher, rgb, batch_size=4).disparity01.astype(np.float16)
+    for s, p in zip(samples, plain):
         gt = np.where(s["depth_valid"][0].numpy(), s["depth"][0].numpy(), np.nan).astype(np.float64)
-        disp = s["teacher"][0].numpy().astype(np.float64)
-        rows["teacher"].append(metrics.evaluate(disp, gt, align="scale_shift_disparity", max_depth=MAX_DEPTH_M,
-                                                positive_scale=True, on_empty="nan"))
+        for name, disp in (("teacher", s["teacher"][0].numpy()), ("teacher_plain", p)):
+            rows[name].append(metrics.evaluate(disp.astype(np.float64), gt, align="scale_shift_disparity",
+                                               max_depth=MAX_DEPTH_M, positive_scale=True, on_empty="nan"))
         valid = metrics.valid_mask(gt, max_depth=MAX_DEPTH_M)
         constant = np.full(gt.shape, 1.0 / np.mean(1.0 / gt[valid]))
         rows["constant"].append(metrics.evaluate(constant, gt, max_depth=MAX_DEPTH_M, on_empty="nan"))
@@ -202,7 +214,8 @@ def main(work: str | None = None) -> None:
         if not work:
             shutil.rmtree(tmp, ignore_errors=True)
 
-    affine = {"teacher": reference["teacher"], "constant": reference["constant"],
+    affine = {"teacher": reference["teacher"], "teacher_plain": reference["teacher_plain"],
+              "constant": reference["constant"],
               **{k: _pooled(v, "affine_invariant") for k, v in per_group.items()}}
     contest = {k: _pooled(v, "contest") for k, v in per_group.items()}
     results = []
@@ -230,7 +243,7 @@ def main(work: str | None = None) -> None:
         "scenes": {"train": {"rooms": TRAIN_SCENES, "streets": TRAIN_SCENES},
                    "eval": {"rooms": EVAL_SCENES, "streets": EVAL_SCENES}},
         "seeds": {"train": TRAIN_SEED, "eval": EVAL_SEED}, "render": list(RENDER), "stored": list(STORED),
-        "teacher": {"model": DEMO_TEACHER_ID, "weights_sha256": lineage["weights_sha256"], "tta": True},
+        "teacher": {"model": DEMO_TEACHER_ID, "weights_sha256": lineage["weights_sha256"], "tta": True, **TEACHER},
         "student": {"encoder": "mobilenet_v3_small", "steps": STUDENT_STEPS, "batch": STUDENT_BATCH, **STUDENT_RECIPE,
                     "labels": "teacher only", "loss_first": trained.losses[0], "loss_last": trained.losses[-1]},
         "shift": {"steps": SHIFT_STEPS, "fitted_on": train_groups, "labels": "ground-truth depth of the training groups",

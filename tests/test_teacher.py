@@ -157,6 +157,38 @@ def test_normalising_on_the_device_gives_the_same_values_as_normalise01(teacher)
     assert part.raw_min.tolist() == want.raw_min[[0, 3]].tolist()
 
 
+def test_flip_average_is_the_mean_of_the_image_and_its_mirror_normalised(teacher):
+    images = _images(3, h=30, w=70, seed=6)
+
+    def bare(image):  # the bare model on one image, resized back with OpenCV's bicubic
+        inputs = teacher.processor(images=[np.ascontiguousarray(image)], return_tensors="pt")
+        with torch.inference_mode():
+            pred = teacher.model(**inputs).predicted_depth[0].numpy()
+        return cv2.resize(pred, (70, 30), interpolation=cv2.INTER_CUBIC).astype(np.float64)
+
+    got = predict_normalised(teacher, images, batch_size=2, flip_average=True)
+    for i, image in enumerate(images):
+        mean = 0.5 * (bare(image) + bare(image[:, ::-1])[:, ::-1])
+        assert got.raw_min[i] == pytest.approx(mean.min(), rel=1e-4)
+        want = (mean - mean.min()) / (mean.max() - mean.min())
+        np.testing.assert_allclose(got.disparity01[i], want, rtol=0, atol=1e-4)
+    # and it is not the plain prediction: the tiny model is not mirror-symmetric
+    assert np.abs(got.disparity01 - predict_normalised(teacher, images, batch_size=2).disparity01).max() > 1e-3
+
+
+def test_flip_average_is_a_setting_that_relabels_and_is_off_by_default(tmp_path, teacher):
+    images = _images(2, seed=7)
+    group = _store_with_ingest(tmp_path, images)
+    plain = TeacherConfig(model=teacher.directory, tta=False)
+    teacher_stage.run_shard(group, 0, plain)
+    assert "flip_average" not in plain.output_settings()  # existing stores keep their hashes
+    averaged = plain.model_copy(update={"flip_average": True})
+    assert not teacher_stage.run_shard(group, 0, averaged).skipped
+    want = predict_normalised(teacher, images, flip_average=True).disparity01.astype(np.float16)
+    np.testing.assert_array_equal(group.array("teacher")[:], want)
+    assert teacher_stage.run_shard(group, 0, averaged).skipped
+
+
 def test_the_processor_on_the_teachers_device_gives_its_host_values(teacher):
     """On a GPU the stage hands the processor the batch as one uint8 tensor to resize and
     normalise on the device; the values are those of the processor's usual call (checked here

@@ -88,6 +88,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--batch-size", type=int, help="images per forward pass (overrides the catalog)")
     r.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                    help="compute teacher_conf from flip + second-scale agreement (overrides the catalog)")
+    r.add_argument("--flip-average", action=argparse.BooleanOptionalAction, default=None,
+                   help="store the mean of the prediction and its mirror's as the label: one more forward pass, "
+                   "a more accurate label (overrides the catalog)")
     r.add_argument("--allow-random-init", action="store_true",
                    help="use a tiny random model when no weights are found (demo only)")
     r.add_argument("--force", action="store_true", help="redo shards that are already complete")
@@ -156,7 +159,8 @@ def _run(args: argparse.Namespace) -> int:
     store = Store.open(args.store, mode="r+")
     catalog = store.meta.get("catalog") or {}
     settings = dict(catalog.get("teacher") or {})
-    overrides = {"model": args.model, "device": args.device, "batch_size": args.batch_size, "tta": args.tta}
+    overrides = {"model": args.model, "device": args.device, "batch_size": args.batch_size, "tta": args.tta,
+                 "flip_average": args.flip_average}
     settings.update({k: v for k, v in overrides.items() if v is not None})
     if args.allow_random_init:
         settings["allow_random_init"] = True

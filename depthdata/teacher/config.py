@@ -23,6 +23,10 @@ class TeacherConfig(BaseModel):
     batch_size: int = Field(4, ge=1)
     #: CPU threads for torch; ``None`` = every core this process may use
     threads: int | None = Field(None, ge=1)
+    #: store the mean of the prediction and its horizontal mirror's (mirrored back) as the label:
+    #: one more forward pass per image; the demo teacher's held-out δ1 rose 0.835 → 0.842 so
+    #: (benchmarks/NOTES.md, "distill"). Off by default: turning it on relabels existing shards
+    flip_average: bool = False
     #: test-time augmentation (flip + second scale) for ``teacher_conf``; false skips it
     tta: bool = True
     #: the second TTA scale, relative to the checkpoint's input size (0.75 of 518 → 388)
@@ -47,7 +51,8 @@ class TeacherConfig(BaseModel):
         """The settings that change what is written (hashed into each manifest part, so that
         changing one redoes the shards; device, batch size and threads do not count).
         ``allow_demo_teacher`` is left out: whether it applies shows in the weights' lineage,
-        which is hashed with these, and leaving it out keeps existing stores' hashes."""
+        which is hashed with these, and leaving it out keeps existing stores' hashes;
+        ``flip_average`` counts only when on, for the same reason."""
         return self.model_dump(mode="json", include={
             "model", "revision", "tta", "tta_scale", "conf_tolerance", "allow_random_init", "random_init_seed",
-        })
+        }) | ({"flip_average": True} if self.flip_average else {})

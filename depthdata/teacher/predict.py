@@ -103,22 +103,32 @@ def predict_raw(teacher: Teacher, images: np.ndarray, batch_size: int = 4, size:
     return np.concatenate(parts) if parts else np.zeros((0, *images.shape[1:3]), np.float32)
 
 
-def _batches(teacher: Teacher, images: np.ndarray, batch_size: int, size: int | None = None, flip: bool = False):
-    """Raw disparity of each batch, on the teacher's device (see :func:`predict_raw`)."""
+def _batches(teacher: Teacher, images: np.ndarray, batch_size: int, size: int | None = None, flip: bool = False,
+             flip_average: bool = False):
+    """Raw disparity of each batch, on the teacher's device (see :func:`predict_raw`); with
+    ``flip_average`` the mean of it and its mirror's (two forward passes)."""
     _check_images(images)
     for i in range(0, len(images), batch_size):
         batch = images[i: i + batch_size]
         n = len(batch)
         if n < batch_size:
             batch = np.concatenate([batch, np.zeros((batch_size - n, *batch.shape[1:]), batch.dtype)])
-        yield _forward(teacher, batch, size=size, flip=flip)[:n]
+        raw = _forward(teacher, batch, size=size, flip=flip)
+        if flip_average:
+            raw = 0.5 * (raw + _forward(teacher, batch, size=size, flip=not flip))
+        yield raw[:n]
 
 
-def predict_normalised(teacher: Teacher, images: np.ndarray, batch_size: int = 4) -> Normalised:
+def predict_normalised(teacher: Teacher, images: np.ndarray, batch_size: int = 4,
+                       flip_average: bool = False) -> Normalised:
     """``normalise01(predict_raw(teacher, images, batch_size))``, normalised batch by batch on
     the teacher's device: on a GPU the per-image min-max pass then costs no host time (it took
-    more of the stage's time per image than the forward pass, measured on an H200)."""
-    parts = [_normalise(raw) for raw in _batches(teacher, images, batch_size)]
+    more of the stage's time per image than the forward pass, measured on an H200).
+
+    ``flip_average`` normalises the mean of the raw disparity and that of the mirrored image
+    (mirrored back) instead: the flip augmentation of ZoeDepth's and Metric3D's evaluation, one
+    more forward pass for labels whose errors the two views do not share averaged down."""
+    parts = [_normalise(raw) for raw in _batches(teacher, images, batch_size, flip_average=flip_average)]
     if not parts:
         empty = np.zeros(0, np.float32)
         return Normalised(np.zeros((0, *images.shape[1:3]), np.float32), empty, empty)

@@ -154,7 +154,7 @@ def _run_shard(group: Group, shard: int, config: TeacherConfig, teacher: Teacher
         # is then fixed by its position in the shard, so its values do not depend on whether a
         # neighbour was quarantined (batch composition would change the last float16 bit).
         images = data["rgb"]
-        norm = predict_normalised(teacher, images, config.batch_size).take(ok)
+        norm = predict_normalised(teacher, images, config.batch_size, config.flip_average).take(ok)
         # every later use (alignment, LiDAR, students) sees the float16 values the store keeps
         stored = norm.disparity01.astype(np.float16)
         if config.tta:
