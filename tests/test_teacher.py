@@ -448,6 +448,12 @@ def test_cli_make_tiny_info_and_run(tmp_path, capsys):
     assert main(["teacher", "run", group.store.url, "--model", str(d), "--no-tta"]) == 0
     assert "3 sample(s) labelled" in capsys.readouterr().out
     assert np.isfinite(group.array("teacher")[:]).all()
+    # --flip-average is a setting that changes the labels: the complete shard is redone
+    assert main(["teacher", "run", group.store.url, "--model", str(d), "--no-tta", "--flip-average"]) == 0
+    assert "3 sample(s) labelled" in capsys.readouterr().out
+    tiny = load_teacher(TeacherConfig(model=str(d), device="cpu", threads=1))
+    want = predict_normalised(tiny, _images(3), flip_average=True).disparity01.astype(np.float16)
+    np.testing.assert_array_equal(group.array("teacher")[:], want)
     assert main(["teacher", "info", str(tmp_path / "missing")]) == 2
     assert "no such teacher checkpoint directory" in capsys.readouterr().err
 
