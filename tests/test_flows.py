@@ -902,8 +902,10 @@ class BuildProcess:
 
     def finish(self, timeout: float = 300) -> tuple[int, str, str]:
         """``(exit status, stdout, stderr)`` once the process has ended."""
+        # stderr is the reader thread's until its end of file: communicate() would read and
+        # close it under the thread (ValueError: I/O operation on closed file, now and then)
+        self._reader.join(timeout)
         out = self.proc.communicate(timeout=timeout)[0]
-        self._reader.join()
         return self.proc.returncode, out, "".join(self.lines)
 
 
