@@ -25,7 +25,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from depthdata.store.manifest import Column
+from depthdata.store.manifest import Column, read_table
 
 if TYPE_CHECKING:
     from depthdata.store import Group, Store
@@ -116,6 +116,21 @@ class Stage(ABC):
 
         ``threads``: CPU threads the shard may use (0 = the libraries' own choice; a Dask
         worker running one task per core passes 1)."""
+
+    def recorded_result(self, group: Group, shard: int) -> tuple[ShardResult, str]:
+        """What the complete manifest part of ``shard`` says this stage did there, and when
+        (the part's ``written`` time, ISO 8601 UTC to the second): samples written (any status
+        but ``quarantined`` and ``skipped``) and those quarantined, with their reasons.
+
+        For a retry that finds the shard complete because the attempt before it wrote every
+        object and lost only a reply: the retry skips it, and the task reports this instead."""
+        table, meta = read_table(group.store.fs, group.part_path(self.name, shard))
+        rows = table.to_pylist()
+        quarantined = [Quarantined(r["sample_id"], r.get("source_uri") or "", r.get("reason") or "")
+                       for r in rows if r.get("status") == "quarantined"]
+        written = sum(r.get("status", "ok") not in ("quarantined", "skipped") for r in rows)
+        result = ShardResult(group.path, self.name, shard, written=written, quarantined=quarantined)
+        return result, str(meta.get("written", ""))
 
     def upstream(self, group: Group, shard: int, indexes: dict[str, Any] | None = None) -> dict[str, str]:
         """Digests (:meth:`~depthdata.store.Group.part_digest`) of the :attr:`consumes` parts of

@@ -28,6 +28,13 @@ def parse_stages(text: str | list[str] | tuple[str, ...] | None) -> list[str]:
     return [n for n in STAGE_ORDER if n in names]
 
 
+def written_since(stage: str, catalog: Catalog, group_path: str, shard: int, since: str) -> ShardResult | None:
+    """What ``stage``'s manifest part of ``shard`` records (:meth:`depthdata.stage.Stage.recorded_result`)
+    if it was written at or after ``since`` (ISO 8601 UTC, to the second), else ``None``."""
+    result, written = STAGES[stage].recorded_result(open_store(catalog).group(group_path), shard)
+    return result if written >= since else None
+
+
 def task_threads() -> int:
     """CPU threads one shard task may use: the worker's ``OMP_NUM_THREADS`` (Dask's nanny sets
     1, as the flows' clusters run one task per core), else 1 — a library left to its own

@@ -20,6 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 from prefect import task
@@ -71,9 +72,20 @@ def run_shards(stage: str, catalog: Catalog, dataset: str, group_path: str, shar
     (:data:`RETRIES` times, exponential backoff); any other error fails that shard only."""
     outcomes = []
     for k in shards:
+        started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        attempts = []
+
+        def attempt(k: int = k) -> ShardResult:
+            attempts.append(k)
+            return stages.run_shard(stage, catalog, dataset, group_path, k)
+
         try:
-            result = with_retries(lambda k=k: stages.run_shard(stage, catalog, dataset, group_path, k),
-                                  f"{stage} {group_path} shard {k}", RETRIES, RETRY_BACKOFF_S, sleep)
+            result = with_retries(attempt, f"{stage} {group_path} shard {k}", RETRIES, RETRY_BACKOFF_S, sleep)
+            if result.skipped and len(attempts) > 1:
+                # An attempt can write every object and lose only a reply (a connection reset
+                # after the manifest part's PUT landed): its retry then finds the shard complete.
+                # That is this task's work, not a shard done before it: report what it wrote.
+                result = stages.written_since(stage, catalog, group_path, k, started) or result
             outcomes.append(ShardOutcome(k, result))
         except Exception as exc:  # noqa: BLE001 - a failed shard is reported, the others go on
             outcomes.append(ShardOutcome(k, error=f"{type(exc).__name__}: {exc}"))

@@ -32,6 +32,7 @@ import pytest
 import yaml
 from PIL import Image
 
+from depthdata.catalog import load_catalog
 from depthdata.errors import DepthdataError
 from depthdata.stage import Quarantined, ShardResult
 from depthdata.store import Group, Store
@@ -707,6 +708,47 @@ def test_a_batch_reports_each_shard_and_retries_only_transient_errors(monkeypatc
     assert [(o.shard, o.result.written if o.result else o.error) for o in outcomes] == [
         (0, 4), (1, "ValueError: bad shard"), (2, 4), (3, 4)]
     assert calls == [0, 1, 2, 2, 2, 3] and len(slept) == 2  # two retries of shard 2, none of shard 1
+
+
+def test_a_retry_that_finds_the_shard_its_own_attempt_wrote_reports_it_written(prefect_api, tmp_path, monkeypatch):
+    """An attempt can land every write and lose only the last reply (seen in CI: a connection
+    reset after the manifest part's PUT). Its retry finds the shard complete; the build must
+    count it as written by this run, with its quarantined sample, not as done before it. A shard
+    that was complete before the run stays "skipped" when its own first try meets a fault."""
+    from flows import tasks
+
+    cat = images_catalog(tmp_path, n=4, shard_size=2, corrupt=(3,))
+    monkeypatch.setattr(tasks, "RETRY_BACKOFF_S", 0.01)
+    real, calls = flow_stages.run_shard, []
+
+    def reply_lost(stage, catalog, dataset, group_path, shard):
+        calls.append(shard)
+        result = real(stage, catalog, dataset, group_path, shard)
+        if shard == 1 and calls.count(1) == 1:
+            raise ConnectionResetError("connection reset after the write landed")
+        return result
+
+    monkeypatch.setattr(flow_stages, "run_shard", reply_lost)
+    ingest = in_process()(cat, stages=["ingest"]).stages[0]
+    assert calls == [0, 1, 1]
+    assert (ingest.shards_written, ingest.shards_skipped, ingest.samples_written) == (2, 0, 3)
+    assert [q.sample_id for q in ingest.quarantined] == ["pics/train/img03.png"]
+    assert "img03.png" in ingest.quarantined[0].source_uri and ingest.quarantined[0].reason
+
+    time.sleep(1.1)  # parts record their time to the second: the rerun starts in a later one
+    calls.clear()
+
+    def fault_first(stage, catalog, dataset, group_path, shard):
+        calls.append(shard)
+        if shard == 1 and calls.count(1) == 1:
+            raise ConnectionResetError("connection reset before anything was read")
+        return real(stage, catalog, dataset, group_path, shard)
+
+    monkeypatch.setattr(flow_stages, "run_shard", fault_first)
+    # straight to the task's loop: a build's plan would not give complete shards a task at all
+    again = tasks.run_shards("ingest", load_catalog(cat), "pics", "pics/train", [0, 1], sleep=lambda s: None)
+    assert calls == [0, 1, 1]
+    assert [(o.shard, o.result.skipped) for o in again] == [(0, True), (1, True)]
 
 
 def test_a_storage_outage_while_planning_is_retried_then_reported_not_raised(prefect_api, tmp_path, monkeypatch):
