@@ -189,6 +189,35 @@ def test_flip_average_is_a_setting_that_relabels_and_is_off_by_default(tmp_path,
     assert teacher_stage.run_shard(group, 0, averaged).skipped
 
 
+def test_flip_average_with_tta_runs_the_mirrored_pass_once(tmp_path, teacher, monkeypatch):
+    """With both on, the TTA confidence's flip view is the flip average's own mirrored pass:
+    three forward passes a batch (image, mirror, second scale), not four, and the confidence
+    that of :func:`predict_confidence` computing its own flip view."""
+    from depthdata.teacher.predict import pixel_values, predict_confidence, tta_size
+
+    images = _images(3, seed=8)
+    group = _store_with_ingest(tmp_path, images)
+    cfg = TeacherConfig(model=teacher.directory, batch_size=4, flip_average=True)
+    cls, calls = type(teacher.model), []  # the stage loads its own instance
+    real = cls.forward
+
+    def counted(self, *args, **kwargs):
+        calls.append(tuple(kwargs["pixel_values"].shape))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(cls, "forward", counted)
+    teacher_stage.run_shard(group, 0, cfg)
+    monkeypatch.setattr(cls, "forward", real)
+    # the image and its mirror at the processor's size, then the second scale: one batch of 4
+    assert len(calls) == 3 and calls[0] == calls[1] != calls[2], calls
+    assert calls[2][-2:] == pixel_values(teacher, images, size=tta_size(teacher, cfg.tta_scale)).shape[-2:]
+
+    label = predict_normalised(teacher, images, 4, flip_average=True).disparity01.astype(np.float16)
+    np.testing.assert_array_equal(group.array("teacher")[:], label)
+    want = predict_confidence(teacher, images, label.astype(np.float32), 4, cfg.tta_scale, cfg.conf_tolerance)
+    np.testing.assert_array_equal(group.array("teacher_conf")[:], want.astype(np.float16))
+
+
 def test_the_processor_on_the_teachers_device_gives_its_host_values(teacher):
     """On a GPU the stage hands the processor the batch as one uint8 tensor to resize and
     normalise on the device; the values are those of the processor's usual call (checked here

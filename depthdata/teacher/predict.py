@@ -28,10 +28,14 @@ class Normalised:
     disparity01: np.ndarray
     raw_min: np.ndarray
     raw_max: np.ndarray
+    #: the mirrored pass's raw disparity (model units, mirrored back), when the caller of a
+    #: flip-averaged prediction asked to keep it: the TTA confidence's flip view, not run twice
+    mirrored: np.ndarray | None = None
 
     def take(self, indices) -> Normalised:
         """These images only (an index array or list)."""
-        return Normalised(self.disparity01[indices], self.raw_min[indices], self.raw_max[indices])
+        return Normalised(self.disparity01[indices], self.raw_min[indices], self.raw_max[indices],
+                          None if self.mirrored is None else self.mirrored[indices])
 
 
 def processes_on_device(processor: Any) -> bool:
@@ -99,14 +103,15 @@ def predict_raw(teacher: Teacher, images: np.ndarray, batch_size: int = 4, size:
     outputs are dropped): kernels pick their blocking by batch size, so a shorter last batch
     would give an image values that differ in the last float16 bit from a full one's.
     """
-    parts = [raw.cpu().numpy() for raw in _batches(teacher, images, batch_size, size, flip)]
+    parts = [raw.cpu().numpy() for raw, _ in _batches(teacher, images, batch_size, size, flip)]
     return np.concatenate(parts) if parts else np.zeros((0, *images.shape[1:3]), np.float32)
 
 
 def _batches(teacher: Teacher, images: np.ndarray, batch_size: int, size: int | None = None, flip: bool = False,
              flip_average: bool = False):
-    """Raw disparity of each batch, on the teacher's device (see :func:`predict_raw`); with
-    ``flip_average`` the mean of it and its mirror's (two forward passes)."""
+    """``(raw, mirrored)`` disparity of each batch, on the teacher's device (see
+    :func:`predict_raw`): with ``flip_average`` ``raw`` is the mean of the pass on the batch and
+    ``mirrored``, the pass on its mirror (mirrored back); else ``mirrored`` is ``None``."""
     _check_images(images)
     for i in range(0, len(images), batch_size):
         batch = images[i: i + batch_size]
@@ -114,26 +119,36 @@ def _batches(teacher: Teacher, images: np.ndarray, batch_size: int, size: int | 
         if n < batch_size:
             batch = np.concatenate([batch, np.zeros((batch_size - n, *batch.shape[1:]), batch.dtype)])
         raw = _forward(teacher, batch, size=size, flip=flip)
-        if flip_average:
-            raw = 0.5 * (raw + _forward(teacher, batch, size=size, flip=not flip))
-        yield raw[:n]
+        if not flip_average:
+            yield raw[:n], None
+            continue
+        mirrored = _forward(teacher, batch, size=size, flip=not flip)
+        yield 0.5 * (raw + mirrored)[:n], mirrored[:n]
 
 
 def predict_normalised(teacher: Teacher, images: np.ndarray, batch_size: int = 4,
-                       flip_average: bool = False) -> Normalised:
+                       flip_average: bool = False, keep_mirrored: bool = False) -> Normalised:
     """``normalise01(predict_raw(teacher, images, batch_size))``, normalised batch by batch on
     the teacher's device: on a GPU the per-image min-max pass then costs no host time (it took
     more of the stage's time per image than the forward pass, measured on an H200).
 
     ``flip_average`` normalises the mean of the raw disparity and that of the mirrored image
     (mirrored back) instead: the flip augmentation of ZoeDepth's and Metric3D's evaluation, one
-    more forward pass for labels whose errors the two views do not share averaged down."""
-    parts = [_normalise(raw) for raw in _batches(teacher, images, batch_size, flip_average=flip_average)]
+    more forward pass for labels whose errors the two views do not share averaged down.
+    ``keep_mirrored`` (with ``flip_average``) keeps that mirrored pass's raw output in
+    :attr:`Normalised.mirrored`: ``predict_raw(..., flip=True)``'s values, for the TTA
+    confidence (:func:`predict_confidence`), which would otherwise run the pass again."""
+    parts, mirrored = [], []
+    for raw, flipped in _batches(teacher, images, batch_size, flip_average=flip_average):
+        parts.append(_normalise(raw))
+        if keep_mirrored and flipped is not None:
+            mirrored.append(flipped.cpu().numpy())
     if not parts:
         empty = np.zeros(0, np.float32)
-        return Normalised(np.zeros((0, *images.shape[1:3]), np.float32), empty, empty)
+        none = np.zeros((0, *images.shape[1:3]), np.float32)
+        return Normalised(none, empty, empty, none if keep_mirrored and flip_average else None)
     return Normalised(*(np.concatenate(field) for field in zip(*(
-        (p.disparity01, p.raw_min, p.raw_max) for p in parts))))
+        (p.disparity01, p.raw_min, p.raw_max) for p in parts))), np.concatenate(mirrored) if mirrored else None)
 
 
 def normalise01(raw: np.ndarray) -> Normalised:
@@ -179,11 +194,13 @@ def agreement_confidence(base01: np.ndarray, views: list[np.ndarray], tolerance:
 
 
 def predict_confidence(teacher: Teacher, images: np.ndarray, base01: np.ndarray, batch_size: int,
-                       scale: float, tolerance: float) -> np.ndarray:
+                       scale: float, tolerance: float, flipped: np.ndarray | None = None) -> np.ndarray:
     """TTA confidence ``N×H×W`` float32: agreement of the base prediction with a horizontal
     flip and with a second input scale (see :func:`agreement_confidence`); NaN for images
-    whose ``base01`` is not finite."""
-    flipped = predict_raw(teacher, images, batch_size, flip=True)
+    whose ``base01`` is not finite. ``flipped``: the flip view's raw output when the caller
+    already has it (:attr:`Normalised.mirrored`), else it is predicted here."""
+    if flipped is None:
+        flipped = predict_raw(teacher, images, batch_size, flip=True)
     rescaled = predict_raw(teacher, images, batch_size, size=tta_size(teacher, scale))
     out = np.full(base01.shape, np.nan, np.float32)
     for i in range(len(images)):

@@ -154,14 +154,15 @@ def _run_shard(group: Group, shard: int, config: TeacherConfig, teacher: Teacher
         # is then fixed by its position in the shard, so its values do not depend on whether a
         # neighbour was quarantined (batch composition would change the last float16 bit).
         images = data["rgb"]
-        norm = predict_normalised(teacher, images, config.batch_size, config.flip_average).take(ok)
+        full = predict_normalised(teacher, images, config.batch_size, config.flip_average, keep_mirrored=config.tta)
+        norm = full.take(ok)
         # every later use (alignment, LiDAR, students) sees the float16 values the store keeps
         stored = norm.disparity01.astype(np.float16)
         if config.tta:
             base = np.full((n, h, w), np.nan, np.float32)
             base[ok] = stored.astype(np.float32)
             conf[:] = predict_confidence(teacher, images, base, config.batch_size, config.tta_scale,
-                                         config.conf_tolerance)
+                                         config.conf_tolerance, flipped=full.mirrored)
         uris = None
         for k, j in enumerate(ok):
             row = rows[j]
