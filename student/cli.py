@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from depthdata.errors import DepthdataError
+from student.shift_methods import SHIFT_METHODS, defaults_help, shift_method, shift_steps
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -182,14 +183,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                          "and after.")
     _common(sh, "output folder for model.safetensors (and the fine-tune's checkpoint, OUT/tune)")
     sh.add_argument("--model", required=True, help="student (model.safetensors)")
-    sh.add_argument("--method", choices=("head", "tune"), default="head",
-                    help="head: a shift head, the student frozen (default); tune: fine-tune the student to keep its zero")
-    sh.add_argument("--steps", type=int, default=None, help="optimizer steps (default 600 for head, 3000 for tune)")
+    sh.add_argument("--method", choices=tuple(SHIFT_METHODS), default="head",
+                    help="; ".join(f"{name}: {m.help}" for name, m in SHIFT_METHODS.items()) + " (default head)")
+    sh.add_argument("--steps", type=int, default=None, help=f"optimizer steps (default {defaults_help('steps')})")
     sh.add_argument("--size", type=_size, default=None, help="fit at HEIGHTxWIDTH (default: the first group's size)")
-    sh.add_argument("--batch-size", type=int, default=None, help="images per step (default 16 for head, 8 for tune)")
+    sh.add_argument("--batch-size", type=int, default=None, help=f"images per step (default {defaults_help('batch_size')})")
     sh.add_argument("--lr", type=float, default=None,
-                    help="learning rate (default 3e-3 for head: Adam, decayed to 0 on a cosine over the last fifth of "
-                    "the steps; 3e-4 for tune: AdamW, cosine to 0)")
+                    help=f"learning rate (default {defaults_help('lr')}; head: Adam, decayed to 0 on a cosine over "
+                    "the last fifth of the steps; tune: AdamW, cosine to 0)")
     sh.add_argument("--teacher-weight", type=float, default=0.0,
                     help="tune: weight of the scale-and-shift-invariant loss to the teacher beside the contest's "
                     "(default 0)")
@@ -264,8 +265,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--ratio", type=float, default=0.3, help="pruning ratio (default 0.3)")
     r.add_argument("--shift-steps", type=int, default=None,
                    help="steps fitting the per-image disparity → depth shift on groups with ground-truth depth "
-                   "(default 600 for --shift-method head, 3000 for tune; 0: the constant eps 0.1)")
-    r.add_argument("--shift-method", choices=("head", "tune"), default="head",
+                   f"(default {defaults_help('steps')}; 0: the constant eps 0.1)")
+    r.add_argument("--shift-method", choices=tuple(SHIFT_METHODS), default="head",
                    help="how the shift is fitted, as for `student shift --method` (default head)")
     r.add_argument("--batch-size", action=_Given, type=int, default=4, help="samples per step (default 4)")
     r.add_argument("--size", action=_Given, type=_size, default=None, help="train at HEIGHTxWIDTH (default: the store's size)")
@@ -445,18 +446,19 @@ def _card(args: argparse.Namespace) -> int:
 def _shift(args: argparse.Namespace) -> int:
     from student.card import model_info
     from student.checkpoint import load_model, save_model
-    from student.shift import fit_shift, shift_steps
+    from student.shift import fit_shift
     from student.tune import tune_zero
 
     model = load_model(args.model)
-    steps = shift_steps(args.method, args.steps)
+    method = shift_method(args.method)
+    steps, lr = shift_steps(args.method, args.steps), args.lr or method.lr
+    batch_size = args.batch_size or method.batch_size
     if args.method == "tune":
-        model, fitted = tune_zero(model, args.store, Path(args.out) / "tune", args.groups, steps,
-                                  args.lr or 3e-4, args.batch_size or 8, args.teacher_weight, args.size, args.limit,
-                                  args.seed, max_depth=args.max_depth)
+        model, fitted = tune_zero(model, args.store, Path(args.out) / "tune", args.groups, steps, lr, batch_size,
+                                  args.teacher_weight, args.size, args.limit, args.seed, max_depth=args.max_depth)
     else:
-        fitted = fit_shift(model, args.store, args.groups, steps, args.size, args.batch_size or 16,
-                           args.lr or 3e-3, args.limit, args.seed, max_depth=args.max_depth)
+        fitted = fit_shift(model, args.store, args.groups, steps, args.size, batch_size, lr, args.limit, args.seed,
+                           max_depth=args.max_depth)
     path = save_model(model, Path(args.out) / "model.safetensors", trained_on=model_info(args.model)["trained_on"])
     print(json.dumps({"model": str(path), "contest_abs_rel": fitted}, indent=2))
     return 0

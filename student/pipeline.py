@@ -33,7 +33,7 @@ from student.losses import LossConfig
 from student.model import DEFAULT_EPS
 from student.prune import prune
 from student.shift import fit_shift
-from student.shift import shift_steps as resolve_shift_steps
+from student.shift_methods import shift_steps as resolve_shift_steps
 from student.tune import tune_zero
 from student.train import TrainConfig, train
 

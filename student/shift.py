@@ -58,6 +58,7 @@ from depthdata.store import Store, select_groups
 from depthdata.stream import ShardMapDataset
 from student.losses import contest_loss
 from student.model import normalise_disparity
+from student.shift_methods import SHIFT_METHODS
 
 log = logging.getLogger(__name__)
 
@@ -65,20 +66,6 @@ log = logging.getLogger(__name__)
 HEAD_SIZE = (96, 128)
 #: ``eps`` is kept in this range (far/near ratio of the output between 1.1 and 1001)
 EPS_RANGE = (1e-3, 10.0)
-#: default optimizer steps of each way of fitting the mapping (``student shift --method``):
-#: a head is cheap and converges in a few hundred steps; a tune trains the whole student (the
-#: benchmark's 3,000 steps of batch 8 took 6 minutes at 120×160 on one CPU thread)
-SHIFT_STEPS = {"head": 600, "tune": 3000}
-
-
-def shift_steps(method: str, steps: int | None = None) -> int:
-    """``steps``, or the default of ``method`` (:data:`SHIFT_STEPS`) when None; an unknown
-    method is refused by name."""
-    if method not in SHIFT_STEPS:
-        raise DepthdataError(f"shift_method must be 'head' or 'tune', got {method!r}")
-    return SHIFT_STEPS[method] if steps is None else steps
-
-
 class ShiftHead(nn.Module):
     """RGB ``B×3×H×W`` in [0, 1] and the student's normalised disparity ``B×1×h×w`` (any size) →
     ``eps`` ``B×1×1×1`` (module doc). A new head predicts ``initial_eps`` for every image, so
@@ -251,8 +238,9 @@ def _lr_factor(step: int, steps: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * (step - start) / max(1, steps - start)))
 
 
-def fit_shift(model: nn.Module, store_url: str, groups: Sequence[str] | None = None, steps: int = 600,
-              size: tuple[int, int] | None = None, batch_size: int = 16, lr: float = 3e-3, limit: int = 512,
+def fit_shift(model: nn.Module, store_url: str, groups: Sequence[str] | None = None,
+              steps: int = SHIFT_METHODS["head"].steps, size: tuple[int, int] | None = None,
+              batch_size: int = SHIFT_METHODS["head"].batch_size, lr: float = SHIFT_METHODS["head"].lr, limit: int = 512,
               seed: int = 0, version: int | None = None, max_depth: float = 80.0,
               progress: bool = True) -> dict[str, float]:
     """Train a :class:`ShiftHead` for ``model`` (a disparity student, kept frozen) on up to

@@ -19,13 +19,15 @@ import torch
 from student.losses import LossConfig, LossTerm, contest_loss
 from student.model import DEFAULT_EPS, StudentNet, normalise_disparity
 from student.shift import KeptZero, fit_data, ground_truth_examples
+from student.shift_methods import SHIFT_METHODS
 from student.train import TrainConfig, train
 
 log = logging.getLogger(__name__)
 
 
 def tune_zero(model: StudentNet, store_url: str, out_dir: str | Path, groups: Sequence[str] | None = None,
-              steps: int = 3000, lr: float = 3e-4, batch_size: int = 8, teacher_weight: float = 0.0,
+              steps: int = SHIFT_METHODS["tune"].steps, lr: float = SHIFT_METHODS["tune"].lr,
+              batch_size: int = SHIFT_METHODS["tune"].batch_size, teacher_weight: float = 0.0,
               size: tuple[int, int] | None = None, limit: int = 512, seed: int = 0, version: int | None = None,
               max_depth: float = 80.0, progress: bool = True) -> tuple[StudentNet, dict[str, float]]:
     """Fine-tune a disparity student on the ``groups`` with ground-truth depth so that its own

@@ -287,7 +287,7 @@ def test_an_unknown_shift_method_is_refused_before_training(tmp_path):
 
 def test_each_method_has_its_own_default_steps_and_an_explicit_count_wins():
     # `student run --shift-method tune` used the head's 600 steps before; the tune needs ~3,000
-    from student.shift import shift_steps
+    from student.shift_methods import shift_steps
 
     assert shift_steps("head") == 600 and shift_steps("tune") == 3000
     assert shift_steps("tune", 0) == 0 and shift_steps("head", 25) == 25
