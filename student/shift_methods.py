@@ -19,7 +19,7 @@ class ShiftMethod:
     steps: int
     #: images per step
     batch_size: int
-    #: AdamW's peak learning rate
+    #: peak learning rate (the head trains with Adam, the tune with AdamW)
     lr: float
 
 
