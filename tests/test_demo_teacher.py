@@ -155,6 +155,23 @@ def test_recipe_lowers_its_loss_and_is_deterministic(tiny_data):
     assert not torch.equal(other.head.conv3.weight, model.head.conv3.weight)
 
 
+def test_bf16_recipe_lowers_its_loss_deterministically_with_float32_weights(tiny_data):
+    pixels, target = tiny_data
+    torch.set_num_threads(1)
+    recipe = replace(TINY_RECIPE, bf16=True)
+    model = new_model(recipe.seed)
+    before = mean_loss(model, pixels, target, recipe.grad_weight)
+    fit(model, pixels, target, recipe)
+    assert mean_loss(model, pixels, target, recipe.grad_weight) < 0.8 * before
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # autocast, not a bf16 model
+    again = new_model(recipe.seed)
+    fit(again, pixels, target, recipe)
+    assert torch.equal(again.head.conv3.weight, model.head.conv3.weight)
+    plain = new_model(recipe.seed)
+    fit(plain, pixels, target, TINY_RECIPE)
+    assert not torch.equal(plain.head.conv3.weight, model.head.conv3.weight)  # it did run in bf16
+
+
 def test_disparity_target_is_inverse_depth_over_its_maximum_with_sky_farthest():
     depth = np.array([[[2.0, 4.0], [np.nan, 8.0]]], np.float32)
     np.testing.assert_allclose(disparity_target(depth)[0, 0].numpy(), [[1.0, 0.5], [0.0, 0.25]])
@@ -163,12 +180,13 @@ def test_disparity_target_is_inverse_depth_over_its_maximum_with_sky_farthest():
 def test_cli_train_demo_writes_a_loadable_checkpoint_with_lineage(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["teacher", "train-demo", "--out", str(out), "--steps", "2", "--train-scenes", "1", "1",
-                 "--heldout-scenes", "1", "1", "--threads", "1"]) == 0
+                 "--heldout-scenes", "1", "1", "--threads", "1", "--bf16"]) == 0
     text = capsys.readouterr().out
     lineage = json.loads((out / LINEAGE_FILE).read_text())
     assert lineage["weights_sha256"] in text and lineage["recipe"]["steps"] == 2
     assert lineage["scenes"]["heldout"] == {"room": 1, "street": 1}
     assert "--train-scenes 1 1" in lineage["recipe"]["command"]
+    assert lineage["recipe"]["bf16"] is True and lineage["recipe"]["command"].endswith(" --bf16")
     t = load_teacher(TeacherConfig(model=str(out), device="cpu", threads=1))
     assert t.weights_sha256 == lineage["weights_sha256"]
     assert t.model.config.to_dict()["backbone_config"]["hidden_size"] == demo_config().backbone_config.hidden_size

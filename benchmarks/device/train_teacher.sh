@@ -7,6 +7,9 @@
 #   defaults: 4000 steps (~100 ms each at batch 512 on an H200, one process), 30000 + 30000 scenes
 #   (~3.5 minutes to render with 16 processes), a 7-minute training budget (--max-minutes: the
 #   weights are written when it is spent, whatever step it reached). DEVICE=cpu runs it here.
+#   BF16=0 trains in float32 (TF32 products) as the shipped weights were; by default bf16 autocast
+#   (1.7x a step on the CPU at equal held-out δ1, benchmarks/NOTES.md; untimed on a GPU: read the
+#   log's step times and held-out lines).
 # Then, back on the development machine: copy OUT_DIR/demo_weights over depthdata/teacher/demo_weights,
 # run the teacher tests (recorded held-out metrics) and benchmarks/bench_distill.py.
 set -euo pipefail
@@ -14,6 +17,7 @@ pack=${1:?usage: train_teacher.sh PACK_DIR OUT_DIR [STEPS [ROOMS STREETS [MINUTE
 out=${2:?usage: train_teacher.sh PACK_DIR OUT_DIR [STEPS [ROOMS STREETS [MINUTES]]]}
 steps=${3:-4000}; rooms=${4:-30000}; streets=${5:-30000}; minutes=${6:-7}
 device=${DEVICE:-cuda}
+bf16=$([ "${BF16:-1}" = 1 ] && echo --bf16 || true)
 python=${PYTHON:-python}
 mkdir -p "$out"
 site=$(mktemp -d)
@@ -29,5 +33,5 @@ export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$site/open3d/_sysli
       torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU')"
 "$python" -m depthdata teacher train-demo --device "$device" --render-workers "$(nproc)" --batch-size 512 \
     --lr 2e-3 --crop-min 0.6 --init depthdata/teacher/demo_weights --eval-every 500 \
-    --train-scenes "$rooms" "$streets" --steps "$steps" --max-minutes "$minutes" \
+    --train-scenes "$rooms" "$streets" --steps "$steps" --max-minutes "$minutes" $bf16 \
     --out "$out/demo_weights" 2>&1 | tee "$out/train.log"
