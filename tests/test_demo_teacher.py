@@ -288,6 +288,36 @@ def test_recipe_refuses_a_crop_share_or_input_size_it_cannot_use():
         Recipe(input_size=100)
 
 
+def test_with_a_time_budget_the_learning_rate_decays_with_the_clock(tiny_data, monkeypatch):
+    """A run stopped by its budget must end annealed, whatever the planned steps: the cosine
+    follows the share of the budget spent when that is further along than the steps."""
+    import depthdata.teacher.train_demo as td
+
+    pixels, target = tiny_data
+    clock = [0.0]  # seconds; each step takes exactly 1 s of this clock
+    monkeypatch.setattr(td, "time", type("Clock", (), {"perf_counter": staticmethod(lambda: clock[0])}))
+    lrs: list[float] = []
+
+    class Recording(torch.optim.lr_scheduler.LambdaLR):
+        def step(self, *args, **kwargs):
+            super().step(*args, **kwargs)
+            lrs.append(self.get_last_lr()[0])
+
+    monkeypatch.setattr(torch.optim.lr_scheduler, "LambdaLR", Recording)
+    recipe = replace(TINY_RECIPE, steps=1000, warmup_steps=2)
+    losses = fit(new_model(recipe.seed), pixels, target, recipe,
+                 on_step=lambda step, loss, terms: clock.__setitem__(0, float(step)), deadline=10.0)
+    assert len(losses) == 10  # the step that ends at 10 s spends the budget
+    # the first rate is set before training, the rate of step s + 1 after step s, at s seconds:
+    # warm-up (2 steps: 1/2, 2/2) first, then 5 % + 95 % of a half cosine over the 10 s, not
+    # over the 1,000 planned steps
+    expected = [0.5, 1.0] + [0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * s / 10)) for s in range(1, 10)]
+    np.testing.assert_allclose(np.array(lrs) / recipe.lr, expected, rtol=1e-6)
+    assert lrs[-1] / recipe.lr < 0.08
+    # without a budget the steps alone set it: after 10 of 1,000 steps it is still near its peak
+    assert td._lr_factor(10, recipe) == pytest.approx(0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * 8 / 998)))
+
+
 def test_a_time_budget_stops_training_writes_the_weights_and_says_so(tmp_path, capsys):
     out = tmp_path / "demo"
     # a budget of 0 minutes is spent by the first step
@@ -297,6 +327,7 @@ def test_a_time_budget_stops_training_writes_the_weights_and_says_so(tmp_path, c
     lineage = json.loads((out / LINEAGE_FILE).read_text())
     assert lineage["recipe"]["steps"] == 5 and lineage["training"]["steps"] == 1
     assert "stopped by max_minutes 0 at step 1 of the 5" in lineage["training"]["note"]
+    assert lineage["recipe"]["command"].endswith(" --max-minutes 0")  # it shaped the schedule
     assert load_teacher(TeacherConfig(model=str(out), device="cpu", threads=1)).weights_sha256 == lineage["weights_sha256"]
     with pytest.raises(ValueError, match="max_minutes must be >= 0"):
         train_demo(TINY_RECIPE, tmp_path / "never", max_minutes=-1)

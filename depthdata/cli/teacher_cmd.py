@@ -61,8 +61,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="go on training from the checkpoint in DIR (it needs its lineage.json, which the new "
                    "lineage keeps under 'parent'; DIR may be --out) instead of a fresh model (default)")
     d.add_argument("--max-minutes", type=float, default=None,
-                   help="stop training after the step that spends this many minutes (rendering and the held-out "
-                   "measurement not counted), write the weights and say so in the lineage (default: no limit)")
+                   help="a time budget for training (rendering and the held-out measurement not counted): the "
+                   "learning rate's cosine decay reaches its floor when it is spent, if --steps have not got "
+                   "there first; training stops after the step that spends it, writes the weights and says so "
+                   "in the lineage (default: no limit). With it, --steps is an upper bound")
     d.add_argument("--eval-every", type=int, default=0,
                    help="log held-out metrics every N steps (does not change the weights; default off)")
     d.set_defaults(func=_train_demo)

@@ -302,10 +302,14 @@ def _zoom(pixels: torch.Tensor, target: torch.Tensor, apply: torch.Tensor, side:
     return resample(pixels), resample(target)
 
 
-def _lr_factor(step: int, recipe: Recipe) -> float:
+def _lr_factor(step: int, recipe: Recipe, time_frac: float = 0.0) -> float:
+    """The learning rate over its peak: linear warm-up, then cosine decay to 5 % at the end of
+    the schedule. ``time_frac`` is the share of a time budget spent (0 without one): the decay
+    follows whichever is further along, the steps or the time, so a run stopped by its budget
+    ends annealed, however fast the machine turned out to be."""
     if step < recipe.warmup_steps:
         return (step + 1) / recipe.warmup_steps
-    frac = (step - recipe.warmup_steps) / max(1, recipe.steps - recipe.warmup_steps)
+    frac = max((step - recipe.warmup_steps) / max(1, recipe.steps - recipe.warmup_steps), time_frac)
     return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))
 
 
@@ -328,9 +332,12 @@ def fit(model: torch.nn.Module, pixels: torch.Tensor, target: torch.Tensor, reci
     loss of every step. Batches are drawn epoch by epoch from a permutation of a seeded generator
     (on the CPU, whatever ``device`` the model trains on, so the draws are the same). With a
     ``deadline`` (a :func:`time.perf_counter` value) it stops after the first step that ends past
-    it, so fewer losses come back than ``recipe.steps``; the schedule is not shortened."""
+    it, so fewer losses come back than ``recipe.steps``, and the cosine decay follows the time
+    budget as well as the steps (:func:`_lr_factor`): it reaches its floor at the deadline
+    if the steps have not got there first."""
     from tqdm import tqdm
 
+    t_start = time.perf_counter()
     gen = torch.Generator().manual_seed(recipe.seed)
     model.to(device)
     # the whole set on the device, batches drawn there: a GPU otherwise waits on the host's
@@ -342,7 +349,11 @@ def fit(model: torch.nn.Module, pixels: torch.Tensor, target: torch.Tensor, reci
         # the usual GPU training settings; a GPU run is not bit-identical to a CPU run anyway
         torch.backends.cuda.matmul.allow_tf32 = True
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay, fused=cuda or None)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, recipe))
+
+    def time_frac() -> float:
+        return 0.0 if deadline is None else (time.perf_counter() - t_start) / max(deadline - t_start, 1e-9)
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, recipe, time_frac()))
     size = tuple(target.shape[-2:])
     n = len(pixels)
     bs = min(recipe.batch_size, n)
@@ -459,8 +470,9 @@ def train_demo(recipe: Recipe, out_dir: str | Path, progress: bool = True, eval_
     from (read before ``out_dir`` is written, so it may be the same directory); its lineage is
     kept under ``"parent"`` and its weights' SHA-256 in the recipe. ``render_workers`` renders the
     scenes in that many processes (the same scenes). ``max_minutes`` bounds the training loop
-    (rendering and the held-out measurement not counted): the run stops after the step that
-    spends it, writes what it has, and its lineage says so (``training.steps``, ``training.note``).
+    (rendering and the held-out measurement not counted): the learning rate's decay follows it
+    (:func:`fit`), the run stops after the step that spends it, writes what it has, and its
+    lineage says so (``training.steps``, ``training.note``).
     Why: a lent GPU is lent for minutes, and weights are written only at the end."""
     if max_minutes is not None and not max_minutes >= 0:
         raise ValueError(f"max_minutes must be >= 0, got {max_minutes}")
@@ -505,10 +517,12 @@ def train_demo(recipe: Recipe, out_dir: str | Path, progress: bool = True, eval_
                 "seconds_train": round(t_train, 1), "loss_first": losses[0] if losses else None,
                 "loss_last": losses[-1] if losses else None,
                 "loss_every_50": [round(v, 5) for v in losses[49::50]], "versions": training_environment()}
+    if max_minutes is not None:
+        training["max_minutes"] = max_minutes  # it shaped the learning rate's decay (fit)
     if len(losses) < recipe.steps:
         training["note"] = (f"stopped by max_minutes {max_minutes:g} at step {len(losses)} of the {recipe.steps} its "
-                            f"schedule was set for (learning rate then at "
-                            f"{_lr_factor(len(losses), recipe):.0%} of its peak)")
+                            f"schedule was set for; the cosine decay followed the time budget, so the learning "
+                            f"rate had come down to its floor (5% of its peak)")
     return write_lineage(out, recipe, held, training, device, parent)
 
 
@@ -549,6 +563,7 @@ def write_lineage(out: Path, recipe: Recipe, held: Scenes, training: dict[str, A
                               + (f" --input-size {recipe.input_size}" if recipe.input_size != DEMO_SIZE else "")
                               + (f" --crop-min {recipe.crop_min:g}" if recipe.crop_min < 1 else "")
                               + (" --bf16" if recipe.bf16 else "")
+                              + (f" --max-minutes {training['max_minutes']:g}" if "max_minutes" in training else "")
                               + (f" --init <weights {recipe.init_sha256[:12]}…>" if recipe.init_sha256 else ""),
                    "loss": "SSI L1 on disparity (median / mean-absolute-deviation normalised) + grad_weight x "
                            "multi-scale gradient matching (4 scales) of the normalised maps",
