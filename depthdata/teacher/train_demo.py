@@ -514,6 +514,7 @@ def train_demo(recipe: Recipe, out_dir: str | Path, progress: bool = True, eval_
     t_train = time.perf_counter() - t1
     save_checkpoint(model, out, recipe.input_size)
     training = {"steps": len(losses), "device": _device_name(device), "seconds_render": round(t_render, 1),
+                "render_workers": render_workers,
                 "seconds_train": round(t_train, 1), "loss_first": losses[0] if losses else None,
                 "loss_last": losses[-1] if losses else None,
                 "loss_every_50": [round(v, 5) for v in losses[49::50]], "versions": training_environment()}
@@ -530,8 +531,13 @@ def training_environment() -> dict[str, str | None]:
     """Versions of what trained the weights (Open3D only renders scenes: None where it is absent)."""
     try:
         o3d = package_version("open3d")
-    except Exception:  # noqa: BLE001 - importlib.metadata.PackageNotFoundError: trained from a scene cache
-        o3d = None
+    except Exception:  # noqa: BLE001 - importlib.metadata.PackageNotFoundError
+        try:  # a copy without its metadata (the stripped one a lent GPU machine is sent)
+            import open3d
+
+            o3d = open3d.__version__
+        except ImportError:  # trained from a scene cache
+            o3d = None
     return {"depthdata": __version__, "torch": torch.__version__, "transformers": package_version("transformers"),
             "open3d": o3d, "python": platform.python_version()}
 
