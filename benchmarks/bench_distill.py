@@ -68,6 +68,8 @@ SHIFT_STEPS = 2000
 #: training images the shift is fitted on: all of them (more scenes with ground truth was the
 #: change left untried for it, benchmarks/NOTES.md "distill")
 SHIFT_IMAGES = 2 * TRAIN_SCENES
+#: INT8 calibration images: `student export`'s default (`--calibration`)
+CALIBRATION_IMAGES = 32
 #: the fine-tune that keeps the student's zero (student.tune.tune_zero): steps, rate, teacher term
 TUNE = {"steps": 3000, "lr": 3e-4, "teacher_weight": 0.0}
 THREADS = 1
@@ -184,18 +186,18 @@ def main(work: str | None = None) -> None:
         clock["train_student"] = time.perf_counter()
         fp32 = export.export_onnx(trained.model, tmp / "student_fp32.onnx", STORED)
         int8 = export.quantize_int8(fp32, tmp / "student_int8.onnx",
-                                    list(export.store_images(store, train_groups, 16)))
+                                    list(export.store_images(store, train_groups, CALIBRATION_IMAGES)))
         shift = fit_shift(trained.model, store, train_groups, SHIFT_STEPS, STORED, limit=SHIFT_IMAGES,
                           max_depth=MAX_DEPTH_M, progress=False)
         fp32_shift = export.export_onnx(trained.model, tmp / "student_fp32_shift.onnx", STORED)
         int8_shift = export.quantize_int8(fp32_shift, tmp / "student_int8_shift.onnx",
-                                          list(export.store_images(store, train_groups, 16)))
+                                          list(export.store_images(store, train_groups, CALIBRATION_IMAGES)))
         clock["shift"] = time.perf_counter()
         tuned, tune = tune_zero(copy.deepcopy(trained.model), store, tmp / "tuned", train_groups, size=STORED,
                                 limit=SHIFT_IMAGES, max_depth=MAX_DEPTH_M, progress=False, **TUNE)
         fp32_tuned = export.export_onnx(tuned, tmp / "student_fp32_tuned.onnx", STORED)
         int8_tuned = export.quantize_int8(fp32_tuned, tmp / "student_int8_tuned.onnx",
-                                          list(export.store_images(store, train_groups, 16)))
+                                          list(export.store_images(store, train_groups, CALIBRATION_IMAGES)))
         clock["tune"] = time.perf_counter()
         torch.manual_seed(0)
         untrained = Student().eval()
@@ -252,6 +254,7 @@ def main(work: str | None = None) -> None:
         "tune": {**TUNE, "fitted_on": train_groups, "labels": "ground-truth depth of the training groups",
                  "contest_abs_rel_on_fit_images": {"constant_eps": tune["before"], "own_zero": tune["after"]},
                  "images": tune["images"]},
+        "int8": {"calibration": export.DEFAULT_SCHEME.calibration, "images": CALIBRATION_IMAGES},
         "protocols": {"affine_invariant": ev.PROTOCOLS["affine_invariant"] + "; scale kept >= 0; GT in (1e-3, 80] m",
                       "contest": ev.PROTOCOLS["contest"]},
         "per_group": {k: {g: {p: {m: v[p][m] for m in ("abs_rel", "delta1")} for p in ("affine_invariant", "contest")}

@@ -84,7 +84,7 @@ def main() -> None:
               "macs": {"unpruned": int(macs_full), "pruned": report.macs_after, "minimal": int(macs_min)},
               "bytes": sizes, "int8_vs_fp32_abs_rel_random_weights": agree,
               "fp32_over_pruned_int8": round(med["fp32"] / med["pruned_int8"], 4)}
-    write("student", params, results, goals, onnxruntime=ort.__version__, quantization="static QDQ, per-channel, MinMax")
+    write("student", params, results, goals, onnxruntime=ort.__version__, quantization=f"static QDQ, per-channel, {export.DEFAULT_SCHEME.calibration} calibration")
 
 
 if __name__ == "__main__":

@@ -173,7 +173,7 @@ def export_folder(model_path: str | Path, out_dir: str | Path, size: tuple[int, 
     scheme = export.scheme_for(result["onnx_fp32"])
     quant = [{"file": "student_int8.onnx", "method": f"onnxruntime static {scheme.quant_format.upper()}",
               "weights": f"{scheme.weight_type} {'per-channel' if scheme.per_channel else 'per-tensor'}",
-              "activations": "uint8 per-tensor, MinMax", "calibration_images": calibration,
+              "activations": f"uint8 per-tensor, {scheme.calibration} calibration", "calibration_images": calibration,
               "calibration_groups": list(groups) if groups else "all", "float_tail": "prediction conv onwards",
               "int8_vs_fp32_on_calibration": result["int8_vs_fp32"]}]
     if phone:

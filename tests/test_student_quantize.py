@@ -86,6 +86,8 @@ def test_int8_scheme_follows_the_architecture_recorded_in_the_file(fp32, tmp_pat
 def test_unknown_int8_scheme_is_refused():
     with pytest.raises(DepthdataError, match="unknown INT8 scheme"):
         export.Int8Scheme(quant_format="qint4")
+    with pytest.raises(DepthdataError, match="calibration one of minmax, percentile"):
+        export.Int8Scheme(calibration="entropy")
 
 
 # resnet18-unet (the case pytorch/ao#4478 broke) in the quick suite, the others ~4 s each with the slow ones
@@ -187,3 +189,52 @@ def test_quantize_command_writes_coverage_drift_and_held_out_metrics(tmp_path, c
     assert r["held_out_groups"] == ["synth/val"] and r["int8_vs_fp32"]["images"] == 2
     assert set(r["eval"]["fp32"]) == set(r["eval"]["int8"]) == {"synth/val"}
     capsys.readouterr()
+
+
+def _activation_scales(path) -> dict[str, float]:
+    """Scale of each activation's QuantizeLinear (per-tensor: a scalar) in a QDQ file."""
+    graph = onnx.load(str(path)).graph
+    init = {t.name: onnx.numpy_helper.to_array(t) for t in graph.initializer}
+    return {n.input[0]: float(init[n.input[1]]) for n in graph.node
+            if n.op_type == "QuantizeLinear" and init[n.input[1]].ndim == 0}
+
+
+def test_percentile_calibration_keeps_rare_outliers_from_stretching_the_ranges(tmp_path, caplog):
+    """The default calibration clips each activation's range at the 99.99th percentile of its
+    magnitude, inside the min-max range: a few extreme pixels among thousands must not widen
+    the input's quantization step as they do with minmax."""
+    model = _model()
+    for m in model.modules():  # batch norms holding their own activations' statistics, as after training
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = None
+    model.train()
+    with torch.no_grad():
+        model(*model.example_inputs((H, W), 4))
+    fp32 = export.export_onnx(model.eval(), tmp_path / "fp32.onnx", (H, W))
+    rng = np.random.default_rng(0)
+    images = [rng.integers(100, 157, (H, W, 3), dtype=np.uint8) for _ in range(4)]
+    images[0][0, 0], images[1][0, 0] = 255, 0  # 2 outlying pixels of 4 × H × W
+    assert export.DEFAULT_SCHEME.calibration == "percentile"
+    with caplog.at_level("WARNING", logger="student.export"):
+        pct = _activation_scales(export.quantize_int8(fp32, tmp_path / "pct.onnx", images))
+    assert "calibrating with minmax instead" not in caplog.text
+    mm = _activation_scales(export.quantize_int8(fp32, tmp_path / "mm.onnx", images,
+                                                 scheme=export.Int8Scheme(calibration="minmax")))
+    assert pct.keys() == mm.keys()
+    assert all(pct[k] <= mm[k] * (1 + 1e-6) for k in mm)
+    # the normalised input: minmax spans pixel values 0..255 over 255 steps; the percentile range
+    # covers the bulk, 100..156, so its step is about 4.5x finer (the folded normalisation and
+    # the zero ORT always includes put the ratio between 2 and 4.6)
+    first = next(iter(mm))
+    assert mm[first] / pct[first] > 2, (first, mm[first], pct[first])
+    assert quantize.drift(fp32, tmp_path / "pct.onnx", images)["abs_rel"] < 0.1
+
+
+def test_calibration_falls_back_to_minmax_where_a_histogram_cannot_be_built(fp32, tmp_path, caplog):
+    """An untrained model's activations decay into subnormal floats that onnxruntime's histograms
+    cannot bin: the export still succeeds, with min-max ranges, and says so."""
+    with caplog.at_level("WARNING", logger="student.export"):
+        out = export.quantize_int8(fp32, tmp_path / "s.onnx", _inputs(2))
+    assert "percentile calibration failed" in caplog.text and "calibrating with minmax instead" in caplog.text
+    same = export.quantize_int8(fp32, tmp_path / "m.onnx", _inputs(2), scheme=export.Int8Scheme(calibration="minmax"))
+    assert _activation_scales(out) == _activation_scales(same)
