@@ -119,7 +119,8 @@ class Stage(ABC):
 
     def recorded_result(self, group: Group, shard: int) -> tuple[ShardResult, str]:
         """What the complete manifest part of ``shard`` says this stage did there, and when
-        (the part's ``written`` time, ISO 8601 UTC to the second): samples written (any status
+        (the part's ``written`` time, ISO 8601 UTC to the microsecond; to the second in parts
+        written by earlier versions): samples written (any status
         but ``quarantined`` and ``skipped``) and those quarantined, with their reasons.
 
         For a retry that finds the shard complete because the attempt before it wrote every

@@ -4,6 +4,8 @@ in pipeline order) followed by the EDA report, which is one task over the whole 
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import os
 
 from depthdata.catalog import Catalog
@@ -28,11 +30,15 @@ def parse_stages(text: str | list[str] | tuple[str, ...] | None) -> list[str]:
     return [n for n in STAGE_ORDER if n in names]
 
 
-def written_since(stage: str, catalog: Catalog, group_path: str, shard: int, since: str) -> ShardResult | None:
+def written_since(stage: str, catalog: Catalog, group_path: str, shard: int, since: datetime) -> ShardResult | None:
     """What ``stage``'s manifest part of ``shard`` records (:meth:`depthdata.stage.Stage.recorded_result`)
-    if it was written at or after ``since`` (ISO 8601 UTC, to the second), else ``None``."""
+    if it was written at or after ``since`` (an aware UTC time), else ``None`` (also for a part
+    without a readable time)."""
     result, written = STAGES[stage].recorded_result(open_store(catalog).group(group_path), shard)
-    return result if written >= since else None
+    try:
+        return result if datetime.fromisoformat(written) >= since else None
+    except ValueError:
+        return None
 
 
 def task_threads() -> int:

@@ -72,7 +72,7 @@ def run_shards(stage: str, catalog: Catalog, dataset: str, group_path: str, shar
     (:data:`RETRIES` times, exponential backoff); any other error fails that shard only."""
     outcomes = []
     for k in shards:
-        started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        started = datetime.now(timezone.utc)
         attempts = []
 
         def attempt(k: int = k) -> ShardResult:

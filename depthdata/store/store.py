@@ -54,8 +54,8 @@ WORKING = "working"
 log = logging.getLogger(__name__)
 
 
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+def _now(timespec: str = "seconds") -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec=timespec)
 
 
 def compressors_for(codec: str, level: int) -> Any:
@@ -713,7 +713,10 @@ class Group:
         meta = {
             "group": self.path, "stage": stage, "shard": shard, "fields": sorted(data),
             "config_hash": mf.config_hash(config or {}), "config": config or {},
-            "upstream": upstream or {}, "written": _now(), "package_version": depthdata.__version__,
+            "upstream": upstream or {}, "package_version": depthdata.__version__,
+            # to the microsecond: a retry tells its own attempt's part from one written by
+            # another run in the same second (flows.stages.written_since)
+            "written": _now("microseconds"),
         }
         mf.atomic_write(self.store.fs, self.part_path(stage, shard), mf.table_bytes(full_rows, meta))
 
