@@ -4,9 +4,8 @@ in pipeline order) followed by the EDA report, which is one task over the whole 
 
 from __future__ import annotations
 
-from datetime import datetime
-
 import os
+from datetime import datetime
 
 from depthdata.catalog import Catalog
 from depthdata.errors import DepthdataError

@@ -149,6 +149,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--model", required=True, help="student (model.safetensors)")
     e.add_argument("--size", action=_Given, type=_size, default=(480, 640), help="input HEIGHTxWIDTH (default 480x640, the contest's)")
     e.add_argument("--calibration", type=int, default=32, help="store images to calibrate INT8 on (default 32)")
+    _calibration_method(e)
     e.add_argument("--eps", type=float, default=0.1, help="depth = 1/(disparity + eps) (default 0.1; a model with a fitted shift head predicts its own)")
     _card_options(e)
     e.add_argument("--phone", action="store_true",
@@ -234,6 +235,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--limit", type=int, default=16, help="held-out samples to measure on (default 16)")
     q.add_argument("--size", type=_size, default=(480, 640), help="input HEIGHTxWIDTH (default 480x640)")
     q.add_argument("--calibration", type=int, default=32, help="static: store images to calibrate on (default 32)")
+    _calibration_method(q)
     q.add_argument("--eps", type=float, default=0.1, help="depth = 1/(disparity + eps) (default 0.1; a model with a fitted shift head predicts its own)")
     q.add_argument("--qat-steps", type=int, default=50, help="qat: fine-tuning steps (default 50)")
     q.add_argument("--qat-size", type=_size, default=None,
@@ -377,12 +379,21 @@ def _prune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _calibration_method(p: argparse.ArgumentParser) -> None:
+    # the choices restate student.export.CALIBRATIONS: importing it (onnxruntime) would slow --help
+    p.add_argument("--calibration-method", choices=["percentile", "minmax"], default=None,
+                   help="INT8 activation ranges: percentile clips each at the 99.99th percentile of its magnitude "
+                   "(default; better INT8, but holds every calibration image's activations in memory: ~5 GB for 32 "
+                   "images at 480x640), minmax spans each range's minimum to maximum (~1.3 GB)")
+
+
 def _export(args: argparse.Namespace) -> int:
     from student.release import export_folder
 
     card = export_folder(args.model, args.out, args.size, args.eps, args.store, args.groups, args.calibration,
                          phone=args.phone, held_out=args.held_out, limit=args.limit, latency=args.latency,
-                         threads=args.threads, repeats=args.repeats, openvino=args.openvino)
+                         threads=args.threads, repeats=args.repeats, openvino=args.openvino,
+                         calibration_method=args.calibration_method)
     print(json.dumps({"artefacts": card["artefacts"], "params": card["params"], "macs": card["macs"],
                       "card": str(Path(args.out) / "model_card.json")}, indent=2))
     return 0
@@ -470,7 +481,7 @@ def _quantize(args: argparse.Namespace) -> int:
 
     result = quantize_model(load_model(args.model), args.out, args.method, args.store, args.groups, args.held_out,
                             args.size, args.calibration, args.limit, args.eps, args.qat_steps, args.qat_size,
-                            args.batch_size, args.lr)
+                            args.batch_size, args.lr, calibration_method=args.calibration_method)
     text = json.dumps(result, indent=2, default=str)
     (Path(args.out) / "quantize.json").write_text(text + "\n")
     print(text)

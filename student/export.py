@@ -231,6 +231,9 @@ CALIBRATIONS: dict[str, tuple[CalibrationMethod, dict]] = {
 }
 #: the ONNX metadata key naming the student architecture of an exported file
 ARCH_KEY = "student_arch"
+#: the ONNX metadata key naming the calibration method of an INT8 file (it may differ from the
+#: scheme's: :func:`quantize_int8` falls back to ``"minmax"``)
+CALIBRATION_KEY = "int8_calibration"
 DEFAULT_SCHEME = Int8Scheme()
 #: INT8 scheme per architecture, chosen by alternating latency runs at 480×640, batch 1,
 #: 2 threads, onnxruntime 1.32 on AVX-512 VNNI (``benchmarks/NOTES.md``, export section). Ratios
@@ -264,11 +267,12 @@ def scheme_for(path: str | Path) -> Int8Scheme:
 
 def quantize_int8(fp32_path: str | Path, int8_path: str | Path, images: Sequence[np.ndarray],
                   per_channel: bool | None = None, sparse: Sequence[np.ndarray] | None = None,
-                  scheme: Int8Scheme | None = None) -> Path:
+                  scheme: Int8Scheme | None = None, calibration: str | None = None) -> Path:
     """Static INT8 quantization of an exported model, calibrated on ``images`` (uint8 H×W×3 RGB,
     resized to the model's input size) and, for a completion model, their ``sparse`` maps.
     ``scheme`` defaults to the architecture's measured one (:func:`scheme_for`);
-    ``per_channel`` overrides its weight granularity. Every operator onnxruntime can quantize
+    ``per_channel`` overrides its weight granularity, ``calibration`` its calibration method
+    (:data:`CALIBRATIONS`); the method used is recorded in the file (:func:`calibration_of`). Every operator onnxruntime can quantize
     runs in int8 (convs, adds, muls, resizes): quantizing convs alone measured slower, because
     each conv then needs its own quantize/dequantize pair. The prediction conv and everything
     after it (sigmoid, depth mapping, final upsampling) stay float (see :func:`_output_tail`)."""
@@ -278,6 +282,8 @@ def quantize_int8(fp32_path: str | Path, int8_path: str | Path, images: Sequence
     scheme = scheme or scheme_for(fp32_path)
     if per_channel is not None:
         scheme = replace(scheme, per_channel=per_channel)
+    if calibration is not None:
+        scheme = replace(scheme, calibration=calibration)
     size = input_size(session(fp32_path))
     prepped = int8_path.with_suffix(".prep.onnx")
     quant_pre_process(str(fp32_path), str(prepped), skip_symbolic_shape=True)
@@ -292,21 +298,32 @@ def quantize_int8(fp32_path: str | Path, int8_path: str | Path, images: Sequence
                             calibrate_method=method, extra_options=options, nodes_to_exclude=_output_tail(prepped))
         log.debug("onnxruntime calibration: %s", printed.getvalue().strip())
 
+    used = scheme.calibration
     try:
         try:
-            quantize(scheme.calibration)
+            quantize(used)
         except ValueError as exc:
-            if scheme.calibration == "minmax":
+            if used == "minmax":
                 raise
             # onnxruntime's histograms (numpy, 2048 bins) cannot span an activation whose values
             # all but coincide, e.g. the subnormal floats an untrained model decays into:
             # "Too many bins for data range". The min-max range needs no histogram.
-            log.warning("%s: %s calibration failed (%s); calibrating with minmax instead", fp32_path,
-                        scheme.calibration, exc)
-            quantize("minmax")
+            log.warning("%s: %s calibration failed (%s); calibrating with minmax instead", fp32_path, used, exc)
+            used = "minmax"
+            quantize(used)
     finally:
         prepped.unlink(missing_ok=True)
+    quantized = onnx.load(str(int8_path))
+    onnx.helper.set_model_props(quantized, {**{p.key: p.value for p in quantized.metadata_props},
+                                            CALIBRATION_KEY: used})
+    onnx.save(quantized, str(int8_path))
     return int8_path
+
+
+def calibration_of(path: str | Path) -> str | None:
+    """The calibration method an INT8 file of :func:`quantize_int8` was calibrated with."""
+    props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    return props.get(CALIBRATION_KEY)
 
 
 def run(sess: ort.InferenceSession, batch: np.ndarray, sparse: np.ndarray | None = None) -> np.ndarray:
@@ -336,9 +353,11 @@ def model_bytes(path: str | Path) -> int:
 
 
 def export_fp32_int8(model: StudentNet, out_dir: str | Path, size: tuple[int, int], eps: float, store_url: str,
-                     groups: Sequence[str] | None, calibration: int, version: int | None = None) -> dict:
+                     groups: Sequence[str] | None, calibration: int, version: int | None = None,
+                     calibration_method: str | None = None) -> dict:
     """``out_dir/student_fp32.onnx`` and ``out_dir/student_int8.onnx`` of ``model`` at ``size``, INT8
-    calibrated on ``calibration`` store samples (with their sparse LiDAR for completion models).
+    calibrated on ``calibration`` store samples (with their sparse LiDAR for completion models)
+    by ``calibration_method`` (default: the architecture's scheme's).
     Returns the paths (``onnx_fp32``, ``onnx_int8``), their sizes (``bytes_fp32``, ``bytes_int8``)
     and ``int8_vs_fp32`` (:func:`agreement` on the calibration samples)."""
     out = Path(out_dir)
@@ -347,7 +366,8 @@ def export_fp32_int8(model: StudentNet, out_dir: str | Path, size: tuple[int, in
     completion = "sparse" in model.inputs
     samples = list(store_inputs(store_url, groups, calibration, version, sparse=completion))
     int8 = quantize_int8(fp32, out / "student_int8.onnx", [x["rgb"] for x in samples],
-                         sparse=[x["sparse"] for x in samples] if completion else None)
+                         sparse=[x["sparse"] for x in samples] if completion else None,
+                         calibration=calibration_method)
     s32, s8 = session(fp32), session(int8)
     feeds = [feed(x["rgb"], size, x.get("sparse")) for x in samples]
     ref = [s32.run([OUTPUT_NAME], f)[0][0, 0] for f in feeds]

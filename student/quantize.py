@@ -79,7 +79,8 @@ METHODS = ("dynamic", "dynamic-conv", "static", "qat")
 def quantize_model(model, out_dir: str | Path, method: str, store_url: str, groups: Sequence[str] | None,
                    held_out: Sequence[str] | None, size: tuple[int, int], calibration: int = 32, limit: int = 16,
                    eps: float | None = None, qat_steps: int = 50, qat_size: tuple[int, int] | None = None,
-                   batch_size: int = 4, lr: float = 1e-4, version: int | None = None) -> dict:
+                   batch_size: int = 4, lr: float = 1e-4, version: int | None = None,
+                   calibration_method: str | None = None) -> dict:
     """Export ``model`` FP32 and INT8 by ``method`` (:data:`METHODS`) into ``out_dir``; measure the
     INT8 file against the FP32 one on up to ``limit`` samples of the ``held_out`` groups (not the
     calibration / fine-tuning ``groups``) and evaluate both on them (:mod:`student.evaluate`).
@@ -101,8 +102,10 @@ def quantize_model(model, out_dir: str | Path, method: str, store_url: str, grou
         quantize_dynamic_onnx(fp32, int8, convs=method == "dynamic-conv")
     elif method == "static":
         cal = list(export.store_inputs(store_url, groups, calibration, version, sparse=completion))
-        export.quantize_int8(fp32, int8, [x["rgb"] for x in cal], sparse=[x["sparse"] for x in cal] if completion else None)
-        extra = {"calibration_images": len(cal), "calibration_groups": list(groups) if groups else "all"}
+        export.quantize_int8(fp32, int8, [x["rgb"] for x in cal], sparse=[x["sparse"] for x in cal] if completion else None,
+                             calibration=calibration_method)
+        extra = {"calibration_images": len(cal), "calibration_groups": list(groups) if groups else "all",
+                 "calibration_method": export.calibration_of(int8)}
     else:
         from student import qat
         from depthdata.store import Store, select_groups

@@ -159,7 +159,8 @@ def evaluate_files(paths: Sequence[Path], size: tuple[int, int], store_url: str,
 def export_folder(model_path: str | Path, out_dir: str | Path, size: tuple[int, int], eps: float, store_url: str,
                   groups: Sequence[str] | None, calibration: int, phone: bool = False,
                   held_out: Sequence[str] | None = None, limit: int | None = None, latency: bool = False,
-                  threads: int = 2, repeats: int = 10, openvino: bool = False) -> dict:
+                  threads: int = 2, repeats: int = 10, openvino: bool = False,
+                  calibration_method: str | None = None) -> dict:
     """Write the folder (module doc) and its card; returns the card."""
     from student.checkpoint import load_model
 
@@ -169,11 +170,12 @@ def export_folder(model_path: str | Path, out_dir: str | Path, size: tuple[int, 
     weights = out / "model.safetensors"
     if Path(model_path).resolve() != weights.resolve():
         shutil.copyfile(model_path, weights)
-    result = export.export_fp32_int8(model, out, size, eps, store_url, groups, calibration)
+    result = export.export_fp32_int8(model, out, size, eps, store_url, groups, calibration,
+                                     calibration_method=calibration_method)
     scheme = export.scheme_for(result["onnx_fp32"])
     quant = [{"file": "student_int8.onnx", "method": f"onnxruntime static {scheme.quant_format.upper()}",
               "weights": f"{scheme.weight_type} {'per-channel' if scheme.per_channel else 'per-tensor'}",
-              "activations": f"uint8 per-tensor, {scheme.calibration} calibration", "calibration_images": calibration,
+              "activations": f"uint8 per-tensor, {export.calibration_of(result['onnx_int8'])} calibration", "calibration_images": calibration,
               "calibration_groups": list(groups) if groups else "all", "float_tail": "prediction conv onwards",
               "int8_vs_fp32_on_calibration": result["int8_vs_fp32"]}]
     if phone:

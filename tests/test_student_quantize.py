@@ -1,6 +1,7 @@
 """INT8 paths (student.quantize, student.qat): what dynamic quantization covers, static and
 quantization-aware INT8 against FP32 within stated tolerances, and the quantize command."""
 
+import argparse
 import json
 
 import numpy as np
@@ -218,6 +219,7 @@ def test_percentile_calibration_keeps_rare_outliers_from_stretching_the_ranges(t
     with caplog.at_level("WARNING", logger="student.export"):
         pct = _activation_scales(export.quantize_int8(fp32, tmp_path / "pct.onnx", images))
     assert "calibrating with minmax instead" not in caplog.text
+    assert export.calibration_of(tmp_path / "pct.onnx") == "percentile"
     mm = _activation_scales(export.quantize_int8(fp32, tmp_path / "mm.onnx", images,
                                                  scheme=export.Int8Scheme(calibration="minmax")))
     assert pct.keys() == mm.keys()
@@ -236,5 +238,18 @@ def test_calibration_falls_back_to_minmax_where_a_histogram_cannot_be_built(fp32
     with caplog.at_level("WARNING", logger="student.export"):
         out = export.quantize_int8(fp32, tmp_path / "s.onnx", _inputs(2))
     assert "percentile calibration failed" in caplog.text and "calibrating with minmax instead" in caplog.text
-    same = export.quantize_int8(fp32, tmp_path / "m.onnx", _inputs(2), scheme=export.Int8Scheme(calibration="minmax"))
+    same = export.quantize_int8(fp32, tmp_path / "m.onnx", _inputs(2), calibration="minmax")
     assert _activation_scales(out) == _activation_scales(same)
+    assert export.calibration_of(out) == export.calibration_of(same) == "minmax"  # the file says what was used
+
+
+def test_cli_calibration_methods_are_the_exports():
+    """`student export` and `student quantize` offer exactly the calibrations the export knows
+    (the CLI restates them so that --help need not import onnxruntime)."""
+    from depthdata.cli import build_parser
+
+    student = next(a for a in build_parser()._subparsers._group_actions[0].choices["student"]._actions
+                   if isinstance(a, argparse._SubParsersAction))
+    for command in ("export", "quantize"):
+        [option] = [a for a in student.choices[command]._actions if a.dest == "calibration_method"]
+        assert sorted(option.choices) == sorted(export.CALIBRATIONS), command
