@@ -13,6 +13,8 @@
 #   BF16=0 trains in float32 (TF32 products) as the shipped weights were; by default bf16 autocast
 #   (1.7x a step on the CPU at equal held-out δ1, benchmarks/NOTES.md; the log's step times and
 #   held-out lines every 500 steps show what it does on a GPU).
+#   SEED (default 0) picks the scene streams: a new seed renders scenes the weights have not seen
+#   (and a held-out set of its own; the lineage records it, so the teacher tests follow).
 # Then, back on the development machine: copy OUT_DIR/demo_weights over depthdata/teacher/demo_weights,
 # run the teacher tests (recorded held-out metrics) and benchmarks/bench_distill.py.
 set -euo pipefail
@@ -35,6 +37,6 @@ export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$site/open3d/_sysli
 "$python" -c "import open3d, torch; print('open3d', open3d.__version__, open3d.__file__, 'torch', torch.__version__,
       torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU')"
 PYTHONUNBUFFERED=1 "$python" -m depthdata teacher train-demo --device "$device" --render-workers "$(nproc)" --batch-size 512 \
-    --lr 2e-3 --crop-min 0.6 --init depthdata/teacher/demo_weights --eval-every 500 \
+    --lr 2e-3 --crop-min 0.6 --init depthdata/teacher/demo_weights --eval-every 500 --seed "${SEED:-0}" \
     --train-scenes "$rooms" "$streets" --steps "$steps" --max-minutes "$minutes" $bf16 \
     --out "$out/demo_weights" 2>&1 | tee "$out/train.log"
