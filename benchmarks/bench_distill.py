@@ -60,10 +60,10 @@ TRAIN_SCENES, EVAL_SCENES = 640, 192
 #: are default_rng([seed, k]) streams of write-demo style data, so no scene is shared
 TRAIN_SEED, EVAL_SEED = 1701, 1702
 MAX_DEPTH_M = 80.0
-#: the student underfits (its AbsRel on its own training scenes is about that on the held-out
-#: ones); steps are what moved it (3,000 → 9,000 → 15,000 → 30,000 → 60,000), where a wider
-#: decoder, MobileNetV3-Large, a 3x rate, another loss or no confidence weights did not
-#: (benchmarks/NOTES.md "distill"). The steps at which each cosine cycle ends: a cosine to 0 over
+#: steps moved the student (3,000 → 9,000 → 15,000 → 30,000 → 60,000), where a wider decoder,
+#: MobileNetV3-Large, a 3x rate, another loss or no confidence weights did not at 3,000; by
+#: 60,000 it fits its training scenes' labels 2.4x (rooms) and 1.4x (streets) closer than the
+#: held-out ones', so more scenes are the next lever, not steps (benchmarks/NOTES.md "distill"). The steps at which each cosine cycle ends: a cosine to 0 over
 #: the first 30,000, then a warm restart that goes on to 60,000 along a 60,000-step cosine (half
 #: the peak rate at the restart). Two cycles rather than one 60,000-step cosine because the
 #: second was added to a finished first one (an hour less on 2 cores); each resumes when killed.
@@ -71,7 +71,7 @@ STUDENT_CYCLES = (30000, 60000)
 STUDENT_STEPS = STUDENT_CYCLES[-1]
 STUDENT_BATCH = 8
 #: the student's rate: 1e-3 peak, 100 warm-up steps, then a cosine to 0 over each cycle (it
-#: underfits, so the decay's lower gradient noise is what helps; benchmarks/NOTES.md "distill")
+#: fitted slowly, so the decay's lower gradient noise is what helped; benchmarks/NOTES.md "distill")
 STUDENT_RECIPE = {"lr": 1e-3, "schedule": "cosine", "warmup_steps": 100}
 #: torch threads of the student's training: two train a step 1.2-1.5x faster than one on this
 #: 2-core machine; everything else (teacher, ONNX evaluation) stays on THREADS
