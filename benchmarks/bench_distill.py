@@ -63,9 +63,9 @@ MAX_DEPTH_M = 80.0
 #: steps moved the student (3,000 → 9,000 → 15,000 → 30,000 → 60,000), where a wider decoder,
 #: MobileNetV3-Large, a 3x rate, another loss or no confidence weights did not at 3,000; by
 #: 60,000 it fits its training scenes' labels 2.4x (rooms) and 1.4x (streets) closer than the
-#: held-out ones', so more scenes are the next lever, not steps (benchmarks/NOTES.md "distill"). The steps at which each cosine cycle ends: a cosine to 0 over
-#: the first 30,000, then a warm restart that goes on to 60,000 along a 60,000-step cosine (half
-#: the peak rate at the restart). Two cycles rather than one 60,000-step cosine because the
+#: held-out ones', so more scenes are the next lever, not steps (benchmarks/NOTES.md "distill").
+#: The steps at which each cosine cycle ends: a cosine to 0 over the first 30,000, then a warm
+#: restart that goes on to 60,000 along a 60,000-step cosine (half the peak rate at the restart). Two cycles rather than one 60,000-step cosine because the
 #: second was added to a finished first one (an hour less on 2 cores); each resumes when killed.
 STUDENT_CYCLES = (30000, 60000)
 STUDENT_STEPS = STUDENT_CYCLES[-1]
