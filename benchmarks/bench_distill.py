@@ -65,8 +65,9 @@ MAX_DEPTH_M = 80.0
 #: 60,000 it fits its training scenes' labels 2.4x (rooms) and 1.4x (streets) closer than the
 #: held-out ones', so more scenes are the next lever, not steps (benchmarks/NOTES.md "distill").
 #: The steps at which each cosine cycle ends: a cosine to 0 over the first 30,000, then a warm
-#: restart that goes on to 60,000 along a 60,000-step cosine (half the peak rate at the restart). Two cycles rather than one 60,000-step cosine because the
-#: second was added to a finished first one (an hour less on 2 cores); each resumes when killed.
+#: restart that goes on to 60,000 along a 60,000-step cosine (half the peak rate at the restart).
+#: Two cycles rather than one 60,000-step cosine because the second was added to a finished first
+#: one (an hour less on 2 cores); each resumes when killed.
 STUDENT_CYCLES = (30000, 60000)
 STUDENT_STEPS = STUDENT_CYCLES[-1]
 STUDENT_BATCH = 8
