@@ -39,6 +39,7 @@ from depthdata.pipeline import STAGES, build_lock, open_store
 from depthdata.pipeline import commit as pipeline_commit
 from depthdata.stage import Stage
 from depthdata.store import Group, is_remote
+from depthdata.store.debris import clean_after_takeover
 from depthdata.store.faults import is_transient, with_retries
 from depthdata.store.lock import BuildLock
 from depthdata.teacher.checkpoint import DEMO_TEACHER_ID
@@ -334,6 +335,10 @@ def _run_stages(catalog: Catalog, datasets: list[str], names: list[str], summary
             summary.stages.append(run_stage(stage, catalog, datasets, resources))
         _commit(catalog, datasets, summary)
     finally:
+        removed = clean_after_takeover(lock)
+        if removed:
+            _logger().info("removed %d temporary file(s) the killed build left (%s taken over): %s", len(removed),
+                           lock.taken_over, ", ".join(removed[:5]) + (" ..." if len(removed) > 5 else ""))
         _release(lock)
 
 

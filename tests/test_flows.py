@@ -15,6 +15,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from pathlib import Path
 
@@ -1111,6 +1112,60 @@ def test_builds_killed_at_random_points_resume_to_the_store_of_an_uninterrupted_
     print("kill points (files written of", total, ", ingest parts, lidar parts, exit):", landed)
     # the points spread over the build: most kills left it unfinished, at different stages of it
     assert sum(code != 0 for *_, code in landed) >= 3 and len({(i, li) for _, i, li, _ in landed}) >= 3, landed
+
+
+#: a build that SIGKILLs itself inside zarr's atomic write of its ``KILL_AT``-th file: the
+#: temporary file is written and flushed, the rename into place never happens
+DIE_MID_WRITE = textwrap.dedent("""
+    import contextlib, os, runpy, signal, sys
+    import zarr.storage._local as local
+
+    real, writes = local._atomic_write, [0]
+
+    @contextlib.contextmanager
+    def dying(path, *args, **kwargs):
+        with real(path, *args, **kwargs) as f:
+            yield f
+            writes[0] += 1
+            if writes[0] == int(os.environ["KILL_AT"]):
+                f.flush()
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    local._atomic_write = dying
+    sys.argv = ["depthdata", *sys.argv[1:]]
+    runpy.run_module("depthdata", run_name="__main__")
+""")
+
+
+def test_temporary_files_of_a_build_killed_mid_write_are_removed_by_the_next_build(prefect_api, tmp_path, caplog):
+    """A build killed inside a zarr write leaves ``<name>.<uuid>.partial`` in the store; the next
+    build takes the dead build's lock over and, its work done, removes that file (and only
+    that: a user's file named ``*.partial`` stays), and the store verifies."""
+    import logging
+
+    cat = nyu_catalog(tmp_path, n=4, shard_size=1)
+    store = tmp_path / "store.zarr"
+    env = {**os.environ, "PREFECT_API_URL": prefect_api, "KILL_AT": "12"}
+    proc = subprocess.run([sys.executable, "-c", DIE_MID_WRITE, "-q", "build", cat, "--stages", "ingest",
+                           "--workers", "0", "--no-progress"], env=env, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=240)
+    assert proc.returncode == -signal.SIGKILL, proc.stdout[-2000:] + proc.stderr[-2000:]
+    debris = [p for p in store.rglob("*.partial")]
+    assert len(debris) == 1 and re.fullmatch(r".+\.[0-9a-f]{32}\.partial", debris[0].name), debris
+    assert (store / "_build.lock").exists()  # the killed build's
+    mine = store / "notes.partial"
+    mine.write_text("not zarr's")
+    old = time.time() - 3600
+    os.utime(mine, (old, old))
+
+    with caplog.at_level(logging.INFO):
+        resumed = in_process()(cat, stages=["ingest"])
+    assert resumed.ok and resumed.committed
+    assert [p for p in store.rglob("*.partial")] == [mine]
+    assert not (store / "_build.lock").exists()
+    assert "removed 1 temporary file(s) the killed build left" in caplog.text
+    assert str(debris[0].relative_to(store)) in caplog.text
+    assert verify_store(str(store)).ok
 
 
 # -- a corpus of bad inputs, one file per case, among good ones ---------------------------------

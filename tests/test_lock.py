@@ -128,3 +128,35 @@ def test_the_heartbeat_rides_out_a_storage_outage_and_a_retried_acquire_keeps_it
     finally:
         lock.release()
     assert not watcher.exists(path)
+
+
+def test_only_zarr_temporary_files_older_than_the_taker_are_removed_and_only_after_a_takeover(tmp_path):
+    """What a killed build leaves (``<stem>.<32 hex>.partial``, written before the next holder
+    started) goes; a live writer's newer temporary file and files named otherwise stay; a lock
+    that was free removes nothing."""
+    from depthdata.store.debris import clean_after_takeover
+
+    fs = fsspec.filesystem("file")
+    hexname = "0123456789abcdef" * 2
+    array = tmp_path / "g" / "rgb"
+    (array / "c").mkdir(parents=True)
+    old, newer = array / f"zarr.{hexname}.partial", array / "c" / f"0.{hexname}.partial"
+    others = [tmp_path / "notes.partial", tmp_path / f"zarr.{hexname[:31]}.partial", tmp_path / "g" / "zarr.json"]
+    for p in [old, newer, *others]:
+        p.write_text("x")
+    stamp = time.time() - 3600
+    for p in [old, *others]:
+        os.utime(p, (stamp, stamp))
+
+    with BuildLock(fs, str(tmp_path), "store") as free:
+        assert free.taken_over == "" and clean_after_takeover(free) == []
+    # a build that died holding the lock
+    (tmp_path / LOCK_FILE).write_text(json.dumps({"token": "dead", "host": "another-host", "pid": 1,
+                                                  "heartbeat": time.time() - 121}))
+    taker = BuildLock(fs, str(tmp_path), "store", ttl_s=120)
+    written_meanwhile = taker.holder["started"] + 1
+    os.utime(newer, (written_meanwhile, written_meanwhile))
+    with taker:
+        assert "pid 1 on another-host" in taker.taken_over
+        assert clean_after_takeover(taker) == [os.path.join("g", "rgb", old.name)]
+    assert not old.exists() and newer.exists() and all(p.exists() for p in others)

@@ -58,7 +58,10 @@ class BuildLock:
 
     def __init__(self, fs: fsspec.AbstractFileSystem, root: str, url: str, ttl_s: float = TTL_S,
                  heartbeat_s: float = HEARTBEAT_S):
-        self.fs, self.path, self.url = fs, f"{root}/{LOCK_FILE}", url
+        self.fs, self.root, self.path, self.url = fs, root, f"{root}/{LOCK_FILE}", url
+        #: why the lock was taken over from another build ("" when it was free): that build died,
+        #: and may have left temporary files behind (:mod:`.debris`)
+        self.taken_over = ""
         self.ttl_s, self.heartbeat_s = ttl_s, heartbeat_s
         self.token = uuid.uuid4().hex
         self.holder = {"token": self.token, "host": socket.gethostname(), "pid": os.getpid(),
@@ -80,6 +83,8 @@ class BuildLock:
         if not why:
             raise StoreLocked(self._describe(current))
         log.warning("%s: taking over the build lock of %s (%s)", self.url, self._who(current), why)
+        # set before the takeover's writes: a retried acquire whose first PUT landed returns early
+        self.taken_over = f"{self._who(current)}: {why}"
         self._remove_if(current)
         if not self._create():  # another build took it over first
             raise StoreLocked(self._describe(self._read()))
