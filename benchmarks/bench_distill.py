@@ -25,8 +25,8 @@ every model's AbsRel at least 2× better than the constant floor's; with a fitte
 contest AbsRel within 1.25× the affine-invariant AbsRel for rooms and for streets. Metrics are means over the
 evaluation images (a quality measurement, so ``median``/``min``/``max`` of a case are that one
 value; the per-group means are in ``params``). Run: ``python -m benchmarks.bench_distill
-[--work DIR]`` (about 1 h 45 min on 2 cores, 1 h 30 of it training the student in two cosine
-cycles on two threads).
+[--work DIR]`` (about 2 h 10 min on 2 cores, 1 h 45 of it training the student on two
+threads).
 """
 
 from __future__ import annotations
@@ -55,20 +55,19 @@ from depthdata.teacher.checkpoint import DEMO_TEACHER_ID, DEMO_WEIGHTS_DIR, LINE
 RENDER = (240, 320)
 STORED = (120, 160)
 #: scenes per kind: training (student) and evaluation
-TRAIN_SCENES, EVAL_SCENES = 640, 192
+TRAIN_SCENES, EVAL_SCENES = 2560, 192
 #: seeds of the two sets; the demo teacher trained on default_rng([0, split, i]) streams, these
 #: are default_rng([seed, k]) streams of write-demo style data, so no scene is shared
 TRAIN_SEED, EVAL_SEED = 1701, 1702
 MAX_DEPTH_M = 80.0
 #: steps moved the student (3,000 → 9,000 → 15,000 → 30,000 → 60,000), where a wider decoder,
 #: MobileNetV3-Large, a 3x rate, another loss or no confidence weights did not at 3,000; by
-#: 60,000 it fits its training scenes' labels 2.4x (rooms) and 1.4x (streets) closer than the
-#: held-out ones', so more scenes are the next lever, not steps (benchmarks/NOTES.md "distill").
-#: The steps at which each cosine cycle ends: a cosine to 0 over the first 30,000, then a warm
-#: restart that goes on to 60,000 along a 60,000-step cosine (half the peak rate at the restart).
-#: Two cycles rather than one 60,000-step cosine because the second was added to a finished first
-#: one (an hour less on 2 cores); each resumes when killed.
-STUDENT_CYCLES = (30000, 60000)
+#: 60,000 on 640 scenes per kind it fitted its training scenes' labels 2.4x (rooms) and 1.4x
+#: (streets) closer than the held-out ones', so the scenes went 640 → 2,560 per kind, which took
+#: it from 1.31x to 1.21x the teacher's AbsRel (benchmarks/NOTES.md "distill").
+#: The steps at which each cosine cycle ends (one folder: a cycle resumes from the last one's
+#: checkpoint as a warm restart along a cosine that ends at its own end); one 60,000-step cosine.
+STUDENT_CYCLES = (60000,)
 STUDENT_STEPS = STUDENT_CYCLES[-1]
 STUDENT_BATCH = 8
 #: the student's rate: 1e-3 peak, 100 warm-up steps, then a cosine to 0 over each cycle (it
