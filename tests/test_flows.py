@@ -1138,8 +1138,8 @@ DIE_MID_WRITE = textwrap.dedent("""
 
 
 def test_temporary_files_of_a_build_killed_mid_write_are_removed_by_the_next_build(prefect_api, tmp_path, caplog):
-    """A build killed inside a zarr write leaves ``<name>.<uuid>.partial`` in the store; the next
-    build takes the dead build's lock over and, its work done, removes that file (and only
+    """A build killed inside a zarr write leaves ``<name>.<uuid>.partial`` files in the store; the next
+    build takes the dead build's lock over and, its work done, removes them (and only
     that: a user's file named ``*.partial`` stays), and the store verifies."""
     import logging
 
@@ -1150,8 +1150,9 @@ def test_temporary_files_of_a_build_killed_mid_write_are_removed_by_the_next_bui
                            "--workers", "0", "--no-progress"], env=env, cwd=tmp_path, capture_output=True, text=True,
                           timeout=240)
     assert proc.returncode == -signal.SIGKILL, proc.stdout[-2000:] + proc.stderr[-2000:]
-    debris = [p for p in store.rglob("*.partial")]
-    assert len(debris) == 1 and re.fullmatch(r".+\.[0-9a-f]{32}\.partial", debris[0].name), debris
+    # zarr writes some files concurrently, so the kill can catch more than one mid-write
+    debris = sorted(store.rglob("*.partial"))
+    assert debris and all(re.fullmatch(r".+\.[0-9a-f]{32}\.partial", p.name) for p in debris), debris
     assert (store / "_build.lock").exists()  # the killed build's
     mine = store / "notes.partial"
     mine.write_text("not zarr's")
@@ -1163,7 +1164,7 @@ def test_temporary_files_of_a_build_killed_mid_write_are_removed_by_the_next_bui
     assert resumed.ok and resumed.committed
     assert [p for p in store.rglob("*.partial")] == [mine]
     assert not (store / "_build.lock").exists()
-    assert "removed 1 temporary file(s) the killed build left" in caplog.text
+    assert f"removed {len(debris)} temporary file(s) the killed build left" in caplog.text
     assert str(debris[0].relative_to(store)) in caplog.text
     assert verify_store(str(store)).ok
 
